@@ -1,0 +1,135 @@
+"""Attachments: diagrams, config backups, signed scans — encrypted in chunks, streamed both ways.
+
+The record holds name, size, SHA-256 and chunk count; the content lives in ``chunks`` rows, each
+sealed with AAD naming the attachment and the chunk's index, so chunks cannot be reordered, swapped
+between attachments or dropped (the count and hash are checked on read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from . import validate
+from .crypto import DecryptFailed
+from .errors import AlreadyExists, IntegrityError, InvalidInput, StorageError
+from .keys import record_aad
+from .models import Chunk
+from .services import RecordService
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .clients import ClientRef
+    from .records import Rec
+
+CHUNK = 256 * 1024  # large enough to amortise per-row cost, small enough to keep memory flat
+DEFAULT_MAX = 512 * 1024 * 1024
+
+
+def max_size() -> int:
+    raw = os.environ.get("HANDOVER_MAX_ATTACHMENT_MB")
+    return int(raw) * 1024 * 1024 if raw and raw.isdigit() else DEFAULT_MAX
+
+
+def chunk_aad(vault_id: str, client_id: str, record_id: str, seq: int) -> bytes:
+    return record_aad(vault_id, client_id, "chunk", f"{record_id}/{seq}", 1)
+
+
+class Attachments(RecordService):
+    kind = "attachment"
+    name_field = "name"
+    audit_changes = True
+
+    def clean(self, data: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = validate.text(data.get("name"), "file name", 255, required=True) or ""
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise InvalidInput(f"attachment name {name[:60]!r} must be a plain file name")
+        return {
+            "name": name,
+            "size": int(data.get("size") or 0),
+            "sha256": data.get("sha256") or "",
+            "chunks": int(data.get("chunks") or 0),
+            "content_type": data.get("content_type"),
+            "notes": validate.text(data.get("notes"), "notes", 10_000),
+        }
+
+    def add_stream(self, s: Session, client: ClientRef, name: str, stream: IO[bytes], **extra: Any) -> Rec:
+        """Store a stream inside the caller's transaction; raises InvalidInput over the size cap."""
+        rec = self.v.records.add(s, client, self.kind, self.clean({"name": name, **extra}), name)
+        digest, size, seq, limit = hashlib.sha256(), 0, 0, max_size()
+        sealer = client.keys.sealer
+        while block := stream.read(CHUNK):
+            size += len(block)
+            if size > limit:
+                raise InvalidInput(f"{name} is larger than the attachment limit of {limit // 2**20} MiB")
+            digest.update(block)
+            s.add(Chunk(record_id=rec.id, seq=seq,
+                        envelope=sealer.seal(block, chunk_aad(self.v.vault_id, client.id, rec.id, seq))))
+            seq += 1
+            if seq % 64 == 0:
+                s.flush()
+        data = {**rec.data, "size": size, "sha256": digest.hexdigest(), "chunks": seq}
+        return self.v.records.update_in_place(s, client, rec, data)
+
+    def add_file(self, slug: str, path: Path | str, name: str | None = None, notes: str | None = None) -> Rec:
+        path = Path(path)
+        try:
+            fh = path.open("rb")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+        with fh, self.v.write("adding an attachment") as s:
+            client = self.v.clients.get(slug, s)
+            rec = self.add_stream(s, client, name or path.name, fh, notes=notes)
+            self.after_write(s, client, rec, "add")
+            return rec
+
+    def chunks(self, s: Session, client: ClientRef, rec: Rec) -> Iterator[bytes]:
+        """The decrypted content, chunk by chunk, checked against the stored count and hash."""
+        digest, n = hashlib.sha256(), 0
+        rows = s.execute(
+            select(Chunk.seq, Chunk.envelope).where(Chunk.record_id == rec.id).order_by(Chunk.seq)
+            .execution_options(yield_per=16)
+        )
+        for seq, blob in rows:
+            if seq != n:
+                raise IntegrityError(f"attachment {rec.id}: chunk {n} is missing")
+            try:
+                block = client.keys.sealer.open(bytes(blob), chunk_aad(self.v.vault_id, client.id, rec.id, seq))
+            except DecryptFailed:
+                raise IntegrityError(f"attachment {rec.id}: chunk {seq} does not decrypt (tampered)") from None
+            digest.update(block)
+            n += 1
+            yield block
+        if n != rec.data.get("chunks") or digest.hexdigest() != rec.data.get("sha256"):
+            raise IntegrityError(f"attachment {rec.id} is incomplete or altered (chunks or hash differ)")
+
+    def save_to(self, slug: str, ref: str, out: Path | str) -> Rec:
+        """Write an attachment to ``out`` (0600, via a temp file; nothing left behind on failure)."""
+        out = Path(out)
+        if out.exists():
+            raise AlreadyExists(f"{out} already exists; refusing to overwrite it")
+        tmp = out.with_name(f".{out.name}.part-{os.getpid()}")
+        try:
+            with self.v.read() as s:
+                client = self.v.clients.get(slug, s)
+                rec = self.v.records.get(s, client, self.kind, ref)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    for block in self.chunks(s, client, rec):
+                        fh.write(block)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise StorageError(f"cannot write {out}: {exc.strerror}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return rec

@@ -1,0 +1,332 @@
+"""Creating, opening and re-keying a vault: the entry points of the library.
+
+    >>> v, recovery_code = init_vault(path, passphrase="…")
+    >>> v = open_vault(path, passphrase="…")        # or session=os.environ["HANDOVER_SESSION"]
+    >>> v.clients.add("acme", name="ACME Ltd")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from . import crypto, keys, session, store
+from .crypto import DEFAULT_KDF, KdfParams
+from .errors import AlreadyExists, AuthenticationFailed, IntegrityError, InvalidInput, StorageError
+from .models import KeySlot, Meta
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .attachments import Attachments
+    from .audit import AuditLog
+    from .clients import Clients
+    from .creds import Creds
+    from .records import Records
+    from .services import Assets, Contacts, Docs, Issues
+
+FORMAT = b"handover-vault/1"
+
+
+def utcnow() -> str:
+    """Timestamps are UTC ISO-8601 with seconds precision (sortable as text)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def kdf_params() -> KdfParams:
+    """The cost for new slots. ``HANDOVER_KDF=minimum`` is the test hook: OWASP's floor, never lower."""
+    if os.environ.get("HANDOVER_KDF") == "minimum":
+        return crypto.MIN_KDF
+    return DEFAULT_KDF
+
+
+def _slot_row(slot: keys.SlotData) -> KeySlot:
+    p = slot.params
+    return KeySlot(
+        id=slot.id,
+        kind=slot.kind,
+        salt=slot.salt,
+        memory_kib=p.memory_kib,
+        iterations=p.iterations,
+        lanes=p.lanes,
+        wrapped=slot.wrapped,
+        created_at=utcnow(),
+    )
+
+
+def _slot_data(row: KeySlot) -> keys.SlotData:
+    params = KdfParams(row.memory_kib, row.iterations, row.lanes)
+    return keys.SlotData(row.id, row.kind, row.salt, params, row.wrapped)
+
+
+def init_vault(path: Path | str, passphrase: str, kdf: KdfParams | None = None) -> tuple[Vault, str]:
+    """Create a new vault at ``path``; return it, unlocked, and the recovery code (shown once).
+
+    Raises AlreadyExists if anything exists at ``path``; InvalidInput for an empty passphrase or a
+    KDF below the floor; StorageError if the file cannot be created.
+    """
+    path = Path(path)
+    secret = keys.normalise_passphrase(passphrase)
+    params = kdf or kdf_params()
+    crypto.check_kdf_for_create(params)
+    if path.exists() or path.is_symlink():
+        raise AlreadyExists(f"a file already exists at {path}; refusing to overwrite it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store.create_private_file(path)
+    except FileExistsError:
+        raise AlreadyExists(f"a file already exists at {path}; refusing to overwrite it") from None
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        return _populate_new(path, secret, params)
+    except BaseException:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        raise
+
+
+def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[Vault, str]:
+    st = store.Store(path)
+    store.upgrade(st)
+    vault_id = str(uuid.uuid4())
+    vmk = crypto.random_key()
+    k = keys.VaultKeys(vault_id, vmk)
+    recovery = keys.new_recovery_code()
+    priv, pub = crypto.new_signing_key()
+    with st.write("creating the vault") as s:
+        s.add(Meta(key="format", value=FORMAT))
+        s.add(Meta(key="vault_id", value=vault_id.encode()))
+        s.add(Meta(key="created_at", value=utcnow().encode()))
+        s.add(Meta(key="signing_public", value=pub))
+        s.add(Meta(key="signing_private", value=k.wrap_signing_key(priv)))
+        s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
+        rec = keys.normalise_recovery_code(recovery)
+        s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
+    v = Vault(path, st, k)
+    v.audit.append_now("vault.init", detail={"fingerprint": v.fingerprint})
+    return v, recovery
+
+
+def _read_meta(st: store.Store) -> dict[str, bytes]:
+    with st.read() as s:
+        rows = s.execute(select(Meta)).scalars().all()
+    meta = {m.key: m.value for m in rows}
+    if meta.get("format") != FORMAT or "vault_id" not in meta:
+        raise IntegrityError(f"{st.path} is not a handover vault (format marker missing or unknown)")
+    return meta
+
+
+def _open_store(path: Path) -> tuple[store.Store, str]:
+    store.check_file(path)
+    st = store.Store(path)
+    try:
+        store.ensure_schema(st)
+        vault_id = _read_meta(st)["vault_id"].decode("ascii", "replace")
+    except BaseException:
+        st.close()
+        raise
+    return st, vault_id
+
+
+def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> bytes:
+    with st.read() as s:
+        rows = s.execute(select(KeySlot).where(KeySlot.kind == kind)).scalars().all()
+    for row in rows:
+        vmk = keys.try_unwrap(vault_id, _slot_data(row), secret)
+        if vmk is not None:
+            return vmk
+    if kind == "recovery":
+        raise AuthenticationFailed("the recovery code is not valid")
+    raise AuthenticationFailed("wrong passphrase", "check the passphrase source (prompt, file or command)")
+
+
+def open_vault(
+    path: Path | str, passphrase: str | None = None, session_token: str | None = None
+) -> Vault:
+    """Open and unlock a vault with a passphrase or a session token.
+
+    Raises NotFound (no file), IntegrityError (not a vault, corrupt), MigrationRequired (newer
+    schema), AuthenticationFailed (wrong passphrase, bad or expired session).
+    """
+    path = Path(path)
+    st, vault_id = _open_store(path)
+    try:
+        if session_token:
+            vmk = session.load(session_token, vault_id)
+        elif passphrase is not None:
+            vmk = _unlock_with(st, vault_id, "passphrase", keys.normalise_passphrase(passphrase))
+        else:
+            raise AuthenticationFailed("no passphrase was given")
+    except BaseException:
+        st.close()
+        raise
+    return Vault(path, st, keys.VaultKeys(vault_id, vmk))
+
+
+def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
+    """Replace every passphrase slot using the recovery code; the recovery slot stays."""
+    path = Path(path)
+    st, vault_id = _open_store(path)
+    try:
+        code = keys.normalise_recovery_code(recovery_code)
+        vmk = _unlock_with(st, vault_id, "recovery", code)
+    except BaseException:
+        st.close()
+        raise
+    v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+    v.set_passphrase(new_passphrase, action="vault.recover")
+    return v
+
+
+class Vault:
+    """An open, unlocked vault. Use as a context manager or call ``close()``."""
+
+    def __init__(self, path: Path, st: store.Store, k: keys.VaultKeys) -> None:
+        self.path = path
+        self.store = st
+        self.keys = k
+        self.vault_id = k.vault_id
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- services (imported lazily: a command pays only for what it uses) ------------------------
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        from .audit import AuditLog
+
+        return AuditLog(self)
+
+    @cached_property
+    def records(self) -> Records:
+        from .records import Records
+
+        return Records(self)
+
+    @cached_property
+    def clients(self) -> Clients:
+        from .clients import Clients
+
+        return Clients(self)
+
+    @cached_property
+    def contacts(self) -> Contacts:
+        from .services import Contacts
+
+        return Contacts(self)
+
+    @cached_property
+    def docs(self) -> Docs:
+        from .services import Docs
+
+        return Docs(self)
+
+    @cached_property
+    def assets(self) -> Assets:
+        from .services import Assets
+
+        return Assets(self)
+
+    @cached_property
+    def issues(self) -> Issues:
+        from .services import Issues
+
+        return Issues(self)
+
+    @cached_property
+    def creds(self) -> Creds:
+        from .creds import Creds
+
+        return Creds(self)
+
+    @cached_property
+    def attachments(self) -> Attachments:
+        from .attachments import Attachments
+
+        return Attachments(self)
+
+    def search(self, query: str, slug: str | None = None) -> list[dict[str, Any]]:
+        from .search import search
+
+        return search(self, query, slug)
+
+    # --- identity and signing -------------------------------------------------------------------
+
+    @cached_property
+    def _meta(self) -> dict[str, bytes]:
+        return _read_meta(self.store)
+
+    @property
+    def signing_public(self) -> bytes:
+        return self._meta["signing_public"]
+
+    @property
+    def fingerprint(self) -> str:
+        return crypto.fingerprint(self.signing_public)
+
+    def sign(self, data: bytes) -> bytes:
+        """Ed25519 signature with the vault's key (the private key is unwrapped for this call only)."""
+        priv = self.keys.unwrap_signing_key(self._meta["signing_private"])
+        return crypto.sign(priv, data)
+
+    # --- passphrase and sessions ----------------------------------------------------------------
+
+    def set_passphrase(self, new_passphrase: str, action: str = "vault.passwd") -> None:
+        """Re-wrap the VMK under a new passphrase: no record is re-encrypted.
+
+        The new slot is written and the old ones deleted in one transaction, with the audit entry:
+        after a crash either the old or the new passphrase opens the vault, never neither.
+        """
+        secret = keys.normalise_passphrase(new_passphrase)
+        slot = keys.make_slot(self.vault_id, "passphrase", secret, self.keys.vmk, kdf_params())
+        with self.store.write("changing the passphrase") as s:
+            s.execute(delete(KeySlot).where(KeySlot.kind == "passphrase"))
+            s.add(_slot_row(slot))
+            self.audit.append(s, action, detail={"slot": slot.id})
+
+    def new_recovery_code(self) -> str:
+        code = keys.new_recovery_code()
+        slot = keys.make_slot(
+            self.vault_id, "recovery", keys.normalise_recovery_code(code), self.keys.vmk, kdf_params()
+        )
+        with self.store.write("replacing the recovery code") as s:
+            s.execute(delete(KeySlot).where(KeySlot.kind == "recovery"))
+            s.add(_slot_row(slot))
+            self.audit.append(s, "vault.recovery-code", detail={"slot": slot.id})
+        return code
+
+    def start_session(self, seconds: int) -> str:
+        token = session.create(self.vault_id, self.path, self.keys.vmk, seconds)
+        self.audit.append_now("vault.unlock", detail={"seconds": seconds})
+        return token
+
+    def backup(self, dest: Path | str) -> Path:
+        """A consistent copy of the live vault (SQLite online backup), 0600, audited."""
+        dest = Path(dest)
+        if dest.resolve() == self.path.resolve():
+            raise InvalidInput("the backup file must not be the vault itself")
+        self.audit.append_now("vault.backup", detail={"file": dest.name})
+        store.online_backup(self.path, dest)
+        return dest
+
+    def write(self, doing: str) -> Any:
+        """A write transaction on the vault (``with v.write("adding a doc") as s:``)."""
+        return self.store.write(doing)
+
+    def read(self) -> Any:
+        return self.store.read()
+

@@ -1,0 +1,122 @@
+"""SQLAlchemy 2 typed models: the vault's tables.
+
+Only ids (UUIDs), kinds, foreign keys, timestamps, version numbers, keyed lookup hashes and
+ciphertext are stored. Every user-provided value lives inside an ``envelope`` (AES-256-GCM of a JSON
+payload, see ``records.py`` and docs/spec.md). Timestamps are ISO-8601 UTC strings, which keeps the
+SQL portable to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so Alembic migrations (batch mode on SQLite) can address them.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Meta(Base):
+    """Vault-wide facts: vault id, format, signing key (public in clear, private wrapped)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class KeySlot(Base):
+    """One wrapping of the vault master key (VMK) under a KEK derived by Argon2id."""
+
+    __tablename__ = "key_slots"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "passphrase" | "recovery"
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    memory_kib: Mapped[int] = mapped_column(Integer)
+    iterations: Mapped[int] = mapped_column(Integer)
+    lanes: Mapped[int] = mapped_column(Integer)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class Client(Base):
+    """A client: its data key wrapped by the VMK, and its profile (slug, name, agreement) sealed."""
+
+    __tablename__ = "clients"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # Keyed hash of the slug (HMAC under a VMK-derived key): finds a client without storing its slug.
+    lookup: Mapped[str] = mapped_column(String(64), unique=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[str] = mapped_column(String(32))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Record(Base):
+    """Any per-client record: contact, doc, asset, cred, issue, attachment, ack, request."""
+
+    __tablename__ = "records"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    # Keyed hash of the exact title/label under the client's index key: lookup by name without
+    # decrypting every record of the client.
+    lookup: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[str] = mapped_column(String(32))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_records_client_kind", "client_id", "kind"),
+        Index("ix_records_lookup", "client_id", "kind", "lookup"),
+    )
+
+
+class RecordVersion(Base):
+    """A previous version of a record, kept sealed under the AAD of its own version number."""
+
+    __tablename__ = "record_versions"
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Chunk(Base):
+    """A chunk of an attachment's content, sealed with the chunk's index in its AAD."""
+
+    __tablename__ = "chunks"
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditEntry(Base):
+    """One append-only audit entry; ``mac`` chains it to the previous one (docs/spec.md)."""
+
+    __tablename__ = "audit"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(48))
+    # No foreign key: entries outlive a forgotten client (their details become unreadable).
+    client_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    record_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    scope: Mapped[str] = mapped_column(String(8))  # "vault" or "client": which key seals the detail
+    detail: Mapped[bytes] = mapped_column(LargeBinary)
+    mac: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_audit_client", "client_id"),)

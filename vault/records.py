@@ -1,0 +1,198 @@
+"""Sealed records: one generic store for every per-client kind (contact, doc, cred, …).
+
+A record's payload is JSON sealed with the client's key under associated data binding vault, client,
+kind, record id and version (``keys.record_aad``). Updating a record moves the current envelope to
+``record_versions`` and writes the next version, so every edit keeps the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select
+
+from .crypto import DecryptFailed
+from .errors import IntegrityError, InvalidInput, NotFound
+from .keys import record_aad
+from .models import Record, RecordVersion
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .clients import ClientRef
+    from .core import Vault
+
+KINDS = ("contact", "doc", "asset", "cred", "issue", "attachment", "ack", "request")
+_ID_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
+
+
+@dataclass
+class Rec:
+    """A decrypted record."""
+
+    id: str
+    client_id: str
+    kind: str
+    version: int
+    created_at: str
+    updated_at: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "version": self.version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            **self.data,
+        }
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class Records:
+    def __init__(self, vault: Vault) -> None:
+        self.v = vault
+
+    # --- envelopes --------------------------------------------------------------------------------
+
+    def seal(self, client: ClientRef, kind: str, rid: str, version: int, data: dict[str, Any]) -> bytes:
+        aad = record_aad(self.v.vault_id, client.id, kind, rid, version)
+        return client.keys.sealer.seal(_dump(data), aad)
+
+    def unseal(self, client: ClientRef, kind: str, rid: str, version: int, blob: bytes) -> dict[str, Any]:
+        """Decrypt one envelope; IntegrityError names the kind and id, never the content."""
+        aad = record_aad(self.v.vault_id, client.id, kind, rid, version)
+        try:
+            data = json.loads(client.keys.sealer.open(bytes(blob), aad))
+        except (DecryptFailed, ValueError):
+            raise IntegrityError(
+                f"{kind} {rid} (version {version}) does not decrypt: tampered or corrupt",
+                "every other record is unaffected; restore this one from a backup",
+            ) from None
+        if not isinstance(data, dict):
+            raise IntegrityError(f"{kind} {rid} has a malformed payload")
+        return data
+
+    def load(self, client: ClientRef, row: Record) -> Rec:
+        if row.client_id != client.id:
+            raise IntegrityError(f"{row.kind} {row.id} belongs to another client")
+        data = self.unseal(client, row.kind, row.id, row.version, row.envelope)
+        return Rec(row.id, row.client_id, row.kind, row.version, row.created_at, row.updated_at, data)
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def add(
+        self, s: Session, client: ClientRef, kind: str, data: dict[str, Any], name: str | None = None
+    ) -> Rec:
+        from .core import utcnow
+
+        rid, now = str(uuid.uuid4()), utcnow()
+        row = Record(
+            id=rid,
+            client_id=client.id,
+            kind=kind,
+            version=1,
+            lookup=client.keys.record_lookup(kind, name) if name else None,
+            created_at=now,
+            updated_at=now,
+            envelope=self.seal(client, kind, rid, 1, data),
+        )
+        s.add(row)
+        s.flush()
+        return Rec(rid, client.id, kind, 1, now, now, data)
+
+    def update(
+        self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any], name: str | None = None
+    ) -> Rec:
+        """Write version n+1 and keep version n in the history."""
+        from .core import utcnow
+
+        row = s.get(Record, rec.id)
+        if row is None or row.client_id != client.id:
+            raise NotFound(f"{rec.kind} {rec.id} no longer exists")
+        if row.version != rec.version:
+            raise InvalidInput(f"{rec.kind} {rec.id} was changed meanwhile; try again")
+        now = utcnow()
+        s.add(RecordVersion(record_id=row.id, version=row.version, created_at=row.updated_at, envelope=row.envelope))
+        row.version += 1
+        row.updated_at = now
+        row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
+        if name is not None:
+            row.lookup = client.keys.record_lookup(rec.kind, name)
+        s.flush()
+        return Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, now, data)
+
+    def update_in_place(self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any]) -> Rec:
+        """Re-seal the same version (for metadata completed in the transaction that created it)."""
+        row = s.get(Record, rec.id)
+        if row is None:
+            raise NotFound(f"{rec.kind} {rec.id} no longer exists")
+        row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
+        s.flush()
+        return Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, rec.updated_at, data)
+
+    def delete(self, s: Session, client: ClientRef, rec: Rec) -> None:
+        s.execute(delete(Record).where(Record.id == rec.id, Record.client_id == client.id))
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def list(self, s: Session, client: ClientRef, kind: str) -> list[Rec]:
+        rows = s.execute(
+            select(Record).where(Record.client_id == client.id, Record.kind == kind).order_by(Record.created_at)
+        ).scalars()
+        return [self.load(client, r) for r in rows]
+
+    def count(self, s: Session, client: ClientRef, kind: str) -> int:
+        q = select(func.count()).select_from(Record).where(Record.client_id == client.id, Record.kind == kind)
+        return int(s.execute(q).scalar_one())
+
+    def get(self, s: Session, client: ClientRef, kind: str, ref: str) -> Rec:
+        """Find by id, unique id prefix, or exact title/label (case-insensitive)."""
+        ref = ref.strip()
+        if not ref:
+            raise InvalidInput(f"no {kind} was named")
+        rows: list[Record] = []
+        if _ID_PREFIX.match(ref.lower()):
+            rows = list(
+                s.execute(
+                    select(Record).where(
+                        Record.client_id == client.id,
+                        Record.kind == kind,
+                        Record.id.startswith(ref.lower(), autoescape=True),
+                    ).limit(10)
+                ).scalars()
+            )
+        if not rows:
+            lookup = client.keys.record_lookup(kind, ref)
+            rows = list(
+                s.execute(
+                    select(Record).where(
+                        Record.client_id == client.id, Record.kind == kind, Record.lookup == lookup
+                    ).limit(10)
+                ).scalars()
+            )
+        if not rows:
+            raise NotFound(f"no {kind} {ref!r} for client {client.slug}", f"list them: handover {kind} list {client.slug}")
+        if len(rows) > 1:
+            ids = ", ".join(r.id[:8] for r in rows)
+            raise InvalidInput(f"{ref!r} matches several {kind} records ({ids})", "name one by its id")
+        return self.load(client, rows[0])
+
+    def history(self, s: Session, client: ClientRef, rec: Rec) -> list[Rec]:
+        """Previous versions, oldest first (the current one is ``rec`` itself)."""
+        rows = s.execute(
+            select(RecordVersion).where(RecordVersion.record_id == rec.id).order_by(RecordVersion.version)
+        ).scalars()
+        out = []
+        for r in rows:
+            data = self.unseal(client, rec.kind, rec.id, r.version, r.envelope)
+            out.append(Rec(rec.id, client.id, rec.kind, r.version, rec.created_at, r.created_at, data))
+        return out

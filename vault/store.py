@@ -1,0 +1,238 @@
+"""The SQLite file: engine, pragmas, transactions, schema version and online backup.
+
+Every write runs inside ``BEGIN IMMEDIATE`` so that two processes never interleave a read-modify-
+write (the audit chain depends on it). SQLAlchemy and SQLite errors are wrapped here into
+:class:`VaultError` subclasses; none leaves ``vault/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from .errors import Busy, IntegrityError, MigrationRequired, NotFound, StorageError, VaultError
+
+# The Alembic revision this program writes. Checked with one cheap query on open, so Alembic is
+# imported only when an upgrade is due. tests/test_migrations.py asserts it equals Alembic's head.
+SCHEMA_HEAD = "0001"
+KNOWN_REVISIONS = ("0001",)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DEFAULT_BUSY_SECONDS = 30.0
+
+
+def busy_seconds() -> float:
+    """How long a writer waits for another process before giving up (``HANDOVER_BUSY_TIMEOUT``)."""
+    raw = os.environ.get("HANDOVER_BUSY_TIMEOUT")
+    try:
+        return max(0.1, float(raw)) if raw else DEFAULT_BUSY_SECONDS
+    except ValueError:
+        return DEFAULT_BUSY_SECONDS
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file that only the owner may read, failing if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {int(busy_seconds() * 1000)}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit that returned is on disk even after power loss (the WAL is fsynced each commit).
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    # Deleted content is overwritten with zeros, so forgotten clients do not linger in free pages.
+    cur.execute("PRAGMA secure_delete = ON")
+    cur.close()
+
+
+def _on_begin(conn: Any) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", poolclass=_null_pool())
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+def _null_pool() -> Any:
+    from sqlalchemy.pool import NullPool
+
+    # One short-lived CLI process: no pooled connection may outlive close(), so the -wal/-shm files
+    # are checkpointed and released when the vault is closed.
+    return NullPool
+
+
+def wrap_db_error(exc: BaseException, doing: str) -> VaultError:
+    """Turn a SQLAlchemy/SQLite error into a VaultError a technician understands."""
+    orig = getattr(exc, "orig", exc)
+    text = str(orig).lower()
+    if "locked" in text or "busy" in text:
+        return Busy(
+            f"the vault is busy: another handover process held it too long while {doing}",
+            "try again; raise HANDOVER_BUSY_TIMEOUT (seconds) if this repeats",
+        )
+    if "disk is full" in text or "database or disk is full" in text:
+        return StorageError(f"the disk is full while {doing}; nothing was changed")
+    if "readonly" in text or "read-only" in text:
+        return StorageError(f"the vault file is read-only while {doing}; nothing was changed")
+    if "not a database" in text or "malformed" in text or "file is not" in text:
+        return IntegrityError(f"the vault file is corrupt or not a vault ({doing})")
+    if "no such table" in text:
+        return IntegrityError(f"the vault file is missing tables ({doing}); it is not a handover vault")
+    if "i/o" in text or "disk i/o" in text:
+        return StorageError(f"an I/O error occurred while {doing}; nothing was changed")
+    # Constraint text names tables/columns only, never values (values are bound parameters).
+    return StorageError(f"the database refused the operation while {doing}: {orig.__class__.__name__}")
+
+
+class Store:
+    """Owns the engine and hands out read and write (BEGIN IMMEDIATE) sessions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine = make_engine(path)
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as s, s.begin():
+                yield s
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise wrap_db_error(exc, "reading") from None
+
+    @contextlib.contextmanager
+    def write(self, doing: str = "writing") -> Iterator[Session]:
+        """A write transaction: commits when the block ends, rolls back on any exception."""
+        try:
+            with Session(self._writer, expire_on_commit=False) as s, s.begin():
+                yield s
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise wrap_db_error(exc, doing) from None
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file and truncate it to zero bytes."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def vacuum(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def check_file(path: Path) -> None:
+    """Fail early and clearly when ``path`` is missing or is not an SQLite file at all."""
+    if not path.exists():
+        raise NotFound(f"no vault at {path}", "create one with: handover init")
+    if path.is_dir():
+        raise NotFound(f"{path} is a directory, not a vault file")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    if head != SQLITE_MAGIC:
+        raise IntegrityError(f"{path} is not a handover vault (not an SQLite database, or corrupt)")
+
+
+def schema_revision(store: Store) -> str | None:
+    """The vault's Alembic revision, by one cheap query (no Alembic import)."""
+    try:
+        with store.engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+    except DBAPIError as exc:
+        if "no such table" in str(exc.orig):
+            return None
+        raise wrap_db_error(exc, "reading the schema version") from None
+    return str(row[0]) if row else None
+
+
+def ensure_schema(store: Store) -> None:
+    """Upgrade an older vault (after a backup), refuse a newer one, pass a current one."""
+    rev = schema_revision(store)
+    if rev == SCHEMA_HEAD:
+        return
+    if rev is None:
+        raise IntegrityError(f"{store.path} is not a handover vault (no schema version)")
+    if rev not in KNOWN_REVISIONS:
+        raise MigrationRequired(
+            f"this vault was written by a newer handover (schema {rev}); this program knows up to "
+            f"{SCHEMA_HEAD}",
+            "upgrade handover-vault to open it",
+        )
+    backup_to = store.path.with_name(f"{store.path.name}.pre-{SCHEMA_HEAD}.bak")
+    n = 1
+    while backup_to.exists():
+        backup_to = store.path.with_name(f"{store.path.name}.pre-{SCHEMA_HEAD}.{n}.bak")
+        n += 1
+    online_backup(store.path, backup_to)
+    upgrade(store)
+
+
+def upgrade(store: Store, revision: str = "head") -> None:
+    """Run Alembic's upgrade on the vault (imported here only: it is slow to import)."""
+    from alembic import command
+
+    from migrations import alembic_config
+
+    try:
+        with store.engine.connect() as conn:
+            cfg = alembic_config(conn)
+            command.upgrade(cfg, revision)
+            conn.commit()
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise MigrationRequired(f"upgrading the vault schema failed: {exc.__class__.__name__}") from None
+
+
+def online_backup(src: Path, dest: Path) -> None:
+    """Copy a live vault with SQLite's online backup API into a new 0600 file."""
+    if dest.exists():
+        from .errors import AlreadyExists
+
+        raise AlreadyExists(f"{dest} already exists; choose another backup file name")
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        create_private_file(tmp)
+        source = sqlite3.connect(str(src), timeout=busy_seconds())
+        target = sqlite3.connect(str(tmp))
+        try:
+            source.backup(target)
+            # The backup is a standalone file: fold its journal into it before it is renamed.
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+            source.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except (sqlite3.Error, OSError) as exc:
+        _unlink_quietly(tmp)
+        raise wrap_db_error(exc, f"backing up to {dest}") from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
