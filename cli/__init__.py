@@ -1,0 +1,1 @@
+"""The ``handover`` command line: click commands over the ``vault`` library."""

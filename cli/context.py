@@ -1,0 +1,268 @@
+"""Shared CLI plumbing: the vault to use, unlocking, secret input, output and error reporting.
+
+Secrets arrive only through files, commands, environment variables, standard input or a hidden
+prompt, never argv. Secret-bearing environment variables are removed from ``os.environ`` as soon as
+the process starts, so no child process (``$EDITOR``, a passphrase command) inherits them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from vault.core import Vault
+
+SECRET_ENV = (
+    "HANDOVER_PASSPHRASE",
+    "HANDOVER_NEW_PASSPHRASE",
+    "HANDOVER_RECOVERY_CODE",
+    "HANDOVER_BUNDLE_PASSPHRASE",
+    "HANDOVER_IMPORT_PASSPHRASE",
+    "HANDOVER_SESSION",
+)
+_secrets: dict[str, str] = {}
+MAX_STDIN = 1_048_576
+
+
+def capture_secret_env() -> None:
+    """Move secret-bearing variables out of the environment into this process's memory."""
+    for name in SECRET_ENV:
+        value = os.environ.pop(name, None)
+        if value is not None:
+            _secrets[name] = value
+
+
+def secret_env(name: str) -> str | None:
+    return _secrets.get(name, os.environ.get(name) if name not in SECRET_ENV else None)
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child processes: never any of our secret variables."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+
+
+@dataclass
+class State:
+    vault_path: str | None = None
+    as_json: bool = False
+    debug: bool = False
+    _vault: Any = field(default=None, repr=False)
+
+    def path(self) -> Path:
+        if self.vault_path:
+            return Path(self.vault_path).expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("handover-vault")) / "vault.db"
+
+    def open(self) -> Vault:
+        """Open and unlock the vault (session first, then the passphrase sources)."""
+        if self._vault is None:
+            from vault.core import open_vault
+
+            path = self.path()
+            token = secret_env("HANDOVER_SESSION")
+            if token:
+                self._vault = open_vault(path, session_token=token)
+            else:
+                from vault.store import check_file
+
+                check_file(path)  # say "no vault" before asking for a passphrase
+                self._vault = open_vault(path, passphrase=read_passphrase())
+            click.get_current_context().call_on_close(self._vault.close)
+        return self._vault
+
+
+def state() -> State:
+    obj = click.get_current_context().find_root().obj
+    assert isinstance(obj, State)
+    return obj
+
+
+def read_passphrase(prompt: str = "Vault passphrase") -> str:
+    """First found wins: FILE, COMMAND, HANDOVER_PASSPHRASE, then a hidden TTY prompt."""
+    from vault.errors import AuthenticationFailed, InvalidInput
+
+    file = os.environ.get("HANDOVER_PASSPHRASE_FILE")
+    if file:
+        try:
+            return Path(file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read HANDOVER_PASSPHRASE_FILE ({file}): {exc.__class__.__name__}") from None
+    command = os.environ.get("HANDOVER_PASSPHRASE_COMMAND")
+    if command:
+        return _run_passphrase_command(command)
+    env = secret_env("HANDOVER_PASSPHRASE")
+    if env:
+        return env
+    if _tty():
+        return click.prompt(prompt, hide_input=True, err=True)
+    raise AuthenticationFailed(
+        "no passphrase: no terminal to prompt on and no passphrase source set",
+        "set HANDOVER_PASSPHRASE_FILE or HANDOVER_PASSPHRASE_COMMAND, or unlock a session first",
+    )
+
+
+def _run_passphrase_command(command: str) -> str:
+    from vault.errors import AuthenticationFailed
+
+    try:
+        done = subprocess.run(  # noqa: S603 - the user's own configured command, no shell
+            shlex.split(command), capture_output=True, env=child_env(), timeout=120, check=False
+        )
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise AuthenticationFailed(f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})") from None
+    if done.returncode != 0:
+        raise AuthenticationFailed(f"HANDOVER_PASSPHRASE_COMMAND exited with status {done.returncode}")
+    return done.stdout.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _tty() -> bool:
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def new_secret(env_name: str, prompt: str) -> str:
+    """A new passphrase: from ``env_name`` if set, else prompted twice on a TTY."""
+    from vault.errors import InvalidInput
+
+    value = secret_env(env_name)
+    if value:
+        return value
+    if not _tty():
+        raise InvalidInput(f"no terminal to prompt for the {prompt.lower()}", f"set {env_name}")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
+
+
+def read_secret_lines(prompt: str, count: int = 1) -> list[str]:
+    """Secret values from standard input (not a TTY: one per line) or hidden prompts."""
+    from vault.errors import InvalidInput
+
+    if not _stdin_tty():
+        data = sys.stdin.buffer.read(MAX_STDIN + 1)
+        if len(data) > MAX_STDIN:
+            raise InvalidInput("standard input is larger than 1 MiB")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("standard input is not UTF-8 text") from None
+        lines = text.split("\n")
+        return [line.rstrip("\r") for line in lines[:count]] + [""] * max(0, count - len(lines))
+    first = click.prompt(prompt, hide_input=True, err=True, default="", show_default=False)
+    return [first]
+
+
+def _stdin_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def json_option(f: Any) -> Any:
+    """``--json`` on a list/show command (the global ``handover --json`` works as well)."""
+
+    def cb(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+        if value:
+            state().as_json = True
+
+    return click.option("--json", "as_json_local", is_flag=True, expose_value=False, callback=cb,
+                        help="Print JSON instead of a table.")(f)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    """A plain-text table (rich; NO_COLOR respected). Empty lists say so."""
+    if not rows:
+        click.echo(f"(no {title or 'entries'})")
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*["" if c is None else str(c) for c in row])
+    # Piped output is not wrapped at 80 columns: scripts and pagers get whole lines.
+    width = None if sys.stdout.isatty() else 400
+    Console(no_color="NO_COLOR" in os.environ, soft_wrap=False, highlight=False, width=width).print(t)
+
+
+def fields(pairs: list[tuple[str, Any]]) -> None:
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+def short(rid: str) -> str:
+    return rid[:8]
+
+
+def confirm(question: str, yes: bool) -> None:
+    from vault.errors import InvalidInput
+
+    if yes:
+        return
+    if not _tty():
+        raise InvalidInput("refusing without confirmation: no terminal to ask on", "add --yes")
+    click.confirm(question, abort=True, err=True)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def report_error(exc: BaseException, debug: bool) -> int:
+    """Print ``Error: …`` and ``hint: …`` lines; return the exit code (DESIGN §9)."""
+    from vault.errors import VaultError
+
+    if debug:
+        print_safe_traceback(exc)
+    if isinstance(exc, VaultError):
+        click.echo(f"Error: {exc.message}", err=True)
+        for hint in exc.hints:
+            click.echo(f"hint: {hint}", err=True)
+        return exc.exit_code
+    # An unexpected error's message may quote data; it is never printed, even with --debug.
+    click.echo(f"Error: internal error ({exc.__class__.__name__})", err=True)
+    click.echo("hint: run again with --debug for the stack, and report it", err=True)
+    return 1
+
+
+def print_safe_traceback(exc: BaseException) -> None:
+    """Frames (file, line, function, source line) of every chained exception, and messages only of
+    our own errors: another library's message may quote the data it choked on, a secret included."""
+    import traceback
+
+    from vault.errors import VaultError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        click.echo("Traceback (most recent call last):", err=True)
+        for frame in traceback.extract_tb(seen.__traceback__):
+            click.echo(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}', err=True)
+        message = f": {seen}" if isinstance(seen, VaultError) else " (message withheld)"
+        click.echo(f"{seen.__class__.__module__}.{seen.__class__.__name__}{message}", err=True)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)

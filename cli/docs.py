@@ -1,0 +1,155 @@
+"""doc commands: Markdown pages with every previous version kept."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from cli.context import MAX_STDIN, child_env, confirm, emit_json, json_option, short, state, table
+
+
+def _ram_dir() -> str | None:
+    """A RAM-backed directory for editor temp files, so plaintext never reaches a disk."""
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
+            return candidate
+    return None
+
+
+def edit_in_editor(initial: str, suffix: str = ".md") -> str:
+    """Open $EDITOR on a 0600 temp file in a RAM-backed dir; the file is removed afterwards."""
+    from vault.errors import InvalidInput
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        raise InvalidInput("no $EDITOR is set and nothing came on standard input", "use --file FILE or pipe the text in")
+    fd, name = tempfile.mkstemp(prefix="handover-", suffix=suffix, dir=_ram_dir())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(initial)
+        done = subprocess.run([*shlex.split(editor), name], env=child_env(), check=False)  # noqa: S603
+        if done.returncode != 0:
+            raise InvalidInput(f"the editor exited with status {done.returncode}; nothing was saved")
+        return Path(name).read_text(encoding="utf-8")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def read_body(file: str | None, initial: str = "") -> str:
+    from vault.errors import InvalidInput
+
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__})") from None
+    if not sys.stdin.isatty():
+        data = sys.stdin.buffer.read(MAX_STDIN * 2)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("standard input is not UTF-8 text") from None
+    return edit_in_editor(initial)
+
+
+@click.group()
+def doc() -> None:
+    """Markdown documentation pages; every edit keeps the previous version."""
+
+
+@doc.command("add")
+@click.argument("slug")
+@click.argument("title")
+@click.option("--file", "file", type=click.Path(dir_okay=False), help="Read the body from FILE.")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--overview", is_flag=True, help="This page is the network overview.")
+def doc_add(slug: str, title: str, file: str | None, tags: tuple[str, ...], overview: bool) -> None:
+    """Add a page: body from --file, standard input, or $EDITOR."""
+    v = state().open()
+    v.clients.get(slug)
+    body = read_body(file)
+    rec = v.docs.add(slug, title=title, body=body, tags=list(tags), overview=overview)
+    click.echo(f"Added doc {rec.data['title']!r} ({short(rec.id)}).")
+
+
+@doc.command("list")
+@click.argument("slug")
+@json_option
+def doc_list(slug: str) -> None:
+    """List a client's pages."""
+    v = state().open()
+    _, recs = v.docs.list(slug)
+    if state().as_json:
+        emit_json([{k: val for k, val in r.to_json().items() if k != "body"} for r in recs])
+        return
+    table(["id", "title", "tags", "version", "updated"],
+          [[short(r.id), r.data["title"], ", ".join(r.data.get("tags", [])), r.version, r.updated_at]
+           for r in recs], "docs")
+
+
+@doc.command("show")
+@click.argument("slug")
+@click.argument("ref")
+@json_option
+def doc_show(slug: str, ref: str) -> None:
+    """Print a page (REF: id, id prefix or exact title)."""
+    v = state().open()
+    _, rec = v.docs.get(slug, ref)
+    if state().as_json:
+        emit_json(rec.to_json())
+        return
+    if not rec.data["body"].lstrip().startswith("#"):
+        click.echo(f"# {rec.data['title']}\n")
+    click.echo(rec.data["body"])
+
+
+@doc.command("edit")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--file", "file", type=click.Path(dir_okay=False), help="Replace the body with FILE.")
+@click.option("--title", help="New title.")
+@click.option("--tag", "tags", multiple=True, help="Replace the tags.")
+def doc_edit(slug: str, ref: str, file: str | None, title: str | None, tags: tuple[str, ...]) -> None:
+    """Edit a page (the previous version is kept)."""
+    v = state().open()
+    _, rec = v.docs.get(slug, ref)
+    body = read_body(file, rec.data["body"])
+    new = v.docs.edit(slug, rec.id, body=body, title=title, tags=list(tags) if tags else None)
+    click.echo(f"Saved {new.data['title']!r} as version {new.version}.")
+
+
+@doc.command("history")
+@click.argument("slug")
+@click.argument("ref")
+@json_option
+def doc_history(slug: str, ref: str) -> None:
+    """List a page's versions."""
+    v = state().open()
+    rec, old = v.docs.history(slug, ref)
+    versions = [*old, rec]
+    if state().as_json:
+        emit_json([r.to_json() for r in versions])
+        return
+    table(["version", "saved", "title", "size"],
+          [[r.version, r.updated_at, r.data["title"], len(r.data["body"])] for r in versions], "versions")
+
+
+@doc.command("rm")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def doc_rm(slug: str, ref: str, yes: bool) -> None:
+    """Delete a page and its history."""
+    v = state().open()
+    _, rec = v.docs.get(slug, ref)
+    confirm(f"Delete doc {rec.data['title']!r} and all its versions?", yes)
+    v.docs.rm(slug, rec.id)
+    click.echo(f"Deleted doc {rec.data['title']!r}.")

@@ -1,0 +1,177 @@
+"""asset, issue, attach and search commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.context import emit_json, fields, json_option, short, state, table
+
+
+@click.group()
+def asset() -> None:
+    """The network inventory: hosts, devices, subnets, licences and their expiry dates."""
+
+
+@asset.command("add")
+@click.argument("slug")
+@click.argument("hostname")
+@click.option("--kind", help="e.g. firewall, switch, server, nas, ap, subnet, domain, licence")
+@click.option("--ip", help="IP address or subnet.")
+@click.option("--location")
+@click.option("--model")
+@click.option("--serial")
+@click.option("--expires", metavar="DATE", help="Warranty/licence/domain/certificate expiry (YYYY-MM-DD).")
+@click.option("--expiry-kind", type=click.Choice(["warranty", "licence", "domain", "certificate", "support"]))
+@click.option("--notes")
+def asset_add(slug: str, hostname: str, **kw: Any) -> None:
+    """Add an asset."""
+    v = state().open()
+    rec = v.assets.add(slug, hostname=hostname, **kw)
+    click.echo(f"Added asset {rec.data['hostname']} ({short(rec.id)}).")
+
+
+@asset.command("list")
+@click.argument("slug")
+@json_option
+def asset_list(slug: str) -> None:
+    """List a client's assets."""
+    v = state().open()
+    _, recs = v.assets.list(slug)
+    if state().as_json:
+        emit_json([r.to_json() for r in recs])
+        return
+    table(["id", "hostname", "kind", "ip", "location", "expires"],
+          [[short(r.id), r.data["hostname"], r.data.get("kind"), r.data.get("ip"), r.data.get("location"),
+            f"{r.data['expires']} ({r.data.get('expiry_kind')})" if r.data.get("expires") else ""]
+           for r in recs], "assets")
+
+
+@click.group()
+def issue() -> None:
+    """Known issues, their severity, and the client's acknowledgement."""
+
+
+@issue.command("add")
+@click.argument("slug")
+@click.argument("title")
+@click.option("--severity", required=True, type=click.Choice(["critical", "high", "medium", "low"]))
+@click.option("--risk", help="What happens if it is ignored.")
+@click.option("--workaround")
+@click.option("--file", "file", type=click.Path(dir_okay=False), help="Markdown description from FILE.")
+def issue_add(slug: str, title: str, severity: str, risk: str | None, workaround: str | None,
+              file: str | None) -> None:
+    """Record a known issue."""
+    from cli.docs import read_body
+
+    v = state().open()
+    v.clients.get(slug)
+    description = read_body(file) if file else ""
+    rec = v.issues.add(slug, title=title, severity=severity, risk=risk, workaround=workaround,
+                       description=description)
+    click.echo(f"Added {severity} issue {rec.data['title']!r} ({short(rec.id)}).")
+
+
+@issue.command("list")
+@click.argument("slug")
+@json_option
+def issue_list(slug: str) -> None:
+    """List issues by severity."""
+    from vault.validate import SEVERITIES
+
+    v = state().open()
+    _, recs = v.issues.list(slug)
+    recs.sort(key=lambda r: (r.data["status"] != "open", SEVERITIES.index(r.data["severity"])))
+    if state().as_json:
+        emit_json([r.to_json() for r in recs])
+        return
+    table(["id", "severity", "status", "title", "workaround"],
+          [[short(r.id), r.data["severity"], r.data["status"], r.data["title"],
+            "yes" if r.data.get("workaround") else "no"] for r in recs], "issues")
+
+
+@issue.command("show")
+@click.argument("slug")
+@click.argument("ref")
+@json_option
+def issue_show(slug: str, ref: str) -> None:
+    """Show an issue."""
+    v = state().open()
+    _, rec = v.issues.get(slug, ref)
+    if state().as_json:
+        emit_json(rec.to_json())
+        return
+    d = rec.data
+    fields([("title", d["title"]), ("id", rec.id), ("severity", d["severity"]), ("status", d["status"]),
+            ("risk", d.get("risk")), ("workaround", d.get("workaround")), ("resolved", d.get("resolved_at"))])
+    if d.get("description"):
+        click.echo("")
+        click.echo(d["description"])
+
+
+@issue.command("resolve")
+@click.argument("slug")
+@click.argument("ref")
+def issue_resolve(slug: str, ref: str) -> None:
+    """Mark an issue resolved."""
+    v = state().open()
+    rec = v.issues.resolve(slug, ref)
+    click.echo(f"Resolved {rec.data['title']!r}.")
+
+
+@click.group()
+def attach() -> None:
+    """Encrypted attachments: diagrams, config backups, signed scans."""
+
+
+@attach.command("add")
+@click.argument("slug")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--name", help="Name to store (default: the file's name).")
+@click.option("--notes")
+def attach_add(slug: str, file: str, name: str | None, notes: str | None) -> None:
+    """Encrypt FILE into the vault (streamed in chunks)."""
+    v = state().open()
+    rec = v.attachments.add_file(slug, file, name=name, notes=notes)
+    click.echo(f"Attached {rec.data['name']} ({rec.data['size']} bytes, {short(rec.id)}).")
+
+
+@attach.command("list")
+@click.argument("slug")
+@json_option
+def attach_list(slug: str) -> None:
+    """List attachments."""
+    v = state().open()
+    _, recs = v.attachments.list(slug)
+    if state().as_json:
+        emit_json([r.to_json() for r in recs])
+        return
+    table(["id", "name", "size", "sha256"],
+          [[short(r.id), r.data["name"], r.data["size"], r.data["sha256"][:16]] for r in recs], "attachments")
+
+
+@attach.command("get")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to write it (0600).")
+def attach_get(slug: str, ref: str, out: str) -> None:
+    """Decrypt an attachment to a file (refuses to overwrite)."""
+    v = state().open()
+    rec = v.attachments.save_to(slug, ref, out)
+    click.echo(f"Wrote {out} ({rec.data['size']} bytes, SHA-256 verified).")
+
+
+@click.command()
+@click.argument("query")
+@click.option("--client", "slug", help="Only this client.")
+@json_option
+def search(query: str, slug: str | None) -> None:
+    """Search clients, docs, credentials (not secrets), assets, contacts, issues."""
+    v = state().open()
+    hits = v.search(query, slug)
+    if state().as_json:
+        emit_json(hits)
+        return
+    table(["client", "kind", "id", "title", "match"],
+          [[h["client"], h["kind"], short(h["id"]), h["title"], h["snippet"]] for h in hits], "matches")

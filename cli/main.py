@@ -1,0 +1,120 @@
+"""The ``handover`` command: global options, lazy command loading and the one error handler.
+
+Command modules are imported only when their command runs, so ``handover --help`` and shell
+completion do not pay for SQLAlchemy, Alembic, markdown-it or rich.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from cli import context
+
+# name -> "module:attribute". Keep sorted by the order they appear in `handover --help`.
+COMMANDS: dict[str, str] = {
+    "init": "cli.vaultcmds:init",
+    "unlock": "cli.vaultcmds:unlock",
+    "lock": "cli.vaultcmds:lock",
+    "passwd": "cli.vaultcmds:passwd",
+    "recover": "cli.vaultcmds:recover",
+    "backup": "cli.vaultcmds:backup",
+    "client": "cli.clients:client",
+    "contact": "cli.clients:contact",
+    "doc": "cli.docs:doc",
+    "asset": "cli.inventory:asset",
+    "cred": "cli.creds:cred",
+    "issue": "cli.inventory:issue",
+    "attach": "cli.inventory:attach",
+    "search": "cli.inventory:search",
+    "audit": "cli.audit:audit",
+}
+
+# One-line help shown by `handover --help` without importing the command's module.
+SHORT_HELP: dict[str, str] = {
+    "init": "Create a vault; print the recovery code once.",
+    "unlock": "Unlock for a while; prints export HANDOVER_SESSION=...",
+    "lock": "End the current unlock session.",
+    "passwd": "Change the passphrase (re-wraps the master key only).",
+    "recover": "Set a new passphrase using the recovery code.",
+    "backup": "Copy the live vault to a file (0600).",
+    "client": "Add, list, show and edit clients.",
+    "contact": "Client contacts (and who may receive credentials).",
+    "doc": "Markdown documentation pages, with history.",
+    "asset": "The network inventory.",
+    "cred": "Credentials: secrets, TOTP, rotation, history.",
+    "issue": "Known issues and the client's acknowledgement.",
+    "attach": "Encrypted attachments (diagrams, config backups).",
+    "search": "Search names, documents and notes (never secrets).",
+    "audit": "The tamper-evident audit log.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        cmd = getattr(importlib.import_module(module), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--vault", "vault_path", envvar="HANDOVER_VAULT", type=click.Path(dir_okay=False),
+              help="Vault file (env HANDOVER_VAULT; default: the user data dir).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on list/show commands.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.version_option("0.1.0", prog_name="handover")
+@click.pass_context
+def cli(ctx: click.Context, vault_path: str | None, as_json: bool, debug: bool) -> None:
+    """Handover Vault: client network docs and credentials in one encrypted file, and a sealed,
+    verifiable handover when a maintenance agreement ends.
+
+    Unlock: HANDOVER_PASSPHRASE_FILE, HANDOVER_PASSPHRASE_COMMAND, HANDOVER_PASSPHRASE (least safe),
+    HANDOVER_SESSION (from `handover unlock`), else a hidden prompt. Exit codes: 0 ok, 1 failed,
+    2 usage, 3 authentication failed, 4 integrity failure.
+    """
+    ctx.obj = context.State(vault_path=vault_path, as_json=as_json, debug=debug)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the CLI and map errors to exit codes (DESIGN §9)."""
+    os.umask(0o077)  # every file we create (vault, exports, temp files) is private from the start
+    context.capture_secret_env()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        rv: Any = cli.main(args=argv, prog_name="handover", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing more was changed.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the one place that maps every error to an exit code
+        sys.exit(context.report_error(exc, debug))
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
