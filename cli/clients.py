@@ -10,9 +10,12 @@ from cli.context import emit_json, fields, json_option, short, state, table
 
 
 def _terms(f: Any) -> Any:
-    f = click.option("--on-hand-days", type=int, help="Days after the end to answer requests (default 90).")(f)
-    f = click.option("--end-of-month/--no-end-of-month", default=None,
-                     help="Notice runs to the end of a calendar month.")(f)
+    f = click.option("--on-hand-days", type=int, help="Days after the end to answer requests (default 90).")(
+        f
+    )
+    f = click.option(
+        "--end-of-month/--no-end-of-month", default=None, help="Notice runs to the end of a calendar month."
+    )(f)
     f = click.option("--notice-months", type=int, help="Notice period in months.")(f)
     f = click.option("--notice-days", type=int, help="Notice period in days.")(f)
     f = click.option("--contract-start", metavar="DATE", help="Contract start date (YYYY-MM-DD).")(f)
@@ -59,9 +62,11 @@ def client_list() -> None:
     if state().as_json:
         emit_json([c.to_json() for c in clients])
         return
-    table(["slug", "name", "status", "effective end"],
-          [[c.slug, c.name, client_row_status(c), c.agreement.get("effective_end")] for c in clients],
-          "clients")
+    table(
+        ["slug", "name", "status", "effective end"],
+        [[c.slug, c.name, client_row_status(c), c.agreement.get("effective_end")] for c in clients],
+        "clients",
+    )
 
 
 @client.command("show")
@@ -79,19 +84,21 @@ def client_show(slug: str) -> None:
         emit_json({**c.to_json(), "counts": counts})
         return
     a = c.agreement
-    fields([
-        ("client", f"{c.slug} ({c.name})"),
-        ("id", c.id),
-        ("status", client_row_status(c)),
-        ("contract start", a.get("contract_start")),
-        ("notice", _notice(a)),
-        ("notice given", a.get("notice_given")),
-        ("reason", a.get("reason")),
-        ("effective end", a.get("effective_end")),
-        ("on hand until", a.get("on_hand_until")),
-        ("successor", (c.data.get("successor") or {}).get("name")),
-        ("records", ", ".join(f"{n} {k}s" for k, n in counts.items())),
-    ])
+    fields(
+        [
+            ("client", f"{c.slug} ({c.name})"),
+            ("id", c.id),
+            ("status", client_row_status(c)),
+            ("contract start", a.get("contract_start")),
+            ("notice", _notice(a)),
+            ("notice given", a.get("notice_given")),
+            ("reason", a.get("reason")),
+            ("effective end", a.get("effective_end")),
+            ("on hand until", a.get("on_hand_until")),
+            ("successor", (c.data.get("successor") or {}).get("name")),
+            ("records", ", ".join(f"{n} {k}s" for k, n in counts.items())),
+        ]
+    )
 
 
 @client.command("edit")
@@ -134,6 +141,18 @@ def contact_list(slug: str) -> None:
     if state().as_json:
         emit_json([r.to_json() for r in recs])
         return
-    table(["id", "name", "role", "email", "phone", "authorised"],
-          [[short(r.id), r.data["name"], r.data.get("role"), r.data.get("email"), r.data.get("phone"),
-            "yes" if r.data.get("authorized") else "no"] for r in recs], "contacts")
+    table(
+        ["id", "name", "role", "email", "phone", "authorised"],
+        [
+            [
+                short(r.id),
+                r.data["name"],
+                r.data.get("role"),
+                r.data.get("email"),
+                r.data.get("phone"),
+                "yes" if r.data.get("authorized") else "no",
+            ]
+            for r in recs
+        ],
+        "contacts",
+    )

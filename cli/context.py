@@ -97,7 +97,9 @@ def read_passphrase(prompt: str = "Vault passphrase") -> str:
         try:
             return Path(file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read HANDOVER_PASSPHRASE_FILE ({file}): {exc.__class__.__name__}") from None
+            raise InvalidInput(
+                f"cannot read HANDOVER_PASSPHRASE_FILE ({file}): {exc.__class__.__name__}"
+            ) from None
     command = os.environ.get("HANDOVER_PASSPHRASE_COMMAND")
     if command:
         return _run_passphrase_command(command)
@@ -116,11 +118,13 @@ def _run_passphrase_command(command: str) -> str:
     from vault.errors import AuthenticationFailed
 
     try:
-        done = subprocess.run(  # noqa: S603 - the user's own configured command, no shell
+        done = subprocess.run(
             shlex.split(command), capture_output=True, env=child_env(), timeout=120, check=False
         )
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        raise AuthenticationFailed(f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})") from None
+        raise AuthenticationFailed(
+            f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})"
+        ) from None
     if done.returncode != 0:
         raise AuthenticationFailed(f"HANDOVER_PASSPHRASE_COMMAND exited with status {done.returncode}")
     return done.stdout.decode("utf-8", "replace").rstrip("\r\n")
@@ -180,8 +184,14 @@ def json_option(f: Any) -> Any:
         if value:
             state().as_json = True
 
-    return click.option("--json", "as_json_local", is_flag=True, expose_value=False, callback=cb,
-                        help="Print JSON instead of a table.")(f)
+    return click.option(
+        "--json",
+        "as_json_local",
+        is_flag=True,
+        expose_value=False,
+        callback=cb,
+        help="Print JSON instead of a table.",
+    )(f)
 
 
 def emit_json(data: Any) -> None:

@@ -19,12 +19,24 @@ def cred() -> None:
 @click.argument("label")
 @click.option("--username")
 @click.option("--url")
-@click.option("--category", help="registrar, dns, tenant-admin, backup-key, mfa-recovery, firewall, wifi, isp, ...")
+@click.option(
+    "--category", help="registrar, dns, tenant-admin, backup-key, mfa-recovery, firewall, wifi, isp, ..."
+)
 @click.option("--expires", metavar="DATE", help="Expiry date (YYYY-MM-DD).")
 @click.option("--notes")
-@click.option("--generate", "generate", type=int, is_flag=False, flag_value=24, default=None, metavar="[LEN]",
-              help="Generate a random secret (default 24 characters) instead of reading one.")
-@click.option("--with-totp", is_flag=True, help="Also read an otpauth:// URI (second line of stdin, or a prompt).")
+@click.option(
+    "--generate",
+    "generate",
+    type=int,
+    is_flag=False,
+    flag_value=24,
+    default=None,
+    metavar="[LEN]",
+    help="Generate a random secret (default 24 characters) instead of reading one.",
+)
+@click.option(
+    "--with-totp", is_flag=True, help="Also read an otpauth:// URI (second line of stdin, or a prompt)."
+)
 def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw: Any) -> None:
     """Add a credential. The secret comes from a hidden prompt or standard input (one line)."""
     from vault.creds import generate_secret
@@ -59,9 +71,22 @@ def cred_list(slug: str, needs_rotation: bool) -> None:
     if state().as_json:
         emit_json([{**public_view(r.to_json())} for r in recs])
         return
-    table(["id", "label", "username", "category", "url", "expires", "rotate"],
-          [[short(r.id), r.data["label"], r.data.get("username"), r.data.get("category"), r.data.get("url"),
-            r.data.get("expires"), "yes" if r.data.get("needs_rotation") else ""] for r in recs], "credentials")
+    table(
+        ["id", "label", "username", "category", "url", "expires", "rotate"],
+        [
+            [
+                short(r.id),
+                r.data["label"],
+                r.data.get("username"),
+                r.data.get("category"),
+                r.data.get("url"),
+                r.data.get("expires"),
+                "yes" if r.data.get("needs_rotation") else "",
+            ]
+            for r in recs
+        ],
+        "credentials",
+    )
 
 
 @cred.command("show")
@@ -85,14 +110,27 @@ def cred_show(slug: str, ref: str, reveal: bool) -> None:
         emit_json(view)
         return
     d = rec.data
-    fields([
-        ("label", d["label"]), ("id", rec.id), ("username", d.get("username")), ("url", d.get("url")),
-        ("category", d.get("category")), ("expires", d.get("expires")), ("last rotated", d.get("last_rotated")),
-        ("totp", "set (show the code with: cred totp)" if d.get("totp") else None),
-        ("rotate", d.get("rotation_reason") if d.get("needs_rotation") else None),
-        ("notes", d.get("notes")), ("version", rec.version),
-        ("secret", d.get("secret") if reveal else ("(hidden; --reveal to show)" if d.get("secret") else "(none)")),
-    ])
+    fields(
+        [
+            ("label", d["label"]),
+            ("id", rec.id),
+            ("username", d.get("username")),
+            ("url", d.get("url")),
+            ("category", d.get("category")),
+            ("expires", d.get("expires")),
+            ("last rotated", d.get("last_rotated")),
+            ("totp", "set (show the code with: cred totp)" if d.get("totp") else None),
+            ("rotate", d.get("rotation_reason") if d.get("needs_rotation") else None),
+            ("notes", d.get("notes")),
+            ("version", rec.version),
+            (
+                "secret",
+                d.get("secret")
+                if reveal
+                else ("(hidden; --reveal to show)" if d.get("secret") else "(none)"),
+            ),
+        ]
+    )
 
 
 @cred.command("totp")
@@ -109,8 +147,16 @@ def cred_totp(slug: str, ref: str) -> None:
 @cred.command("rotate")
 @click.argument("slug")
 @click.argument("ref")
-@click.option("--generate", "generate", type=int, is_flag=False, flag_value=24, default=None, metavar="[LEN]",
-              help="Generate the new secret.")
+@click.option(
+    "--generate",
+    "generate",
+    type=int,
+    is_flag=False,
+    flag_value=24,
+    default=None,
+    metavar="[LEN]",
+    help="Generate the new secret.",
+)
 def cred_rotate(slug: str, ref: str, generate: int | None) -> None:
     """Replace a secret (new one from stdin or a prompt); the old one stays in the history."""
     from vault.creds import generate_secret
@@ -136,8 +182,12 @@ def cred_history(slug: str, ref: str, reveal: bool) -> None:
         rec, old = v.creds.history(slug, ref)
     rows = []
     for r in [*old, rec]:
-        row = {"version": r.version, "saved": r.updated_at, "username": r.data.get("username"),
-               "last_rotated": r.data.get("last_rotated")}
+        row = {
+            "version": r.version,
+            "saved": r.updated_at,
+            "username": r.data.get("username"),
+            "last_rotated": r.data.get("last_rotated"),
+        }
         if reveal:
             row["secret"] = r.data.get("secret")
         rows.append(row)

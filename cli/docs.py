@@ -17,7 +17,7 @@ from cli.context import MAX_STDIN, child_env, confirm, emit_json, json_option, s
 
 def _ram_dir() -> str | None:
     """A RAM-backed directory for editor temp files, so plaintext never reaches a disk."""
-    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):  # noqa: S108 - mkstemp, 0600
         if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
             return candidate
     return None
@@ -29,12 +29,14 @@ def edit_in_editor(initial: str, suffix: str = ".md") -> str:
 
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor:
-        raise InvalidInput("no $EDITOR is set and nothing came on standard input", "use --file FILE or pipe the text in")
+        raise InvalidInput(
+            "no $EDITOR is set and nothing came on standard input", "use --file FILE or pipe the text in"
+        )
     fd, name = tempfile.mkstemp(prefix="handover-", suffix=suffix, dir=_ram_dir())
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(initial)
-        done = subprocess.run([*shlex.split(editor), name], env=child_env(), check=False)  # noqa: S603
+        done = subprocess.run([*shlex.split(editor), name], env=child_env(), check=False)
         if done.returncode != 0:
             raise InvalidInput(f"the editor exited with status {done.returncode}; nothing was saved")
         return Path(name).read_text(encoding="utf-8")
@@ -90,9 +92,14 @@ def doc_list(slug: str) -> None:
     if state().as_json:
         emit_json([{k: val for k, val in r.to_json().items() if k != "body"} for r in recs])
         return
-    table(["id", "title", "tags", "version", "updated"],
-          [[short(r.id), r.data["title"], ", ".join(r.data.get("tags", [])), r.version, r.updated_at]
-           for r in recs], "docs")
+    table(
+        ["id", "title", "tags", "version", "updated"],
+        [
+            [short(r.id), r.data["title"], ", ".join(r.data.get("tags", [])), r.version, r.updated_at]
+            for r in recs
+        ],
+        "docs",
+    )
 
 
 @doc.command("show")
@@ -138,8 +145,11 @@ def doc_history(slug: str, ref: str) -> None:
     if state().as_json:
         emit_json([r.to_json() for r in versions])
         return
-    table(["version", "saved", "title", "size"],
-          [[r.version, r.updated_at, r.data["title"], len(r.data["body"])] for r in versions], "versions")
+    table(
+        ["version", "saved", "title", "size"],
+        [[r.version, r.updated_at, r.data["title"], len(r.data["body"])] for r in versions],
+        "versions",
+    )
 
 
 @doc.command("rm")

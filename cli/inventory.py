@@ -42,10 +42,21 @@ def asset_list(slug: str) -> None:
     if state().as_json:
         emit_json([r.to_json() for r in recs])
         return
-    table(["id", "hostname", "kind", "ip", "location", "expires"],
-          [[short(r.id), r.data["hostname"], r.data.get("kind"), r.data.get("ip"), r.data.get("location"),
-            f"{r.data['expires']} ({r.data.get('expiry_kind')})" if r.data.get("expires") else ""]
-           for r in recs], "assets")
+    table(
+        ["id", "hostname", "kind", "ip", "location", "expires"],
+        [
+            [
+                short(r.id),
+                r.data["hostname"],
+                r.data.get("kind"),
+                r.data.get("ip"),
+                r.data.get("location"),
+                f"{r.data['expires']} ({r.data.get('expiry_kind')})" if r.data.get("expires") else "",
+            ]
+            for r in recs
+        ],
+        "assets",
+    )
 
 
 @click.group()
@@ -60,16 +71,18 @@ def issue() -> None:
 @click.option("--risk", help="What happens if it is ignored.")
 @click.option("--workaround")
 @click.option("--file", "file", type=click.Path(dir_okay=False), help="Markdown description from FILE.")
-def issue_add(slug: str, title: str, severity: str, risk: str | None, workaround: str | None,
-              file: str | None) -> None:
+def issue_add(
+    slug: str, title: str, severity: str, risk: str | None, workaround: str | None, file: str | None
+) -> None:
     """Record a known issue."""
     from cli.docs import read_body
 
     v = state().open()
     v.clients.get(slug)
     description = read_body(file) if file else ""
-    rec = v.issues.add(slug, title=title, severity=severity, risk=risk, workaround=workaround,
-                       description=description)
+    rec = v.issues.add(
+        slug, title=title, severity=severity, risk=risk, workaround=workaround, description=description
+    )
     click.echo(f"Added {severity} issue {rec.data['title']!r} ({short(rec.id)}).")
 
 
@@ -86,9 +99,20 @@ def issue_list(slug: str) -> None:
     if state().as_json:
         emit_json([r.to_json() for r in recs])
         return
-    table(["id", "severity", "status", "title", "workaround"],
-          [[short(r.id), r.data["severity"], r.data["status"], r.data["title"],
-            "yes" if r.data.get("workaround") else "no"] for r in recs], "issues")
+    table(
+        ["id", "severity", "status", "title", "workaround"],
+        [
+            [
+                short(r.id),
+                r.data["severity"],
+                r.data["status"],
+                r.data["title"],
+                "yes" if r.data.get("workaround") else "no",
+            ]
+            for r in recs
+        ],
+        "issues",
+    )
 
 
 @issue.command("show")
@@ -103,8 +127,17 @@ def issue_show(slug: str, ref: str) -> None:
         emit_json(rec.to_json())
         return
     d = rec.data
-    fields([("title", d["title"]), ("id", rec.id), ("severity", d["severity"]), ("status", d["status"]),
-            ("risk", d.get("risk")), ("workaround", d.get("workaround")), ("resolved", d.get("resolved_at"))])
+    fields(
+        [
+            ("title", d["title"]),
+            ("id", rec.id),
+            ("severity", d["severity"]),
+            ("status", d["status"]),
+            ("risk", d.get("risk")),
+            ("workaround", d.get("workaround")),
+            ("resolved", d.get("resolved_at")),
+        ]
+    )
     if d.get("description"):
         click.echo("")
         click.echo(d["description"])
@@ -147,14 +180,19 @@ def attach_list(slug: str) -> None:
     if state().as_json:
         emit_json([r.to_json() for r in recs])
         return
-    table(["id", "name", "size", "sha256"],
-          [[short(r.id), r.data["name"], r.data["size"], r.data["sha256"][:16]] for r in recs], "attachments")
+    table(
+        ["id", "name", "size", "sha256"],
+        [[short(r.id), r.data["name"], r.data["size"], r.data["sha256"][:16]] for r in recs],
+        "attachments",
+    )
 
 
 @attach.command("get")
 @click.argument("slug")
 @click.argument("ref")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to write it (0600).")
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="Where to write it (0600)."
+)
 def attach_get(slug: str, ref: str, out: str) -> None:
     """Decrypt an attachment to a file (refuses to overwrite)."""
     v = state().open()
@@ -173,5 +211,8 @@ def search(query: str, slug: str | None) -> None:
     if state().as_json:
         emit_json(hits)
         return
-    table(["client", "kind", "id", "title", "match"],
-          [[h["client"], h["kind"], short(h["id"]), h["title"], h["snippet"]] for h in hits], "matches")
+    table(
+        ["client", "kind", "id", "title", "match"],
+        [[h["client"], h["kind"], short(h["id"]), h["title"], h["snippet"]] for h in hits],
+        "matches",
+    )

@@ -73,9 +73,16 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--vault", "vault_path", envvar="HANDOVER_VAULT", type=click.Path(dir_okay=False),
-              help="Vault file (env HANDOVER_VAULT; default: the user data dir).")
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.option(
+    "--vault",
+    "vault_path",
+    envvar="HANDOVER_VAULT",
+    type=click.Path(dir_okay=False),
+    help="Vault file (env HANDOVER_VAULT; default: the user data dir).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on list/show commands.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.version_option("0.1.0", prog_name="handover")
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - the one place that maps every error to an exit code
+    except Exception as exc:
         sys.exit(context.report_error(exc, debug))
     sys.exit(rv if isinstance(rv, int) else 0)
 

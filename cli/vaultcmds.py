@@ -34,16 +34,21 @@ def init() -> None:
 def _init_passphrase() -> str:
     import os
 
-    if any(os.environ.get(n) for n in ("HANDOVER_PASSPHRASE_FILE", "HANDOVER_PASSPHRASE_COMMAND")) or secret_env(
-        "HANDOVER_PASSPHRASE"
-    ):
+    if any(
+        os.environ.get(n) for n in ("HANDOVER_PASSPHRASE_FILE", "HANDOVER_PASSPHRASE_COMMAND")
+    ) or secret_env("HANDOVER_PASSPHRASE"):
         return read_passphrase()
     return new_secret("HANDOVER_NEW_PASSPHRASE", "New vault passphrase")
 
 
 @click.command()
-@click.option("--for", "duration", default="15m", show_default=True,
-              help="How long the session lasts (e.g. 90s, 15m, 2h, 1d; at most 7 days).")
+@click.option(
+    "--for",
+    "duration",
+    default="15m",
+    show_default=True,
+    help="How long the session lasts (e.g. 90s, 15m, 2h, 1d; at most 7 days).",
+)
 def unlock(duration: str) -> None:
     """Unlock for a while: prints `export HANDOVER_SESSION=...` to eval in your shell.
 

@@ -70,8 +70,13 @@ class Attachments(RecordService):
             if size > limit:
                 raise InvalidInput(f"{name} is larger than the attachment limit of {limit // 2**20} MiB")
             digest.update(block)
-            s.add(Chunk(record_id=rec.id, seq=seq,
-                        envelope=sealer.seal(block, chunk_aad(self.v.vault_id, client.id, rec.id, seq))))
+            s.add(
+                Chunk(
+                    record_id=rec.id,
+                    seq=seq,
+                    envelope=sealer.seal(block, chunk_aad(self.v.vault_id, client.id, rec.id, seq)),
+                )
+            )
             seq += 1
             if seq % 64 == 0:
                 s.flush()
@@ -94,16 +99,22 @@ class Attachments(RecordService):
         """The decrypted content, chunk by chunk, checked against the stored count and hash."""
         digest, n = hashlib.sha256(), 0
         rows = s.execute(
-            select(Chunk.seq, Chunk.envelope).where(Chunk.record_id == rec.id).order_by(Chunk.seq)
+            select(Chunk.seq, Chunk.envelope)
+            .where(Chunk.record_id == rec.id)
+            .order_by(Chunk.seq)
             .execution_options(yield_per=16)
         )
         for seq, blob in rows:
             if seq != n:
                 raise IntegrityError(f"attachment {rec.id}: chunk {n} is missing")
             try:
-                block = client.keys.sealer.open(bytes(blob), chunk_aad(self.v.vault_id, client.id, rec.id, seq))
+                block = client.keys.sealer.open(
+                    bytes(blob), chunk_aad(self.v.vault_id, client.id, rec.id, seq)
+                )
             except DecryptFailed:
-                raise IntegrityError(f"attachment {rec.id}: chunk {seq} does not decrypt (tampered)") from None
+                raise IntegrityError(
+                    f"attachment {rec.id}: chunk {seq} does not decrypt (tampered)"
+                ) from None
             digest.update(block)
             n += 1
             yield block

@@ -120,7 +120,9 @@ class Clients:
         try:
             with self.v.write("adding a client") as s:
                 if s.execute(select(Client.id).where(Client.lookup == row.lookup)).first():
-                    raise AlreadyExists(f"client {slug!r} already exists", f"see it: handover client show {slug}")
+                    raise AlreadyExists(
+                        f"client {slug!r} already exists", f"see it: handover client show {slug}"
+                    )
                 s.add(row)
                 s.flush()
                 self.v.audit.append(s, "client.add", client=ref)

@@ -1,8 +1,8 @@
 """Creating, opening and re-keying a vault: the entry points of the library.
 
-    >>> v, recovery_code = init_vault(path, passphrase="…")
-    >>> v = open_vault(path, passphrase="…")        # or session=os.environ["HANDOVER_SESSION"]
-    >>> v.clients.add("acme", name="ACME Ltd")
+>>> v, recovery_code = init_vault(path, passphrase="…")
+>>> v = open_vault(path, passphrase="…")        # or session=os.environ["HANDOVER_SESSION"]
+>>> v.clients.add("acme", name="ACME Ltd")
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from . import crypto, keys, session, store
 from .crypto import DEFAULT_KDF, KdfParams
 from .errors import AlreadyExists, AuthenticationFailed, IntegrityError, InvalidInput, StorageError
 from .models import KeySlot, Meta
+from .search import mark_indexed
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
     from .attachments import Attachments
     from .audit import AuditLog
@@ -109,6 +109,7 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[Vault, 
         s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
         rec = keys.normalise_recovery_code(recovery)
         s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
+        mark_indexed(s)
     v = Vault(path, st, k)
     v.audit.append_now("vault.init", detail={"fingerprint": v.fingerprint})
     return v, recovery
@@ -147,9 +148,7 @@ def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> by
     raise AuthenticationFailed("wrong passphrase", "check the passphrase source (prompt, file or command)")
 
 
-def open_vault(
-    path: Path | str, passphrase: str | None = None, session_token: str | None = None
-) -> Vault:
+def open_vault(path: Path | str, passphrase: str | None = None, session_token: str | None = None) -> Vault:
     """Open and unlock a vault with a passphrase or a session token.
 
     Raises NotFound (no file), IntegrityError (not a vault, corrupt), MigrationRequired (newer
@@ -329,4 +328,3 @@ class Vault:
 
     def read(self) -> Any:
         return self.store.read()
-

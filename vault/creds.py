@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import secrets
 import string
 import time
@@ -26,8 +27,19 @@ if TYPE_CHECKING:
     from .records import Rec
 
 CATEGORIES = (
-    "registrar", "dns", "tenant-admin", "backup-key", "mfa-recovery", "firewall", "wifi", "isp",
-    "server", "network", "email", "service", "other",
+    "registrar",
+    "dns",
+    "tenant-admin",
+    "backup-key",
+    "mfa-recovery",
+    "firewall",
+    "wifi",
+    "isp",
+    "server",
+    "network",
+    "email",
+    "service",
+    "other",
 )
 SECRET_FIELDS = ("secret", "totp")
 GEN_ALPHABET = string.ascii_letters + string.digits + "-_.,:;!?@#%+="
@@ -114,7 +126,7 @@ class Creds(RecordService):
             "fields": dict(data.get("fields") or {}),
         }
 
-    def list(self, slug: str, needs_rotation: bool = False) -> tuple[ClientRef, list[Rec]]:
+    def list(self, slug: str, needs_rotation: bool = False) -> tuple[ClientRef, builtins.list[Rec]]:
         client, recs = super().list(slug)
         if needs_rotation:
             recs = [r for r in recs if r.data.get("needs_rotation")]
@@ -126,7 +138,10 @@ class Creds(RecordService):
             client = self.v.clients.get(slug, s)
             rec = self.v.records.get(s, client, self.kind, ref)
             self.v.audit.append(
-                s, "cred.reveal", client=client, record_id=rec.id,
+                s,
+                "cred.reveal",
+                client=client,
+                record_id=rec.id,
                 detail={"version": rec.version, "field": field, "purpose": purpose},
             )
         return rec
@@ -139,16 +154,22 @@ class Creds(RecordService):
         code, left = totp_code(uri)
         return rec, code, left
 
-    def history_revealed(self, slug: str, ref: str) -> tuple[Rec, list[Rec]]:
+    def history_revealed(self, slug: str, ref: str) -> tuple[Rec, builtins.list[Rec]]:
         """Past versions with their secrets: one audit entry names every version disclosed."""
         with self.v.write("revealing credential history") as s:
             client = self.v.clients.get(slug, s)
             rec = self.v.records.get(s, client, self.kind, ref)
             old = self.v.records.history(s, client, rec)
             self.v.audit.append(
-                s, "cred.reveal", client=client, record_id=rec.id,
-                detail={"versions": [r.version for r in old] + [rec.version], "field": "secret",
-                        "purpose": "history"},
+                s,
+                "cred.reveal",
+                client=client,
+                record_id=rec.id,
+                detail={
+                    "versions": [r.version for r in old] + [rec.version],
+                    "field": "secret",
+                    "purpose": "history",
+                },
             )
         return rec, old
 
@@ -161,8 +182,15 @@ class Creds(RecordService):
         with self.v.write("rotating a credential") as s:
             client = self.v.clients.get(slug, s)
             rec = self.v.records.get(s, client, self.kind, ref)
-            data = self.clean({**rec.data, "secret": new_secret, "last_rotated": utcnow()[:10],
-                               "needs_rotation": False, "rotation_reason": None})
+            data = self.clean(
+                {
+                    **rec.data,
+                    "secret": new_secret,
+                    "last_rotated": utcnow()[:10],
+                    "needs_rotation": False,
+                    "rotation_reason": None,
+                }
+            )
             new = self.v.records.update(s, client, rec, data, self._name(data))
             self.after_write(s, client, new, "rotate")
             return new

@@ -202,7 +202,14 @@ def totp_now(secret: bytes, digits: int, period: int, algorithm: str, at: float)
     """RFC 6238 TOTP via ``cryptography``'s implementation."""
     from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-    algo = {"SHA1": hashes.SHA1(), "SHA256": hashes.SHA256(), "SHA512": hashes.SHA512()}[algorithm]
+    # SHA-1 is RFC 6238's default and what most otpauth URIs name; HMAC-SHA1 is not broken.
+    algo: hashes.SHA1 | hashes.SHA256 | hashes.SHA512
+    if algorithm == "SHA256":
+        algo = hashes.SHA256()
+    elif algorithm == "SHA512":
+        algo = hashes.SHA512()
+    else:
+        algo = hashes.SHA1()  # noqa: S303
     # cryptography refuses keys under 128 bits unless told; some services still issue 80-bit seeds.
     totp = TOTP(secret, digits, algo, period, enforce_key_length=False)
     return totp.generate(int(at)).decode("ascii")

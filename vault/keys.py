@@ -50,7 +50,7 @@ def new_recovery_code() -> str:
 def normalise_recovery_code(text: str) -> bytes:
     """Accept the code in any case, with or without dashes/spaces, with O/I/L typed for 0/1/1."""
     cleaned = text.upper().replace("-", "").replace(" ", "").strip()
-    cleaned = cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    cleaned = cleaned.translate(str.maketrans("OIL", "011"))
     if len(cleaned) != RECOVERY_SYMBOLS or any(c not in RECOVERY_ALPHABET for c in cleaned):
         # Same exit as a wrong code: the message does not help an attacker.
         raise AuthenticationFailed("the recovery code is not valid")

@@ -86,9 +86,7 @@ class RecordVersion(Base):
     """A previous version of a record, kept sealed under the AAD of its own version number."""
 
     __tablename__ = "record_versions"
-    record_id: Mapped[str] = mapped_column(
-        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True
-    )
+    record_id: Mapped[str] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[str] = mapped_column(String(32))
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
@@ -98,9 +96,7 @@ class Chunk(Base):
     """A chunk of an attachment's content, sealed with the chunk's index in its AAD."""
 
     __tablename__ = "chunks"
-    record_id: Mapped[str] = mapped_column(
-        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True
-    )
+    record_id: Mapped[str] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -120,3 +116,19 @@ class AuditEntry(Base):
     mac: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_audit_client", "client_id"),)
+
+
+class SearchToken(Base):
+    """Keyed hashes of word prefixes of a record's non-secret fields (schema 0002).
+
+    ``token = HMAC(client search key, prefix)``: search finds candidate records without decrypting
+    the client's every record, and the tokens die with the client's key. They reveal which records
+    share a word prefix, never the word (docs/security.md).
+    """
+
+    __tablename__ = "search_tokens"
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_search_tokens_record", "record_id"),)

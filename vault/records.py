@@ -7,6 +7,7 @@ kind, record id and version (``keys.record_aad``). Updating a record moves the c
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import uuid
@@ -19,6 +20,7 @@ from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound
 from .keys import record_aad
 from .models import Record, RecordVersion
+from .search import index_record
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -107,7 +109,9 @@ class Records:
         )
         s.add(row)
         s.flush()
-        return Rec(rid, client.id, kind, 1, now, now, data)
+        rec = Rec(rid, client.id, kind, 1, now, now, data)
+        index_record(s, client, rec)
+        return rec
 
     def update(
         self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any], name: str | None = None
@@ -121,14 +125,20 @@ class Records:
         if row.version != rec.version:
             raise InvalidInput(f"{rec.kind} {rec.id} was changed meanwhile; try again")
         now = utcnow()
-        s.add(RecordVersion(record_id=row.id, version=row.version, created_at=row.updated_at, envelope=row.envelope))
+        s.add(
+            RecordVersion(
+                record_id=row.id, version=row.version, created_at=row.updated_at, envelope=row.envelope
+            )
+        )
         row.version += 1
         row.updated_at = now
         row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
         if name is not None:
             row.lookup = client.keys.record_lookup(rec.kind, name)
         s.flush()
-        return Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, now, data)
+        new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, now, data)
+        index_record(s, client, new, replace=True)
+        return new
 
     def update_in_place(self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any]) -> Rec:
         """Re-seal the same version (for metadata completed in the transaction that created it)."""
@@ -137,16 +147,20 @@ class Records:
             raise NotFound(f"{rec.kind} {rec.id} no longer exists")
         row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
         s.flush()
-        return Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, rec.updated_at, data)
+        new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, rec.updated_at, data)
+        index_record(s, client, new, replace=True)
+        return new
 
     def delete(self, s: Session, client: ClientRef, rec: Rec) -> None:
         s.execute(delete(Record).where(Record.id == rec.id, Record.client_id == client.id))
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def list(self, s: Session, client: ClientRef, kind: str) -> list[Rec]:
+    def list(self, s: Session, client: ClientRef, kind: str) -> builtins.list[Rec]:
         rows = s.execute(
-            select(Record).where(Record.client_id == client.id, Record.kind == kind).order_by(Record.created_at)
+            select(Record)
+            .where(Record.client_id == client.id, Record.kind == kind)
+            .order_by(Record.created_at)
         ).scalars()
         return [self.load(client, r) for r in rows]
 
@@ -159,34 +173,39 @@ class Records:
         ref = ref.strip()
         if not ref:
             raise InvalidInput(f"no {kind} was named")
-        rows: list[Record] = []
+        rows: builtins.list[Record] = []
         if _ID_PREFIX.match(ref.lower()):
             rows = list(
                 s.execute(
-                    select(Record).where(
+                    select(Record)
+                    .where(
                         Record.client_id == client.id,
                         Record.kind == kind,
                         Record.id.startswith(ref.lower(), autoescape=True),
-                    ).limit(10)
+                    )
+                    .limit(10)
                 ).scalars()
             )
         if not rows:
             lookup = client.keys.record_lookup(kind, ref)
             rows = list(
                 s.execute(
-                    select(Record).where(
-                        Record.client_id == client.id, Record.kind == kind, Record.lookup == lookup
-                    ).limit(10)
+                    select(Record)
+                    .where(Record.client_id == client.id, Record.kind == kind, Record.lookup == lookup)
+                    .limit(10)
                 ).scalars()
             )
         if not rows:
-            raise NotFound(f"no {kind} {ref!r} for client {client.slug}", f"list them: handover {kind} list {client.slug}")
+            raise NotFound(
+                f"no {kind} {ref!r} for client {client.slug}",
+                f"list them: handover {kind} list {client.slug}",
+            )
         if len(rows) > 1:
             ids = ", ".join(r.id[:8] for r in rows)
             raise InvalidInput(f"{ref!r} matches several {kind} records ({ids})", "name one by its id")
         return self.load(client, rows[0])
 
-    def history(self, s: Session, client: ClientRef, rec: Rec) -> list[Rec]:
+    def history(self, s: Session, client: ClientRef, rec: Rec) -> builtins.list[Rec]:
         """Previous versions, oldest first (the current one is ``rec`` itself)."""
         rows = s.execute(
             select(RecordVersion).where(RecordVersion.record_id == rec.id).order_by(RecordVersion.version)

@@ -7,6 +7,7 @@ the same base for the kinds with secrets and blobs.
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 
 from . import validate
@@ -53,7 +54,7 @@ class RecordService:
         self.after_write(s, client, rec, "add")
         return rec
 
-    def list(self, slug: str) -> tuple[ClientRef, list[Rec]]:
+    def list(self, slug: str) -> tuple[ClientRef, builtins.list[Rec]]:
         with self.v.read() as s:
             client = self.v.clients.get(slug, s)
             return client, self.v.records.list(s, client, self.kind)
@@ -73,7 +74,7 @@ class RecordService:
             self.after_write(s, client, new, "edit")
             return new
 
-    def history(self, slug: str, ref: str) -> tuple[Rec, list[Rec]]:
+    def history(self, slug: str, ref: str) -> tuple[Rec, builtins.list[Rec]]:
         with self.v.read() as s:
             client = self.v.clients.get(slug, s)
             rec = self.v.records.get(s, client, self.kind, ref)
@@ -89,8 +90,9 @@ class RecordService:
 
     def after_write(self, s: Session, client: ClientRef, rec: Rec, verb: str) -> None:
         if self.audit_changes:
-            self.v.audit.append(s, f"{self.kind}.{verb}", client=client, record_id=rec.id,
-                                detail={"version": rec.version})
+            self.v.audit.append(
+                s, f"{self.kind}.{verb}", client=client, record_id=rec.id, detail={"version": rec.version}
+            )
 
 
 def _tags(value: Any) -> list[str]:
@@ -125,7 +127,9 @@ class Docs(RecordService):
             try:
                 body = body.decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidInput("the document is not UTF-8 text", "attach binary files with: handover attach add") from None
+                raise InvalidInput(
+                    "the document is not UTF-8 text", "attach binary files with: handover attach add"
+                ) from None
         return {
             "title": validate.text(data.get("title"), "title", 300, required=True),
             "body": validate.text(body or "", "document body", validate.MAX_TEXT) or "",

@@ -21,7 +21,7 @@ from pathlib import Path
 from .crypto import DecryptFailed, Sealer, random_key
 from .errors import AuthenticationFailed, InvalidInput, StorageError
 
-TOKEN_PREFIX = "hvs1"
+TOKEN_PREFIX = "hvs1"  # noqa: S105 - a format tag, not a secret
 MAX_SECONDS = 7 * 24 * 3600
 _TOKEN_RE = re.compile(r"^hvs1\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$")
 

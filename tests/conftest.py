@@ -1,0 +1,127 @@
+"""Shared fixtures: a fast KDF, a private runtime dir, and a vault made through the real library.
+
+The KDF is lowered through one hook (``HANDOVER_KDF=minimum``: OWASP's floor, never below it);
+tests/test_keys.py keeps one test at the real cost.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PASSPHRASE = "correct horse battery staple"
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT.parent / "shared" / "vectors"
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HANDOVER_KDF", "minimum")
+    monkeypatch.setenv("HANDOVER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    for name in (
+        "HANDOVER_PASSPHRASE",
+        "HANDOVER_SESSION",
+        "HANDOVER_PASSPHRASE_FILE",
+        "HANDOVER_PASSPHRASE_COMMAND",
+        "HANDOVER_VAULT",
+        "HANDOVER_NEW_PASSPHRASE",
+        "HANDOVER_RECOVERY_CODE",
+        "HANDOVER_BUNDLE_PASSPHRASE",
+        "HANDOVER_IMPORT_PASSPHRASE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def vault_path(tmp_path: Path) -> Path:
+    return tmp_path / "vault.db"
+
+
+@pytest.fixture
+def new_vault(vault_path: Path) -> Iterator[tuple]:
+    """(Vault, recovery code) for a fresh vault at the floor KDF cost."""
+    from vault import init_vault
+
+    v, code = init_vault(vault_path, PASSPHRASE)
+    try:
+        yield v, code
+    finally:
+        v.close()
+
+
+@pytest.fixture
+def v(new_vault: tuple):
+    return new_vault[0]
+
+
+@pytest.fixture
+def acme(v):
+    """A vault holding one realistic client."""
+    v.clients.add("acme", name="ACME Ltd", contract_start="2024-01-01", notice_days=30)
+    v.contacts.add("acme", name="Jane Doe", role="Office manager", email="jane@acme.example", authorized=True)
+    v.docs.add("acme", title="Network overview", body="# LAN\n\n10.0.0.0/24 behind fw1", overview=True)
+    v.creds.add(
+        "acme",
+        label="Firewall admin",
+        username="admin",
+        secret="Fw-s3cret-0001",
+        category="firewall",
+        url="https://fw1.acme.example",
+    )
+    v.assets.add("acme", hostname="fw1", kind="firewall", ip="10.0.0.1", expires="2027-03-01")
+    v.issues.add(
+        "acme", title="Backups untested", severity="high", risk="data loss", workaround="test monthly"
+    )
+    return v
+
+
+def need(tool: str) -> str:
+    """The path of an outside program. Missing in CI is a failure: interop tests never skip there."""
+    path = shutil.which(tool)
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{tool} is required in CI (.ci/run installs it)")
+    pytest.skip(f"{tool} is not installed on this machine")
+    raise AssertionError("unreachable")
+
+
+def handover_cmd() -> list[str]:
+    """The installed console script when present, else the module (same code path)."""
+    exe = shutil.which("handover", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "cli.main"]
+
+
+def run(
+    args: list[str],
+    vault: Path | None = None,
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    passphrase: str | None = PASSPHRASE,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``handover`` in a subprocess with no TTY, as a script would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
+    full_env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
+    full_env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
+    if vault is not None:
+        full_env["HANDOVER_VAULT"] = str(vault)
+    if passphrase is not None:
+        full_env["HANDOVER_PASSPHRASE"] = passphrase
+    full_env.update(env or {})
+    data = input.decode() if isinstance(input, bytes) else input
+    return subprocess.run(
+        handover_cmd() + args,
+        input=data if data is not None else "",
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
