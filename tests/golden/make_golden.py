@@ -22,12 +22,16 @@ def main(out: str) -> None:
 
     v, code = init_vault(Path(out), PASSPHRASE)
     with v:
-        v.clients.add("acme", name="ACME Ltd", contract_start="2024-01-01", notice_months=1, end_of_month=True)
+        v.clients.add(
+            "acme", name="ACME Ltd", contract_start="2024-01-01", notice_months=1, end_of_month=True
+        )
         v.contacts.add("acme", name="Jane Doe", email="jane@acme.example", authorized=True)
         v.docs.add("acme", title="Network overview", body="# LAN\n10.0.0.0/24", overview=True)
         v.docs.edit("acme", "Network overview", body="# LAN\n10.0.0.0/24\n\nfw1 at 10.0.0.1")
         v.assets.add("acme", hostname="fw1", kind="firewall", ip="10.0.0.1", expires="2027-03-01")
-        v.creds.add("acme", label="Firewall admin", username="admin", secret="golden-secret-1", category="firewall")
+        v.creds.add(
+            "acme", label="Firewall admin", username="admin", secret="golden-secret-1", category="firewall"
+        )
         v.creds.rotate("acme", "Firewall admin", "golden-secret-2")
         v.issues.add("acme", title="Backups untested", severity="high", workaround="test monthly")
         with v.write("golden attachment") as s:
