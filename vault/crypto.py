@@ -103,8 +103,11 @@ def check_kdf_for_create(p: KdfParams) -> None:
 
 
 def check_kdf_for_open(p: KdfParams) -> None:
+    # The values come from the vault file, and SQLite returns whatever type was stored: a text or
+    # real "memory_kib" must be refused here, not crash the comparison or the KDF (bool is no count).
     if not (
-        1 <= p.lanes <= MAX_LANES
+        all(type(x) is int for x in (p.memory_kib, p.iterations, p.lanes))
+        and 1 <= p.lanes <= MAX_LANES
         and 1 <= p.iterations <= MAX_ITERATIONS
         and 8 * p.lanes <= p.memory_kib <= MAX_MEMORY_KIB
     ):
