@@ -1,0 +1,609 @@
+"""KeePass formats: read KDBX 3.1/4 (decrypted by pykeepass) and KeePass 2 XML; write KeePass 2 XML.
+
+Both readers end in the same walk over the KeePass XML tree (a KDBX file is an encrypted XML
+document), so a database and its XML export give the same credentials.
+
+Before pykeepass runs the key derivation we parse the header ourselves and refuse absurd KDF
+parameters: a hostile or mistaken file must not make us spin for hours or allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import io
+import re
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from Cryptodome.Cipher import AES
+from lxml import etree
+from pykeepass import PyKeePass
+from pykeepass.exceptions import CredentialsError, HeaderChecksumError, PayloadChecksumError
+from pykeepass.kdbx_parsing import KDBX, kdf_uuids
+from pykeepass.kdbx_parsing.common import compute_key_composite
+
+from .errors import AuthenticationFailed, InvalidInput, NotFound
+from .formats import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_KDBX_BYTES,
+    MAX_TEXT_FILE_BYTES,
+    UNTITLED,
+    ImportedAttachment,
+    ImportedCredential,
+    PathLike,
+    add_field,
+    category_and_tags,
+    check_otp_params,
+    clean_base32,
+    date_from_datetime,
+    merge_tags,
+    new_credential,
+    normalise_totp,
+    parse_date,
+    read_capped,
+    split_tags,
+    text_or_none,
+    totp_uri,
+)
+
+WRONG_KEY = "the KeePass database could not be opened: wrong password or key file"
+
+_KDBX_SIGNATURE = bytes.fromhex("03d9a29a67fb4bb5")
+_KDB1_SIGNATURE = bytes.fromhex("03d9a29a65fb4bb5")  # KeePass 1.x .kdb
+
+# Key-derivation work accepted from a file. Real databases use KeePassXC's benchmark (about one
+# second): tens of millions of AES rounds, or Argon2 at 64 MiB to 1 GiB for a few dozen passes.
+# These caps are a hundred times that, and still end in about a minute.
+MAX_AES_ROUNDS = 1_000_000_000
+MAX_ARGON2_MEMORY = 2 * 1024**3
+MAX_ARGON2_LANES = 64
+MAX_ARGON2_WORK = 64 * 1024**3  # memory x iterations, in bytes
+
+_STANDARD_KEYS = {"Title", "UserName", "Password", "URL", "Notes"}
+_TIME_OTP_KEYS = [f"TimeOtp-{k}" for k in ("Secret", "Secret-Hex", "Secret-Base32", "Secret-Base64")]
+_TOTP_KEYS = {"otp", "TOTP Seed", "TOTP Settings", "TimeOtp-Length", "TimeOtp-Period", "TimeOtp-Algorithm"}
+_TOTP_KEYS.update(_TIME_OTP_KEYS)
+
+Binaries = dict[str, Callable[[], bytes]]
+
+
+# --- Reading KDBX -----------------------------------------------------------------------------
+
+
+def read_keepass(
+    path: PathLike, password: str, keyfile: PathLike | None = None, *, group: str | None = None
+) -> list[ImportedCredential]:
+    """Decrypt a KDBX 3.1/4 database and return its credentials (see :func:`vault.formats.read_keepass`).
+
+    Raises:
+        AuthenticationFailed: wrong password or key file.
+        NotFound: the database, key file or ``group`` does not exist.
+        InvalidInput: not KDBX, damaged, oversized, absurd KDF parameters, unconvertible values.
+    """
+    data = read_capped(path, MAX_KDBX_BYTES, "KeePass database")
+    key_data = read_capped(keyfile, MAX_KDBX_BYTES, "key file") if keyfile is not None else None
+    header = _parse_header(data)
+    kp = _open(data, password, key_data, header)
+    binaries: Binaries
+    if kp.version >= (4, 0):
+        # KDBX 4 keeps attachments in the inner header, already decompressed with the payload.
+        binaries = {str(i): functools.partial(bytes, b) for i, b in enumerate(kp.binaries)}
+    else:
+        binaries = _meta_binaries(kp.tree.getroot())
+    return _credentials(kp.tree.getroot(), binaries, group)
+
+
+def _parse_header(data: bytes) -> Any:
+    """Parse the unencrypted header with pykeepass's grammar, without running the KDF.
+
+    Raises:
+        InvalidInput: not a KDBX file, an unsupported version, or a damaged header.
+    """
+    if data[:8] == _KDB1_SIGNATURE:
+        raise InvalidInput(
+            "this is a KeePass 1 database (.kdb), which is not supported",
+            "open it in KeePassXC or KeePass 2 and save it as a .kdbx database first",
+        )
+    if data[:8] != _KDBX_SIGNATURE:
+        raise InvalidInput("the file is not a KeePass database (KDBX)")
+    try:
+        # A placeholder transformed key stops pykeepass deriving the real one while it parses.
+        parsed = KDBX.parse(data, password=None, keyfile=None, transformed_key=bytes(32), decrypt=False)
+        header = parsed.header.value
+    except Exception:  # construct raises a dozen exception types, all meaning "cannot parse"
+        raise InvalidInput("the KeePass database is damaged: its header cannot be read") from None
+    if header.major_version not in (3, 4) or header.dynamic_header is None:
+        raise InvalidInput(
+            f"KDBX version {header.major_version}.{header.minor_version} is not supported",
+            "KeePass and KeePassXC write versions 3.1 and 4; re-save the database with one of them",
+        )
+    return header
+
+
+def _aes_kdf_params(header: Any) -> tuple[bytes, int] | None:
+    """(seed, rounds) when the database uses AES-KDF; ``None`` for Argon2 (checked here too).
+
+    Raises:
+        InvalidInput: an unknown KDF, or parameters over the caps above.
+    """
+    try:
+        if header.major_version == 3:
+            seed, rounds = (
+                header.dynamic_header.transform_seed.data,
+                header.dynamic_header.transform_rounds.data,
+            )
+        else:
+            params = {k: v.value for k, v in header.dynamic_header.kdf_parameters.data.dict.items()}
+            if params["$UUID"] != kdf_uuids["aeskdf"]:
+                _check_argon2(params)
+                return None
+            seed, rounds = params["S"], params["R"]
+    except (AttributeError, KeyError, TypeError):
+        raise InvalidInput(
+            "the KeePass database is damaged: its key-derivation settings are incomplete"
+        ) from None
+    if not isinstance(rounds, int) or not 0 <= rounds <= MAX_AES_ROUNDS or len(seed) != 32:
+        raise InvalidInput(*_TOO_COSTLY)
+    return bytes(seed), rounds
+
+
+_TOO_COSTLY = (
+    "the KeePass database asks for more key-derivation work than this tool accepts",
+    "in KeePassXC, lower Database > Database Security > Encryption Settings > Decryption time, "
+    "save, and import again",
+)
+
+
+def _check_argon2(params: dict[str, Any]) -> None:
+    if params["$UUID"] not in (kdf_uuids["argon2"], kdf_uuids["argon2id"]):
+        raise InvalidInput("the KeePass database uses a key-derivation function this tool does not know")
+    memory, iterations, lanes = params["M"], params["I"], params["P"]
+    if not (
+        0 < memory <= MAX_ARGON2_MEMORY
+        and 0 < lanes <= MAX_ARGON2_LANES
+        and 0 < memory * iterations <= MAX_ARGON2_WORK
+    ):
+        raise InvalidInput(*_TOO_COSTLY)
+
+
+def aes_kdf(seed: bytes, rounds: int, composite: bytes) -> bytes:
+    """KeePass's AES-KDF: encrypt each 16-byte half of the composite key ``rounds`` times with
+    AES-256-ECB under ``seed``, then SHA-256 the result.
+
+    pykeepass runs the rounds in a Python loop (about 1.7 µs each here: 50 s for the ~30 million
+    rounds of KeePassXC's default one-second benchmark). CBC over N zero blocks with the half as
+    IV computes the same value, because each block is E(previous XOR 0) = E(previous): the last
+    ciphertext block is E^N(IV), and the chaining loop runs in C. This is key derivation for
+    *reading* a foreign format, not a recipe of our own, hence here rather than in crypto.py.
+    """
+    chunk = 1 << 16  # blocks per call: 1 MiB of zeros, a good trade of memory for call overhead
+    zeros = bytes(16 * chunk)
+    out = b""
+    for half in (composite[:16], composite[16:]):
+        cipher = AES.new(seed, AES.MODE_CBC, iv=half)
+        block, left = half, rounds
+        while left:
+            n = min(left, chunk)
+            block = cipher.encrypt(zeros[: 16 * n])[-16:]
+            left -= n
+        out += block
+    return hashlib.sha256(out).digest()
+
+
+def _open(data: bytes, password: str, key_data: bytes | None, header: Any) -> PyKeePass:
+    """Derive the key (AES-KDF ourselves, Argon2 by pykeepass) and decrypt.
+
+    Raises:
+        AuthenticationFailed: wrong password or key file.
+        InvalidInput: a damaged database or key file.
+    """
+    aes = _aes_kdf_params(header)
+    # KeePassXC treats an empty password as "no password" (a key-file-only database); so do we.
+    pw = password or None
+    keyfile = io.BytesIO(key_data) if key_data is not None else None
+    try:
+        transformed = None
+        if aes is not None:
+            transformed = aes_kdf(aes[0], aes[1], compute_key_composite(password=pw, keyfile=keyfile))
+        return PyKeePass(io.BytesIO(data), password=pw, keyfile=keyfile, transformed_key=transformed)
+    except CredentialsError:
+        raise AuthenticationFailed(WRONG_KEY) from None
+    except (AssertionError, OSError):
+        # pykeepass asserts on a key file whose checksum does not match, and raises IOError for one
+        # it cannot read at all.
+        raise InvalidInput("the key file is damaged or not a KeePass key file") from None
+    except (HeaderChecksumError, PayloadChecksumError):
+        raise InvalidInput("the KeePass database is damaged: a checksum does not match") from None
+    except Exception:  # construct, zlib and lxml errors from a payload that decrypted to garbage
+        # "from None": the chained context could hold the decryption context; never show it.
+        raise InvalidInput("the KeePass database is damaged: its contents cannot be read") from None
+
+
+# --- Reading KeePass XML ----------------------------------------------------------------------
+
+
+def read_keepass_xml(path: PathLike) -> list[ImportedCredential]:
+    """Read a plain KeePass 2 XML export (see :func:`vault.formats.read_keepass_xml`).
+
+    Raises:
+        NotFound: the file does not exist.
+        InvalidInput: not KeePass XML, oversized, encrypted values, a DOCTYPE, unconvertible values.
+    """
+    data = read_capped(path, MAX_TEXT_FILE_BYTES, "KeePass XML export")
+    # No entity expansion, no network, no DTD: an XML file from elsewhere is untrusted input.
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    try:
+        tree = etree.parse(io.BytesIO(data), parser)
+    except etree.XMLSyntaxError as exc:
+        raise InvalidInput(f"the file is not well-formed XML (line {exc.lineno})") from None
+    if tree.docinfo.doctype:
+        raise InvalidInput("the XML file declares a DOCTYPE, which KeePass exports never do; refused")
+    root = tree.getroot()
+    if root.tag != "KeePassFile":
+        raise InvalidInput("the XML file is not a KeePass export (no <KeePassFile> root element)")
+    if root.find(".//Value[@Protected='True']") is not None:
+        raise InvalidInput(
+            "the XML holds values encrypted with a database's inner key, which only the database can read",
+            "export again as plain 'KeePass XML (2.x)', or import the .kdbx database instead",
+        )
+    return _credentials(root, _meta_binaries(root), None)
+
+
+def _meta_binaries(root: Any) -> Binaries:
+    """Attachments stored in ``Meta/Binaries`` (KDBX 3.1 and XML), decoded only when referenced."""
+    out: Binaries = {}
+    for el in root.iterfind("Meta/Binaries/Binary"):
+        ref = el.get("ID", "")
+        compressed = el.get("Compressed", "False") == "True"
+        out[ref] = functools.partial(_decode_binary, el.text or "", compressed)
+    return out
+
+
+def _decode_binary(text: str, compressed: bool) -> bytes:
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=False)
+        if not compressed:
+            return raw
+        # Bounded decompression: a few kilobytes of gzip can expand to gigabytes.
+        d = zlib.decompressobj(zlib.MAX_WBITS | 32)
+        out = d.decompress(raw, MAX_ATTACHMENT_BYTES + 1)
+    except (binascii.Error, UnicodeEncodeError, zlib.error):
+        raise _BadBinary("damaged") from None
+    if len(out) > MAX_ATTACHMENT_BYTES:
+        raise _BadBinary(_OVERSIZE)
+    if not d.eof:
+        raise _BadBinary("damaged")
+    return out
+
+
+_OVERSIZE = f"over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB attachment limit"
+
+
+class _BadBinary(Exception):
+    """Internal: an attachment that cannot be decoded; turned into InvalidInput with its entry."""
+
+
+# --- The shared walk --------------------------------------------------------------------------
+
+
+def _credentials(root: Any, binaries: Binaries, group: str | None) -> list[ImportedCredential]:
+    start = root.find("Root/Group")
+    if start is None:
+        raise InvalidInput("the KeePass data has no root group")
+    prefix: list[str] = []
+    if group is not None:
+        start, prefix = _find_group(start, group), [p for p in group.split("/") if p]
+    recycle_bin = _uuid_bytes(root.findtext("Meta/RecycleBinUUID"))
+    out: list[ImportedCredential] = []
+    for group_el, path in _walk(start, recycle_bin):
+        for entry in group_el.iterfind("Entry"):
+            where = "entry '" + "/".join([*prefix, *path, entry_title(entry) or UNTITLED]) + "'"
+            out.append(_entry(entry, path, binaries, where))
+    return out
+
+
+def _find_group(start: Any, group: str) -> Any:
+    node = start
+    for name in (p for p in group.split("/") if p):
+        found = next((g for g in node.iterfind("Group") if (g.findtext("Name") or "") == name), None)
+        if found is None:
+            raise NotFound(f"the KeePass database has no group '{group}'")
+        node = found
+    return node
+
+
+def _uuid_bytes(text: str | None) -> bytes | None:
+    try:
+        raw = base64.b64decode(text or "", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 16 and any(raw) else None
+
+
+def _walk(start: Any, recycle_bin: bytes | None) -> Iterator[tuple[Any, list[str]]]:
+    """Groups depth-first in document order with their name path below ``start``, skipping the
+    Recycle Bin subtree. Iterative, so deep nesting cannot exhaust the Python stack."""
+    stack: list[tuple[Any, list[str]]] = [(start, [])]
+    while stack:
+        group_el, path = stack.pop()
+        yield group_el, path
+        children = [
+            (g, [*path, g.findtext("Name") or ""])
+            for g in group_el.iterfind("Group")
+            if recycle_bin is None or _uuid_bytes(g.findtext("UUID")) != recycle_bin
+        ]
+        stack.extend(reversed(children))
+
+
+def entry_title(entry: Any) -> str:
+    """An entry's Title string (stripped), or ``""``."""
+    for s in entry.iterfind("String"):
+        if s.findtext("Key") == "Title":
+            return (s.findtext("Value") or "").strip()
+    return ""
+
+
+def _entry(entry: Any, path: list[str], binaries: Binaries, where: str) -> ImportedCredential:
+    strings: dict[str, str] = {}
+    for s in entry.iterfind("String"):
+        # The first of duplicated keys wins, as in KeePass itself.
+        strings.setdefault(s.findtext("Key") or "", s.findtext("Value") or "")
+    cred = new_credential(strings.get("Title", "").strip() or UNTITLED)
+    cred["username"] = text_or_none(strings.get("UserName"))
+    cred["secret"] = strings.get("Password") or None  # kept exactly: spaces can be part of it
+    cred["url"] = text_or_none(strings.get("URL"))
+    cred["notes"] = text_or_none(strings.get("Notes"))
+    category, tags = category_and_tags(path)
+    cred["category"], cred["tags"] = category, merge_tags(tags, split_tags(entry.findtext("Tags")))
+    cred["totp"] = _totp(strings, cred["label"], where)
+    skip = _STANDARD_KEYS | (_TOTP_KEYS if cred["totp"] else set())
+    for key, value in strings.items():
+        if key not in skip:
+            add_field(cred["fields"], key, value)
+    cred["expires"] = _expiry(entry, where)
+    cred["attachments"] = _attachments(entry, binaries, where)
+    return cred
+
+
+def _totp(strings: dict[str, str], label: str, where: str) -> str | None:
+    """The entry's TOTP in order of precedence: KeePassXC's ``otp``, KeePass's ``TimeOtp-*``,
+    the legacy ``TOTP Seed``/``TOTP Settings`` pair that KeePassXC before 2.6 wrote."""
+    if strings.get("otp", "").strip():
+        return normalise_totp(strings["otp"], label, f"{where}, field 'otp'")
+    for key in _TIME_OTP_KEYS:
+        if strings.get(key, "").strip():
+            secret = _time_otp_secret(key, strings[key], f"{where}, field '{key}'")
+            period, digits, algo = check_otp_params(
+                where,
+                period=strings.get("TimeOtp-Period"),
+                digits=strings.get("TimeOtp-Length"),
+                algorithm=strings.get("TimeOtp-Algorithm"),
+            )
+            return totp_uri(secret, label, period=period, digits=digits, algorithm=algo)
+    seed = strings.get("TOTP Seed", "").strip()
+    if not seed:
+        return None
+    legacy = clean_base32(seed)
+    if legacy is None:
+        raise InvalidInput(f"{where}, field 'TOTP Seed': the seed is not base32")
+    step, _, size = strings.get("TOTP Settings", "30;6").partition(";")
+    if size.strip() == "S":  # "30;S": Steam Guard codes, five characters
+        return totp_uri(legacy, label, digits=5, encoder="steam")
+    period, digits, _ = check_otp_params(where, period=step, digits=size)
+    return totp_uri(legacy, label, period=period, digits=digits)
+
+
+def _time_otp_secret(key: str, value: str, where: str) -> str:
+    """KeePass 2.47+ stores the TOTP key as UTF-8 text, hex, base32 or base64; return base32."""
+    try:
+        if key.endswith("Base32"):
+            secret = clean_base32(value)
+            if secret is None:
+                raise ValueError
+            return secret
+        if key.endswith("Hex"):
+            raw = bytes.fromhex(value)
+        elif key.endswith("Base64"):
+            raw = base64.b64decode(value, validate=True)
+        else:
+            raw = value.encode("utf-8")
+    except (ValueError, binascii.Error):
+        raise InvalidInput(f"{where}: the one-time password key cannot be decoded") from None
+    if not raw:
+        raise InvalidInput(f"{where}: the one-time password key is empty")
+    return base64.b32encode(raw).decode("ascii").rstrip("=")
+
+
+def _expiry(entry: Any, where: str) -> str | None:
+    if entry.findtext("Times/Expires") != "True":
+        return None
+    text = (entry.findtext("Times/ExpiryTime") or "").strip()
+    try:
+        return date_from_datetime(_keepass_time(text))
+    except (ValueError, OverflowError, binascii.Error):
+        raise InvalidInput(f"{where}: the expiry time cannot be read") from None
+
+
+def _keepass_time(text: str) -> datetime:
+    """KDBX 4 writes times as base64 of int64 seconds since 0001-01-01 UTC; XML and KDBX 3.1
+    write ISO 8601. Raises ValueError/OverflowError/binascii.Error on anything else."""
+    if len(text) == 12 and text.endswith("="):
+        seconds = int.from_bytes(base64.b64decode(text, validate=True), "little", signed=True)
+        return datetime(1, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _attachments(entry: Any, binaries: Binaries, where: str) -> list[ImportedAttachment]:
+    out: list[ImportedAttachment] = []
+    for b in entry.iterfind("Binary"):
+        name = (b.findtext("Key") or "").strip() or "attachment"
+        value = b.find("Value")
+        ref = value.get("Ref") if value is not None else None
+        if value is None or (ref is not None and ref not in binaries):
+            raise InvalidInput(f"{where}: attachment '{name}' refers to data missing from the file")
+        try:
+            if ref is None:  # old writers put the data inline instead of a reference
+                data = _decode_binary(value.text or "", value.get("Compressed") == "True")
+            else:
+                data = binaries[ref]()
+            if len(data) > MAX_ATTACHMENT_BYTES:
+                raise _BadBinary(_OVERSIZE)
+        except _BadBinary as exc:
+            raise InvalidInput(
+                f"{where}: attachment '{name}' is {exc}", "remove it from the entry and import again"
+            ) from None
+        out.append({"name": name, "data": data})
+    return out
+
+
+# --- Writing KeePass 2 XML --------------------------------------------------------------------
+
+# Ids are UUIDv5 under this namespace: the same credentials in the same order give the same file.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:handover-vault:formats:keepass-xml")
+_RESERVED = {*_STANDARD_KEYS, "otp"}
+# XML 1.0's Char production: everything else (NUL, most C0 controls, lone surrogates, U+FFFE/F)
+# cannot appear in a document at all, not even escaped.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def write_keepass_xml(
+    creds: list[ImportedCredential], *, exported_at: datetime | None = None, name: str = "Handover"
+) -> bytes:
+    """KeePass 2 XML with one group per category under a root group named ``name``.
+
+    Uncategorised credentials sit in the root group. Passwords, TOTP URIs and custom fields are
+    marked ``ProtectInMemory`` (shown masked): we cannot tell which custom field is sensitive.
+
+    Raises:
+        InvalidInput: a value holds characters XML 1.0 cannot carry, or a bad ``expires``.
+    """
+    when = _xml_time(exported_at or datetime.now(UTC))
+    for index, cred in enumerate(creds):
+        _check_xml_safe(cred, f"credential {index + 1}")
+    _check_xml_safe_text(name, "the database name")
+    doc = etree.Element("KeePassFile")
+    meta = _sub(doc, "Meta")
+    for tag, text in (("Generator", "Handover Vault"), ("DatabaseName", name), ("DatabaseNameChanged", when)):
+        _sub(meta, tag, text)
+    protection = _sub(meta, "MemoryProtection")
+    for field in ("Title", "UserName", "Password", "URL", "Notes"):
+        _sub(protection, f"Protect{field}", str(field == "Password"))
+    _sub(meta, "RecycleBinEnabled", "True")
+    _sub(meta, "RecycleBinUUID", _b64uuid(None))  # KeePass creates the bin on first delete
+    store = _sub(meta, "Binaries")
+    root = _group(_sub(doc, "Root"), name, "root", when)
+    by_category: dict[str, list[tuple[int, ImportedCredential]]] = {}
+    for index, cred in enumerate(creds):
+        if cred["category"]:
+            by_category.setdefault(cred["category"], []).append((index, cred))
+        else:
+            _write_entry(root, index, cred, when, store)
+    for category, members in by_category.items():  # first-appearance order
+        group = _group(root, category, f"group\x00{category}", when)
+        for index, cred in members:
+            _write_entry(group, index, cred, when, store)
+    return bytes(
+        etree.tostring(doc, xml_declaration=True, encoding="UTF-8", standalone=True, pretty_print=True)
+    )
+
+
+def _check_xml_safe_text(text: str | None, where: str) -> None:
+    if text is not None and _NOT_XML.search(text):
+        raise InvalidInput(f"{where}: holds characters XML cannot carry (NUL or control codes)")
+
+
+def _check_xml_safe(cred: ImportedCredential, where: str) -> None:
+    for key in ("label", "username", "secret", "url", "notes", "category", "totp"):
+        _check_xml_safe_text(cred[key], f"{where}, {key}")
+    for text in [*cred["tags"], *cred["fields"], *cred["fields"].values()]:
+        _check_xml_safe_text(text, f"{where}, tags or custom fields")
+    for attachment in cred["attachments"]:
+        _check_xml_safe_text(attachment["name"], f"{where}, attachment name")
+    if cred["expires"] is not None:
+        parse_date(cred["expires"], where)
+
+
+def _sub(parent: Any, tag: str, text: str | None = None, **attrib: str) -> Any:
+    el = etree.SubElement(parent, tag, attrib)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _xml_time(when: datetime) -> str:
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64uuid(seed: str | None) -> str:
+    raw = bytes(16) if seed is None else uuid.uuid5(_NAMESPACE, seed).bytes
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _times(parent: Any, when: str, expires: str | None) -> None:
+    times = _sub(parent, "Times")
+    for tag in ("CreationTime", "LastModificationTime", "LastAccessTime"):
+        _sub(times, tag, when)
+    # Noon UTC keeps the calendar date the same for every time zone from UTC-11 to UTC+11.
+    _sub(times, "ExpiryTime", f"{expires}T12:00:00Z" if expires else when)
+    _sub(times, "Expires", str(expires is not None))
+    _sub(times, "UsageCount", "0")
+    _sub(times, "LocationChanged", when)
+
+
+def _group(parent: Any, name: str, seed: str, when: str) -> Any:
+    group = _sub(parent, "Group")
+    _sub(group, "UUID", _b64uuid(seed))
+    _sub(group, "Name", name)
+    _sub(group, "IconID", "48")  # the folder icon
+    _times(group, when, None)
+    _sub(group, "IsExpanded", "True")
+    return group
+
+
+def _string(entry: Any, key: str, value: str, protect: bool = False) -> None:
+    s = _sub(entry, "String")
+    _sub(s, "Key", key)
+    # ProtectInMemory, not Protected: Protected means "encrypted with the inner stream key", which
+    # a plain XML file has none of; importers would fail to decrypt it.
+    _sub(s, "Value", value, **({"ProtectInMemory": "True"} if protect else {}))
+
+
+def _write_entry(group: Any, index: int, cred: ImportedCredential, when: str, store: Any) -> None:
+    entry = _sub(group, "Entry")
+    _sub(entry, "UUID", _b64uuid(f"entry\x00{index}\x00{cred['label']}"))
+    _sub(entry, "IconID", "0")
+    tags = [t for t in cred["tags"] if t != cred["category"]]  # the group already says it
+    if tags:
+        _sub(entry, "Tags", ";".join(tags))
+    _times(entry, when, cred["expires"])
+    _string(entry, "Title", cred["label"])
+    _string(entry, "UserName", cred["username"] or "")
+    _string(entry, "Password", cred["secret"] or "", protect=True)
+    _string(entry, "URL", cred["url"] or "")
+    _string(entry, "Notes", cred["notes"] or "")
+    if cred["totp"]:
+        _string(entry, "otp", cred["totp"], protect=True)
+    for key, value in cred["fields"].items():
+        key = key if key.strip() and key not in _RESERVED else f"{key} (custom)"
+        _string(entry, key, value, protect=True)
+    names: dict[str, None] = {}
+    for attachment in cred["attachments"]:
+        name, n = attachment["name"] or "attachment", 2
+        while name in names:  # KeePass keys attachments by name within an entry
+            name, n = f"{attachment['name']} ({n})", n + 1
+        names[name] = None
+        ref = str(len(store))
+        _sub(
+            store, "Binary", base64.b64encode(attachment["data"]).decode("ascii"), ID=ref, Compressed="False"
+        )
+        binary = _sub(entry, "Binary")
+        _sub(binary, "Key", name)
+        _sub(binary, "Value", Ref=ref)
