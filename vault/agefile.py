@@ -511,7 +511,7 @@ class _Tap:
     and hashes what passes through.
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes] | io.RawIOBase) -> None:
         self.stream = stream
         self.error: BaseException | None = None
         self.size = 0
@@ -519,7 +519,7 @@ class _Tap:
 
     def read(self, n: int = -1) -> bytes:
         try:
-            data = self.stream.read(n)
+            data = self.stream.read(n) or b""  # RawIOBase may return None: no data yet
         except BaseException as exc:
             self.error = exc
             raise
@@ -565,7 +565,7 @@ class SealResult:
 
 
 def seal_stream(
-    reader: IO[bytes],
+    reader: IO[bytes] | io.RawIOBase,
     out_path: Path,
     recipients: Sequence[Recipient | str] = (),
     passphrase: str | None = None,
@@ -670,21 +670,38 @@ def open_stream(
         NotFound, AlreadyExists, StorageError: from the files.
     """
     _check_credentials(identities, passphrase)
+    if isinstance(out, (str, os.PathLike)):
+        with atomic_output(Path(out), overwrite=overwrite) as dst:
+            return decrypt_to(in_path, dst, identities=identities, passphrase=passphrase)
+    with tempfile.TemporaryFile(dir=spool_dir) as spool:
+        result = decrypt_to(in_path, spool, identities=identities, passphrase=passphrase)
+        spool.seek(0)
+        try:
+            shutil.copyfileobj(spool, out, _COPY_CHUNK)
+        except OSError as exc:
+            raise StorageError(f"cannot write the decrypted output: {exc.strerror}") from None
+    return result
+
+
+def decrypt_to(
+    in_path: Path,
+    dst: IO[bytes],
+    *,
+    identities: Sequence[Identity] = (),
+    passphrase: str | None = None,
+) -> OpenResult:
+    """Low level :func:`open_stream`: check the header, then decrypt straight into ``dst``.
+
+    ``dst`` receives plaintext chunks as they verify, so after an exception its content must be
+    discarded; use it with a file that is thrown away on failure (an anonymous temp file).
+    Raises as :func:`open_stream`.
+    """
+    _check_credentials(identities, passphrase)
     with _open_input(in_path) as src:
         header = read_header(src)
         _check_header_matches(header, identities, passphrase)
         src.seek(0)
-        if isinstance(out, (str, os.PathLike)):
-            with atomic_output(Path(out), overwrite=overwrite) as dst:
-                size, digest = decrypt_into(src, dst, header, identities, passphrase)
-        else:
-            with tempfile.TemporaryFile(dir=spool_dir) as spool:
-                size, digest = decrypt_into(src, spool, header, identities, passphrase)
-                spool.seek(0)
-                try:
-                    shutil.copyfileobj(spool, out, _COPY_CHUNK)
-                except OSError as exc:
-                    raise StorageError(f"cannot write the decrypted output: {exc.strerror}") from None
+        size, digest = _decrypt_into(src, dst, header, identities, passphrase)
     return OpenResult(header, size, digest)
 
 
@@ -716,19 +733,13 @@ def _check_header_matches(header: AgeHeader, identities: Sequence[Identity], pas
         )
 
 
-def decrypt_into(
+def _decrypt_into(
     src: BinaryIO,
     dst: IO[bytes],
     header: AgeHeader,
     identities: Sequence[Identity],
     passphrase: str | None,
 ) -> tuple[int, str]:
-    """Decrypt the age file ``src`` (positioned at its start) into ``dst``; return (size, sha256).
-
-    Low level: ``dst`` receives plaintext chunks as they verify, so on an exception its content
-    must be discarded (``open_stream`` does that). The header must already have passed
-    :func:`read_header`. Raises as :func:`open_stream`.
-    """
     source, sink = _Tap(src), _Tap(dst)
     try:
         if passphrase is not None:
