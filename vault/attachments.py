@@ -108,9 +108,7 @@ class Attachments(RecordService):
             if seq != n:
                 raise IntegrityError(f"attachment {rec.id}: chunk {n} is missing")
             try:
-                block = client.keys.sealer.open(
-                    bytes(blob), chunk_aad(self.v.vault_id, client.id, rec.id, seq)
-                )
+                block = client.keys.sealer.open(blob, chunk_aad(self.v.vault_id, client.id, rec.id, seq))
             except DecryptFailed:
                 raise IntegrityError(
                     f"attachment {rec.id}: chunk {seq} does not decrypt (tampered)"

@@ -89,7 +89,7 @@ class Clients:
         keys = self.v.keys.client(row.id, row.wrapped_key)
         aad = record_aad(self.v.vault_id, row.id, PROFILE_KIND, row.id, row.version)
         try:
-            data = json.loads(keys.sealer.open(bytes(row.envelope), aad))
+            data = json.loads(keys.sealer.open(row.envelope, aad))
         except (DecryptFailed, ValueError):
             raise IntegrityError(f"client {row.id} does not decrypt: tampered or corrupt") from None
         if self.v.keys.client_lookup(data.get("slug", "")) != row.lookup:

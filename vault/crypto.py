@@ -57,8 +57,13 @@ class Sealer:
         nonce = os.urandom(NONCE_SIZE)
         return bytes([ENVELOPE_V1]) + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
-    def open(self, blob: bytes, aad: bytes) -> bytes:
+    def open(self, blob: bytes | bytearray | memoryview, aad: bytes) -> bytes:
         """Open a sealed blob; raise :class:`DecryptFailed` for any format or tag failure."""
+        # Blobs are read from the vault file, where SQLite keeps whatever type was written: text or a
+        # number in an envelope column is a malformed envelope (tampering), not a TypeError.
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            raise DecryptFailed("malformed envelope")
+        blob = bytes(blob)
         # AESGCM accepts nonces of 8 to 128 bytes; our format fixes 12, so the layout is checked here
         # and a blob of any other shape is refused before the cipher sees it.
         if len(blob) < 1 + NONCE_SIZE + TAG_SIZE or blob[0] != ENVELOPE_V1:

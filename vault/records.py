@@ -73,7 +73,7 @@ class Records:
         """Decrypt one envelope; IntegrityError names the kind and id, never the content."""
         aad = record_aad(self.v.vault_id, client.id, kind, rid, version)
         try:
-            data = json.loads(client.keys.sealer.open(bytes(blob), aad))
+            data = json.loads(client.keys.sealer.open(blob, aad))
         except (DecryptFailed, ValueError):
             raise IntegrityError(
                 f"{kind} {rid} (version {version}) does not decrypt: tampered or corrupt",
