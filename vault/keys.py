@@ -92,6 +92,13 @@ def make_slot(vault_id: str, kind: str, secret: bytes, vmk: bytes, params: KdfPa
 def try_unwrap(vault_id: str, slot: SlotData, secret: bytes) -> bytes | None:
     """The VMK if ``secret`` opens this slot, else None. Absurd stored params raise IntegrityError."""
     crypto.check_kdf_for_open(slot.params)
+    # The salt comes from the file as well: Argon2id raises ValueError/TypeError on one that is
+    # shorter than 8 bytes or not bytes at all, so a malformed one is refused like absurd params.
+    if not isinstance(slot.salt, bytes) or not 8 <= len(slot.salt) <= 64:
+        raise IntegrityError(
+            "a key slot's stored salt is malformed; refusing to run the KDF",
+            "the vault file may be corrupt or hostile",
+        )
     kek = crypto.derive_kek(secret, slot.salt, slot.params)
     try:
         vmk = Sealer(kek).open(slot.wrapped, slot_aad(vault_id, slot.id, slot.kind, slot.params))
