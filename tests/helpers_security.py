@@ -1,0 +1,119 @@
+"""Helpers for the security tests: raw edits of the vault file, byte searches, file modes, TOTP.
+
+The raw helpers go around the library on purpose: they play the attacker (or the failing disk) who
+edits the SQLite file directly, which the library must detect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import sqlite3
+import stat
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+RECOVERY_RE = re.compile(r"\b[0-9A-Z]{4}(?:-[0-9A-Z]{4}){6}\b")
+SESSION_RE = re.compile(r"^export HANDOVER_SESSION=(hvs1\.\S+)$", re.MULTILINE)
+
+
+def sql(path: Path, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the vault file with plain sqlite3 (no library, no keys)."""
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(statement, tuple(params)).fetchall()
+        con.commit()
+        return rows
+    finally:
+        con.close()
+
+
+def one(path: Path, statement: str, params: Iterable[Any] = ()) -> Any:
+    rows = sql(path, statement, params)
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+def flip(blob: bytes, index: int) -> bytes:
+    """``blob`` with one bit of byte ``index`` flipped (negative index from the end)."""
+    data = bytearray(blob)
+    data[index] ^= 0x01
+    return bytes(data)
+
+
+def flip_column(path: Path, table: str, column: str, where: str, params: Iterable[Any], index: int) -> None:
+    """Flip one bit of a stored blob in place, as a bad sector or an attacker would."""
+    params = tuple(params)
+    blob = one(path, f"SELECT {column} FROM {table} WHERE {where}", params)
+    sql(path, f"UPDATE {table} SET {column} = ? WHERE {where}", (flip(blob, index), *params))
+
+
+def swap_column(path: Path, table: str, column: str, key: str, a: Any, b: Any) -> None:
+    """Exchange ``column`` between the rows whose ``key`` is ``a`` and ``b``."""
+    va = one(path, f"SELECT {column} FROM {table} WHERE {key} = ?", (a,))
+    vb = one(path, f"SELECT {column} FROM {table} WHERE {key} = ?", (b,))
+    sql(path, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (vb, a))
+    sql(path, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (va, b))
+
+
+def vault_files(path: Path) -> list[Path]:
+    """The vault and whichever of its -wal/-shm/-journal files exist."""
+    return [p for p in (Path(f"{path}{s}") for s in ("", "-wal", "-shm", "-journal")) if p.exists()]
+
+
+def digests(path: Path) -> dict[str, str]:
+    """SHA-256 of the vault and of each companion file (absent files map to "absent")."""
+    out = {}
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(f"{path}{suffix}")
+        out[suffix or "db"] = hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else "absent"
+    return out
+
+
+def encodings(text: str) -> list[bytes]:
+    """The byte forms a plaintext could take on disk: UTF-8 (as typed and casefolded), UTF-16."""
+    forms = {text.encode("utf-8"), text.casefold().encode("utf-8"), text.encode("utf-16-le")}
+    return sorted(forms)
+
+
+def find_plaintext(files: Iterable[Path], needles: Iterable[str]) -> list[tuple[str, str]]:
+    """(file name, needle) for every needle found in any of ``files`` in any of its encodings."""
+    hits = []
+    blobs = {p.name: p.read_bytes() for p in files if p.exists()}
+    for needle in needles:
+        for form in encodings(needle):
+            for name, data in blobs.items():
+                if form in data:
+                    hits.append((name, needle))
+    return hits
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def rfc6238(seed_b32: str, at: float, digits: int = 6, period: int = 30, algo: str = "sha1") -> str:
+    """TOTP computed from RFC 6238/4226 directly (independent of the code under test)."""
+    key = base64.b32decode(seed_b32.upper() + "=" * (-len(seed_b32) % 8))
+    counter = struct.pack(">Q", int(at) // period)
+    mac = hmac.new(key, counter, getattr(hashlib, algo)).digest()
+    offset = mac[-1] & 0x0F
+    code = (struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF) % 10**digits
+    return str(code).zfill(digits)
+
+
+def recovery_code(init_stdout: str) -> str:
+    m = RECOVERY_RE.search(init_stdout)
+    assert m, init_stdout
+    return m.group(0)
+
+
+def session_token(unlock_stdout: str) -> str:
+    m = SESSION_RE.search(unlock_stdout)
+    assert m, unlock_stdout
+    return m.group(1)
