@@ -1,0 +1,169 @@
+"""Safe HTML for the handover report and printable forms (DESIGN §6).
+
+Markdown written into the vault is untrusted as far as the report is concerned: a page pasted from
+a client's wiki may contain ``<script>`` or a ``javascript:`` link. So:
+
+- markdown-it-py's ``commonmark`` preset with raw HTML **disabled**: tags come out as text;
+- links are allow-listed: ``http``, ``https``, ``mailto`` and scheme-less (relative or ``#anchor``)
+  targets only; anything else (``javascript:``, ``data:``, ``vbscript:``, ``file:``) stays text;
+- images never become ``<img>``: the report must make no request of any kind when opened, so an
+  image renders as ``[image: alt]`` text, linked to its source when that link is allowed;
+- :func:`html_page` wraps a body in a self-contained document whose Content-Security-Policy forbids
+  scripts, external styles, fonts, frames and images other than ``data:``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
+
+__all__ = ["CSP", "escape", "html_page", "html_section", "html_table", "is_safe_link", "render_markdown"]
+
+# Schemes a link may use. Everything else could run code (javascript:, vbscript:), smuggle a document
+# (data:), or reach local files (file:).
+ALLOWED_SCHEMES = frozenset({"http", "https", "mailto"})
+# What a browser treats as a scheme: RFC 3986 `scheme ":"` at the start.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# The WHATWG URL parser deletes tab, CR and LF anywhere and trims C0 controls and spaces, so
+# "java\tscript:" *is* javascript:. We do the same before looking for the scheme.
+_URL_NOISE = re.compile(r"[\t\r\n]")
+_URL_TRIM = "".join(chr(c) for c in range(0x21))
+# default-src 'none' forbids scripts, fetches, fonts and frames; inline styles are allowed for our
+# own <style>; img-src data: leaves room for embedded images only. base-uri and form-action are not
+# covered by default-src, so they are closed explicitly.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def escape(text: str) -> str:
+    """HTML-escape text for element content and quoted attribute values (quotes included)."""
+    return html.escape(text, quote=True)
+
+
+def is_safe_link(url: str) -> bool:
+    """True for http(s), mailto and scheme-less (relative, ``#anchor``) link targets."""
+    cleaned = _URL_NOISE.sub("", url).strip(_URL_TRIM)
+    # A leading // or any backslash (browsers read "\" as "/") would reach another host from a
+    # report opened as a local file; no legitimate relative link needs either.
+    if cleaned.startswith("//") or "\\" in cleaned:
+        return False
+    match = _SCHEME.match(cleaned)
+    return match is None or match.group(1).lower() in ALLOWED_SCHEMES
+
+
+class _SafeMarkdown(MarkdownIt):
+    """markdown-it with our link allow-list (it calls validateLink for links, images, autolinks)."""
+
+    def validateLink(self, url: str) -> bool:
+        return is_safe_link(url)
+
+
+def _render_image(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """An image as text: ``[image: alt]``, linked to its source. Never an <img>: no request is made."""
+    token = tokens[idx]
+    alt = renderer.renderInlineAsText(token.children or [], options, env) or "image"
+    label = f"[image: {escape(alt)}]"
+    src = str(token.attrGet("src") or "")
+    if not src or not is_safe_link(src):
+        return f'<span class="image-alt">{label}</span>'
+    return f'<a class="image-link" href="{escape(src)}" rel="noopener noreferrer">{label}</a>'
+
+
+def _render_link_open(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    # noreferrer: following a link from the report must not tell the site where it came from.
+    tokens[idx].attrSet("rel", "noopener noreferrer")
+    return renderer.renderToken(tokens, idx, options, env)
+
+
+def _build() -> MarkdownIt:
+    md = _SafeMarkdown("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])  # both ship with markdown-it-py's core rules
+    md.add_render_rule("image", _render_image)
+    md.add_render_rule("link_open", _render_link_open)
+    return md
+
+
+_MD = _build()
+
+
+def render_markdown(text: str) -> str:
+    """Render Markdown to an HTML fragment that contains no script, handler, or external resource."""
+    return str(_MD.render(text))
+
+
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, css_class: str = "") -> str:
+    """A table of plain-text cells (every cell escaped; None becomes empty)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape('' if c is None else str(c))}</td>" for c in row) + "</tr>\n"
+        for row in rows
+    )
+    cls = f' class="{escape(css_class)}"' if css_class else ""
+    return f"<table{cls}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+
+
+def html_section(heading: str, body_html: str, *, anchor: str = "") -> str:
+    """A report section: printed on a new page (see the print CSS). ``body_html`` must be safe HTML."""
+    ident = f' id="{escape(anchor)}"' if anchor else ""
+    return f"<section{ident}>\n<h2>{escape(heading)}</h2>\n{body_html}</section>\n"
+
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
+       background: #fff; margin: 0; }
+main { max-width: 60rem; margin: 0 auto; padding: 2rem 1.5rem 4rem; }
+h1, h2, h3 { line-height: 1.25; margin: 1.6em 0 0.5em; }
+h1 { font-size: 1.9rem; border-bottom: 2px solid #1b1b1b; padding-bottom: 0.3rem; }
+h2 { font-size: 1.4rem; border-bottom: 1px solid #ccc; padding-bottom: 0.2rem; }
+section { margin-top: 2.5rem; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0; font-size: 0.92rem; }
+th, td { border: 1px solid #bbb; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em; }
+pre { background: #f6f6f6; padding: 0.75rem; overflow-x: auto; white-space: pre-wrap; }
+blockquote { border-left: 4px solid #ccc; margin: 1rem 0; padding: 0.1rem 1rem; color: #444; }
+.image-alt, .image-link { font-style: italic; color: #555; }
+.severity-critical { color: #a00; font-weight: 700; }
+.severity-high { color: #c50; font-weight: 700; }
+.tick { width: 3rem; }
+.signature-line { border-bottom: 1px solid #000; height: 2.5rem; margin: 1.5rem 0 0.3rem; }
+@page { margin: 18mm 15mm; }
+@media print {
+  body { font-size: 10.5pt; }
+  main { max-width: none; padding: 0; }
+  section { break-before: page; page-break-before: always; }
+  section:first-of-type { break-before: auto; page-break-before: auto; }
+  h1, h2, h3 { break-after: avoid; page-break-after: avoid; }
+  tr, pre, blockquote { break-inside: avoid; page-break-inside: avoid; }
+  thead { display: table-header-group; }
+  a { color: inherit; }
+  a[href^="http"]::after, a[href^="mailto"]::after { content: " <" attr(href) ">"; font-size: 0.85em; }
+}
+"""
+
+
+def html_page(title: str, body_html: str) -> str:
+    """A complete, self-contained HTML5 document: inline CSS, no JavaScript, a closed CSP.
+
+    ``body_html`` must already be safe (from :func:`render_markdown`, :func:`escape` and friends).
+    """
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<h1>{escape(title)}</h1>\n{body_html}</main>\n</body>\n</html>\n"
+    )
