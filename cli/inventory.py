@@ -216,3 +216,46 @@ def search(query: str, slug: str | None) -> None:
         [[h["client"], h["kind"], short(h["id"]), h["title"], h["snippet"]] for h in hits],
         "matches",
     )
+
+
+@issue.command("ack")
+@click.argument("slug")
+@click.option("--by", "by", required=True, help="Who acknowledged, for the client.")
+@click.option("--role", help="Their role, e.g. Managing director.")
+@click.option("--date", "date", metavar="DATE", help="When they acknowledged (default today).")
+@click.option(
+    "--method",
+    type=click.Choice(["signed-form", "email", "in-person"]),
+    default="signed-form",
+    show_default=True,
+    help="How the acknowledgement was given.",
+)
+@click.option(
+    "--scan",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The signed form, stored as an encrypted attachment.",
+)
+def issue_ack(slug: str, by: str, role: str | None, date: str | None, method: str, scan: str | None) -> None:
+    """Record the client's acknowledgement of every open issue as it stands now.
+
+    A later edit to an issue shows it as no longer acknowledged until it is acknowledged again.
+    """
+    from vault.agreement import client_ack_state, record_ack
+
+    v = state().open()
+    rec = record_ack(v, slug, by, role=role, date=date, method=method, scan=scan)
+    d = rec.data
+    who = f"{d['by']} ({d['role']})" if d.get("role") else d["by"]
+    click.echo(
+        f"Recorded the acknowledgement by {who} on {d['date']} ({d['method']}) of "
+        f"{len(d['issues'])} open issue(s) ({short(rec.id)})."
+    )
+    if d.get("scan"):
+        click.echo(f"Signed scan stored as attachment {short(d['scan'])}.")
+    _, rows = client_ack_state(v, slug)
+    acked = [f"{r['by']}, {r['date']}" if r["acknowledged"] else "no" for r in rows]
+    table(
+        ["id", "severity", "title", "acknowledged"],
+        [[short(r["id"]), r["severity"], r["title"], a] for r, a in zip(rows, acked, strict=True)],
+        "open issues",
+    )

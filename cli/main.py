@@ -32,6 +32,10 @@ COMMANDS: dict[str, str] = {
     "attach": "cli.inventory:attach",
     "search": "cli.inventory:search",
     "audit": "cli.audit:audit",
+    "end": "cli.agreement:end",
+    "letter": "cli.agreement:letter",
+    "forget": "cli.agreement:forget",
+    "certificate": "cli.agreement:certificate",
 }
 
 # One-line help shown by `handover --help` without importing the command's module.
@@ -51,6 +55,10 @@ SHORT_HELP: dict[str, str] = {
     "attach": "Encrypted attachments (diagrams, config backups).",
     "search": "Search names, documents and notes (never secrets).",
     "audit": "The tamper-evident audit log.",
+    "end": "Record notice: the effective end date and on-hand window.",
+    "letter": "Write the termination letter (.md and .html).",
+    "forget": "Crypto-shred an ended client; write a signed certificate.",
+    "certificate": "Verify a certificate of destruction (or write it again).",
 }
 
 

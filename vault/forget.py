@@ -1,0 +1,389 @@
+"""Forgetting a client (crypto-shredding) and the signed certificate of destruction.
+
+One write transaction deletes the client's row, which holds its wrapped data key, and every record,
+previous version, attachment chunk and search token of the client (``ON DELETE CASCADE``), and
+appends a ``client.forget`` audit entry sealed under the vault's audit key so that its detail stays
+readable. Then the database is vacuumed and the write-ahead log checkpointed and truncated: in WAL
+mode deleted pages survive in the -wal file until a checkpoint, and ``secure_delete`` zeroes freed
+content in the main file. Older audit entries about the client stay (the MAC chain still verifies);
+their details were sealed under the destroyed key and can no longer be read.
+
+The certificate is Markdown followed by a signature block (docs/agreement.md gives the format)::
+
+    ```handover-signature
+    Format: handover-certificate/1
+    Signer: hv:xxxx-...
+    Signature: <base64 Ed25519 signature>
+    -----BEGIN PUBLIC KEY-----
+    ...
+    -----END PUBLIC KEY-----
+    ```
+
+The signature covers ``b"handover-certificate/1\\n"`` followed by the UTF-8 bytes of everything
+before the line that opens the block, with line endings normalised to LF (mail clients convert them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select
+
+from . import crypto
+from .agreement import effective_status, status_line
+from .errors import IntegrityError, InvalidInput, NotFound, PolicyRefused, StorageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .clients import ClientRef
+    from .core import Vault
+
+from .models import AuditEntry, Chunk, Client, Record, RecordVersion
+
+CERT_FORMAT = "handover-certificate/1"
+SIG_OPEN = "```handover-signature\n"
+SIG_CONTEXT = (CERT_FORMAT + "\n").encode()
+FORGET_ACTION = "client.forget"
+MAX_CERTIFICATE = 1_000_000
+# Counted besides the records of each kind (they are parts of records, or audit entries).
+KIND_LABELS = {
+    "contact": "contacts",
+    "doc": "documents",
+    "asset": "assets",
+    "cred": "credentials",
+    "issue": "known issues",
+    "attachment": "attachments",
+    "ack": "acknowledgements",
+    "request": "requests after the end",
+}
+EXTRA_COUNTS = ("previous versions", "attachment chunks", "audit details made unreadable")
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What ``forget_client`` destroyed, and the audit entry that records it."""
+
+    slug: str
+    name: str
+    client_id: str
+    counts: dict[str, int]
+    audit_seq: int
+    purged: bool
+
+
+def counts(v: Vault, s: Session, client: ClientRef) -> dict[str, int]:
+    """Rows of the client per kind, plus previous versions, attachment chunks and audit entries."""
+    out: dict[str, int] = {}
+    rows = s.execute(
+        select(Record.kind, func.count()).where(Record.client_id == client.id).group_by(Record.kind)
+    )
+    for kind, n in rows:
+        out[str(kind)] = int(n)
+    record_ids = select(Record.id).where(Record.client_id == client.id)
+    out["previous versions"] = int(
+        s.execute(
+            select(func.count()).select_from(RecordVersion).where(RecordVersion.record_id.in_(record_ids))
+        ).scalar_one()
+    )
+    out["attachment chunks"] = int(
+        s.execute(select(func.count()).select_from(Chunk).where(Chunk.record_id.in_(record_ids))).scalar_one()
+    )
+    out["audit details made unreadable"] = int(
+        s.execute(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.client_id == client.id, AuditEntry.scope == "client")
+        ).scalar_one()
+    )
+    return out
+
+
+def record_total(n: dict[str, int]) -> int:
+    """How many records (of every kind) a ``counts`` dict names."""
+    return sum(c for k, c in n.items() if k not in EXTRA_COUNTS)
+
+
+def check_forgettable(client: ClientRef, today: dt.date | None = None) -> str:
+    """The derived status when the client may be forgotten (ended or archived); else PolicyRefused."""
+    status = effective_status(client, today)
+    if status in ("ended", "archived"):
+        return status
+    if status == "notice-given":
+        raise PolicyRefused(
+            f"the agreement with {client.slug} runs until {client.agreement.get('effective_end')}; "
+            "a client can be forgotten only after its agreement has ended",
+            f"if an earlier end was agreed, correct it: handover end {client.slug} --amend ...",
+        )
+    raise PolicyRefused(
+        f"{client.slug} has an {status} agreement; only a client whose agreement has ended can be forgotten",
+        f"end it first: handover end {client.slug} --notice-given DATE --reason TEXT",
+    )
+
+
+def preview(v: Vault, slug: str, today: dt.date | None = None) -> tuple[ClientRef, str, dict[str, int]]:
+    """(client, derived status, counts) of a client that may be forgotten; raises as ``forget_client``."""
+    with v.read() as s:
+        client = v.clients.get(slug, s)
+        status = check_forgettable(client, today)
+        return client, status, counts(v, s, client)
+
+
+def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotten:
+    """Crypto-shred a client whose agreement has ended, then purge the deleted bytes from the files.
+
+    Raises NotFound, PolicyRefused (agreement not ended), Busy/StorageError (the write failed:
+    nothing was deleted). ``purged`` is False when another process kept the write-ahead log from
+    being truncated (the deletion itself is committed; ``purge`` may be run again).
+    """
+    with v.write("forgetting a client") as s:
+        client = v.clients.get(slug, s)
+        check_forgettable(client, today)
+        n = counts(v, s, client)
+        a = client.agreement
+        s.execute(delete(Client).where(Client.id == client.id))
+        s.flush()
+        left = s.execute(select(func.count()).select_from(Record).where(Record.client_id == client.id))
+        if left.scalar_one():
+            raise StorageError(
+                "the client's records were not deleted with it (foreign keys are off); nothing was changed"
+            )
+        seq = v.audit.append(
+            s,
+            FORGET_ACTION,
+            client=client,
+            vault_scope=True,
+            detail={
+                "slug": client.slug,
+                "name": client.name,
+                "client_id": client.id,
+                "counts": n,
+                "status": status_line(a, today),
+                "effective_end": a.get("effective_end"),
+                "on_hand_until": a.get("on_hand_until"),
+                "fingerprint": v.fingerprint,
+            },
+        )
+    v.keys.forget_client(client.id)
+    return Forgotten(client.slug, client.name, client.id, n, seq, purge(v))
+
+
+def purge(v: Vault) -> bool:
+    """VACUUM, then checkpoint the WAL and truncate it. True when the -wal file is empty afterwards.
+
+    VACUUM cannot run inside a transaction, and every SQLAlchemy connection here opens one with
+    BEGIN, so this drives the driver connection directly (its pragmas, secure_delete included, were
+    set when it connected).
+    """
+    import sqlite3
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store import wrap_db_error
+
+    try:
+        with v.store.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("VACUUM")
+            busy, _log, _done = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise wrap_db_error(exc, "vacuuming the vault") from None
+    wal = v.path.with_name(v.path.name + "-wal")
+    return busy == 0 and (not wal.exists() or wal.stat().st_size == 0)
+
+
+# --- the certificate --------------------------------------------------------------------------------
+
+
+def _entry(v: Vault, seq: int) -> tuple[dict[str, Any], str, bytes]:
+    """(detail, time, mac) of a ``client.forget`` audit entry."""
+    with v.read() as s:
+        row = s.get(AuditEntry, seq)
+        if row is None:
+            raise NotFound(f"no audit entry {seq}")
+        if row.action != FORGET_ACTION:
+            raise InvalidInput(f"audit entry {seq} is a {row.action} entry, not {FORGET_ACTION}")
+        at, mac = row.at, bytes(row.mac)
+    detail = v.audit.event(seq).detail
+    if not detail or "slug" not in detail:
+        raise IntegrityError(f"audit entry {seq} has no readable detail")
+    return detail, at, mac
+
+
+def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
+    """The Markdown of the certificate for the ``client.forget`` entry ``seq`` (unsigned)."""
+    d, at, mac = _entry(v, seq)
+    n: dict[str, int] = d.get("counts") or {}
+    facts = {
+        "format": CERT_FORMAT,
+        "client": {"name": d["name"], "slug": d["slug"], "id": d.get("client_id")},
+        "destroyed_at": at,
+        "counts": n,
+        "vault_fingerprint": v.fingerprint,
+        "audit": {"seq": seq, "mac": mac.hex()},
+        "storage_purged": purged,
+    }
+    kinds = ["- the client's data key and its profile (name, agreement terms and dates)"]
+    kinds += [f"- {KIND_LABELS.get(k, k)}: {c}" for k, c in sorted(n.items()) if c and k not in EXTRA_COUNTS]
+    kinds += [f"- {k}: {n[k]}" for k in EXTRA_COUNTS if n.get(k)]
+    storage = (
+        "The vault file was then vacuumed and its write-ahead log checkpointed and truncated, so neither "
+        "the key nor any of the encrypted records remains in the vault's files."
+        if purged
+        else "Another program had the vault open, so the write-ahead log could not yet be truncated; the "
+        "deleted bytes are overwritten at its next checkpoint."
+    )
+    lines = [
+        "# Certificate of destruction",
+        "",
+        f"- **Client:** {_one_line(d['name'])} (`{d['slug']}`)",
+        f"- **Destroyed at:** {at} (UTC)",
+        f"- **Vault:** `{v.fingerprint}` (the key that signs this certificate)",
+        f"- **Audit entry:** number {seq}, MAC `{mac.hex()}`",
+        "",
+        "All the data this vault held for the client was destroyed by crypto-shredding: the client's own "
+        "data key, stored only wrapped under the vault's master key, was deleted in one transaction "
+        "together with every encrypted record, previous version and attachment of the client. " + storage,
+        "",
+        "What was destroyed:",
+        "",
+        *kinds,
+        "",
+        "## What this does not cover",
+        "",
+        "- **Backups of the vault made before this date still hold the data**, encrypted under the same "
+        "keys. They are not changed by this destruction; they are removed only when those backups are.",
+        "- A handover bundle already delivered to the client's successor is theirs, not ours to destroy.",
+        "- The vault's audit log keeps its entries about this client (times and kinds of action) so that "
+        "its tamper-evident chain still verifies. Their details were encrypted under the destroyed key "
+        "and can no longer be read. The entry named above records this destruction.",
+        "",
+        "## Checking this certificate",
+        "",
+        f"Run `handover certificate verify FILE --signer {v.fingerprint}`. Any Ed25519 tool will do: "
+        f"the signature below covers the text `{CERT_FORMAT}` and a line feed, followed by this "
+        "file up to the line that opens the signature block, with LF line endings.",
+        "",
+        "```json",
+        json.dumps(facts, indent=2, sort_keys=True, ensure_ascii=False),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def sign_certificate(v: Vault, body: str) -> str:
+    """``body`` followed by its signature block (Ed25519 with the vault's signing key)."""
+    body = body.replace("\r\n", "\n")
+    if not body.endswith("\n"):
+        body += "\n"
+    sig = v.sign(SIG_CONTEXT + body.encode("utf-8"))
+    pem = crypto.public_key_pem(v.signing_public).decode("ascii")
+    block = [
+        SIG_OPEN.rstrip("\n"),
+        f"Format: {CERT_FORMAT}",
+        f"Signer: {v.fingerprint}",
+        f"Signature: {base64.b64encode(sig).decode('ascii')}",
+        pem.rstrip("\n"),
+        "```",
+        "",
+    ]
+    return body + "\n".join(block)
+
+
+def certificate(v: Vault, seq: int, purged: bool = True) -> str:
+    """The signed certificate of destruction for audit entry ``seq``."""
+    return sign_certificate(v, certificate_body(v, seq, purged))
+
+
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    signer: str
+    facts: dict[str, Any]
+    signer_checked: bool
+
+
+def verify_certificate(data: bytes | str, signer: str | None = None) -> VerifiedCertificate:
+    """Check a certificate's signature (and, with ``signer``, whose key made it).
+
+    Raises InvalidInput (not a certificate, malformed block) and IntegrityError (bad signature,
+    a signer other than the one expected, a key that does not match its stated fingerprint).
+    """
+    if isinstance(data, bytes):
+        if len(data) > MAX_CERTIFICATE:
+            raise InvalidInput("the file is too large to be a certificate")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("the certificate is not UTF-8 text") from None
+    text = data.replace("\r\n", "\n")
+    at = text.rfind("\n" + SIG_OPEN)
+    if at < 0:
+        raise InvalidInput("no signature block found: not a handover certificate")
+    body, block = text[: at + 1], text[at + 1 + len(SIG_OPEN) :]
+    fields, pem = _parse_block(block)
+    if fields.get("Format") != CERT_FORMAT:
+        raise InvalidInput(f"unknown certificate format {fields.get('Format', '')[:40]!r}")
+    try:
+        sig = base64.b64decode(fields.get("Signature", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("the signature is not base64") from None
+    public = crypto.public_key_from_pem(pem.encode("ascii"))
+    actual = crypto.fingerprint(public)
+    if fields.get("Signer") != actual:
+        raise IntegrityError("the certificate's stated signer does not match its public key")
+    if signer is not None and signer.strip().lower() != actual:
+        raise IntegrityError(f"the certificate was signed by {actual}, not by {signer.strip()}")
+    if not crypto.verify_signature(public, sig, SIG_CONTEXT + body.encode("utf-8")):
+        raise IntegrityError(
+            "the certificate's signature is not valid: it was altered or not signed by this key"
+        )
+    return VerifiedCertificate(actual, _facts(body), signer is not None)
+
+
+def _parse_block(block: str) -> tuple[dict[str, str], str]:
+    lines = block.split("\n")
+    try:
+        end = lines.index("```")
+    except ValueError:
+        raise InvalidInput("the signature block is not closed") from None
+    if any(line.strip() for line in lines[end + 1 :]):
+        raise InvalidInput("text follows the signature block")
+    fields: dict[str, str] = {}
+    pem: list[str] = []
+    for line in lines[:end]:
+        if pem or line.startswith("-----BEGIN PUBLIC KEY-----"):
+            pem.append(line)
+        elif ": " in line:
+            key, _, value = line.partition(": ")
+            fields[key.strip()] = value.strip()
+        elif line.strip():
+            raise InvalidInput("the signature block has a malformed line")
+    if not pem:
+        raise InvalidInput("the signature block has no public key")
+    return fields, "\n".join(pem) + "\n"
+
+
+def _facts(body: str) -> dict[str, Any]:
+    # The last JSON block: the facts are written after every user-provided value.
+    blocks = re.findall(r"^```json\n(.*?)^```$", body, re.S | re.M)
+    if not blocks:
+        raise InvalidInput("the signed certificate has no facts block")
+    try:
+        facts = json.loads(blocks[-1])
+    except ValueError:
+        raise InvalidInput("the certificate's facts block is not JSON") from None
+    if not isinstance(facts, dict) or facts.get("format") != CERT_FORMAT:
+        raise InvalidInput("the certificate's facts block has an unknown format")
+    return facts
