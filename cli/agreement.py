@@ -141,6 +141,7 @@ def letter(
         raise click.UsageError("missing argument SLUG (or use --print-template)")
     text = letters.read_template(template) if template else None
     v = state().open()
+    Path(out_dir).mkdir(parents=True, exist_ok=True, mode=0o700)  # --out names a folder to write into
     paths = letters.write_letter(
         v, slug, out_dir, template=text, force=force, sender=sender, sender_contact=sender_contact
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
-from cli.context import emit_json, json_option, state, table
+from cli.context import emit_json, json_option, short, state, table
 
 
 @click.group()
@@ -17,45 +19,103 @@ def audit() -> None:
 
 @audit.command("list")
 @click.option("--client", "slug", help="Only entries about this client.")
+@click.option(
+    "--action", "action", metavar="PREFIX", help="Only actions starting with PREFIX (e.g. request.)."
+)
 @json_option
-def audit_list(slug: str | None) -> None:
+def audit_list(slug: str | None, action: str | None) -> None:
     """List audit entries, oldest first."""
     v = state().open()
     client_id = v.clients.get(slug).id if slug else None
     events = v.audit.events(client_id)
+    if action:
+        events = [e for e in events if e.action.startswith(action)]
     if state().as_json:
         emit_json([e.to_json() for e in events])
         return
     names = {c.id: c.slug for c in v.clients.list()}
-    table(["seq", "at", "action", "client", "record", "detail"],
-          [[e.seq, e.at, e.action, names.get(e.client_id or "", (e.client_id or "")[:8]), (e.record_id or "")[:8],
-            "(unreadable: client forgotten)" if e.detail is None else json.dumps(e.detail, sort_keys=True)]
-           for e in events], "audit entries")
+    table(
+        ["seq", "at", "action", "client", "record", "detail"],
+        [
+            [
+                e.seq,
+                e.at,
+                e.action,
+                names.get(e.client_id or "", (e.client_id or "")[:8]),
+                short(e.record_id or ""),
+                "(unreadable: client forgotten)" if e.detail is None else _compact(e.detail),
+            ]
+            for e in events
+        ],
+        "audit entries",
+    )
+
+
+def _load_checkpoint(path: str) -> dict[str, Any]:
+    from vault.errors import InvalidInput
+
+    try:
+        cp = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise InvalidInput(f"{path} is not a checkpoint file") from None
+    if not isinstance(cp, dict):
+        raise InvalidInput(f"{path} is not a checkpoint file")
+    return cp
 
 
 @audit.command("verify")
-@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False, exists=True),
-              help="A file written by `handover audit checkpoint`: also detect truncation or rollback.")
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A file written by `handover audit checkpoint`: also detect truncation or rollback.",
+)
 def audit_verify(checkpoint: str | None) -> None:
-    """Walk the MAC chain; exit 4 naming the first broken entry."""
-    from vault.errors import InvalidInput
+    """Walk the MAC chain; exit 4 naming the first broken entry.
 
+    Without --checkpoint this catches any edit, deletion, insertion or reordering, and the removal of
+    the newest entries by anyone without the vault's key. Rolling the whole file back to an older
+    copy, or a rewrite by the vault's owner, is caught only against a checkpoint kept elsewhere.
+    """
     v = state().open()
-    cp = None
-    if checkpoint:
-        try:
-            cp = json.loads(Path(checkpoint).read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            raise InvalidInput(f"{checkpoint} is not a checkpoint file") from None
-        if not isinstance(cp, dict):
-            raise InvalidInput(f"{checkpoint} is not a checkpoint file")
+    cp = _load_checkpoint(checkpoint) if checkpoint else None
     head = v.audit.verify(cp)
     extra = f"; checkpoint at entry {cp['seq']} matches" if cp else ""
     click.echo(f"Audit log intact: {head.seq} entries, head {head.mac.hex()[:16]}{extra}.")
 
 
 @audit.command("checkpoint")
-def audit_checkpoint() -> None:
-    """Print a signed head (sequence, MAC, time) to keep outside the vault."""
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False), help="Write it to FILE instead of standard output."
+)
+def audit_checkpoint(out: str | None) -> None:
+    """Print a signed head (sequence, MAC, time) to keep outside the vault.
+
+    Keep it where the vault's owner cannot change it (mail it to the client, commit it elsewhere):
+    `audit verify --checkpoint FILE` then detects truncation, rollback and rewritten history.
+    """
     v = state().open()
-    emit_json(v.audit.checkpoint())
+    cp = v.audit.checkpoint()
+    text = json.dumps(cp, indent=2) + "\n"
+    if not out:
+        click.echo(text, nl=False)
+        return
+    dest = Path(out)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        from vault.errors import StorageError
+
+        raise StorageError(f"cannot write {dest}: {exc.strerror}") from None
+    click.echo(f"Wrote checkpoint of entry {cp['seq']} to {dest}.", err=True)
+
+
+def _compact(detail: dict[str, object], width: int = 90) -> str:
+    """One table cell of a detail; the whole of it is in --json."""
+    text = json.dumps(detail, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -36,6 +36,13 @@ COMMANDS: dict[str, str] = {
     "letter": "cli.agreement:letter",
     "forget": "cli.agreement:forget",
     "certificate": "cli.agreement:certificate",
+    "check": "cli.bundle:check",
+    "successor": "cli.bundle:successor",
+    "keygen": "cli.bundle:keygen",
+    "export": "cli.bundle:export",
+    "bundle": "cli.bundle:bundle",
+    "request": "cli.requests:request",
+    "demo": "cli.demo:demo",
 }
 
 # One-line help shown by `handover --help` without importing the command's module.
@@ -59,6 +66,13 @@ SHORT_HELP: dict[str, str] = {
     "letter": "Write the termination letter (.md and .html).",
     "forget": "Crypto-shred an ended client; write a signed certificate.",
     "certificate": "Verify a certificate of destruction (or write it again).",
+    "check": "Handover readiness: what a successor would miss.",
+    "successor": "The successor and their public keys.",
+    "keygen": "Make an age identity for a successor who has none.",
+    "export": "Export the sealed handover bundle.",
+    "bundle": "Verify or open a handover bundle (the successor's side).",
+    "request": "Ex-client requests: log (identity check, decision), list, show, report.",
+    "demo": "A throwaway vault walked through the whole job.",
 }
 
 

@@ -1,0 +1,192 @@
+"""Export: the successor, readiness gate, sealed bundle and its audit entry (DESIGN §6).
+
+The bundle is streamed: files are tarred and age-encrypted in one pass into a temp file that is
+renamed only on success, so memory stays flat and a failed export leaves nothing behind. The audit
+entry is written before the rename; if it cannot be written, the bundle is deleted (fail closed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import validate
+from .errors import InvalidInput, PolicyRefused
+
+if TYPE_CHECKING:
+    from .core import Vault
+    from .readiness import Readiness
+    from .tarsafe import BundleFile
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sha256: str
+    size: int
+    fingerprint: str
+    recipients: list[str]
+    files: int
+    readiness: Readiness
+    audit_seq: int
+
+
+def set_successor(
+    v: Vault,
+    slug: str,
+    name: str,
+    recipients: list[str],
+    org: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+) -> dict[str, Any]:
+    """Record the successor and their age/SSH public keys (each validated)."""
+    from .agefile import parse_recipient
+
+    if not recipients:
+        raise InvalidInput("give at least one --recipient (an age1… or ssh-ed25519/ssh-rsa public key)")
+    parsed = [parse_recipient(r) for r in recipients]
+    successor = {
+        "name": validate.text(name, "name", 200, required=True),
+        "org": validate.text(org, "organisation", 200),
+        "email": validate.email(email),
+        "phone": validate.text(phone, "phone", 64),
+        "recipients": [p.text for p in parsed],
+        "fingerprints": [p.fingerprint for p in parsed],
+    }
+    with v.write("setting the successor") as s:
+        client = v.clients.get(slug, s)
+        ref = v.clients.save(s, client, {**client.data, "successor": successor})
+        v.audit.append(s, "successor.set", client=ref, detail={"fingerprints": successor["fingerprints"]})
+    return successor
+
+
+def keygen(out: Path | None) -> tuple[str, str]:
+    """A new age X25519 identity: (identity file text, public recipient). Written 0600 if ``out``."""
+    import pyrage
+
+    ident = pyrage.x25519.Identity.generate()
+    public = str(ident.to_public())
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    text = f"# created: {now}\n# public key: {public}\n{ident}\n"
+    if out is not None:
+        from .agefile import atomic_output
+
+        with atomic_output(Path(out)) as fh:
+            fh.write(text.encode("ascii"))
+    return text, public
+
+
+def default_out(slug: str, day: dt.date, directory: Path | None = None) -> Path:
+    return (directory or Path.cwd()) / f"{slug}-handover-{day.isoformat()}.tar.age"
+
+
+def export(
+    v: Vault,
+    slug: str,
+    recipients: list[str] | None = None,
+    passphrase: str | None = None,
+    out: Path | None = None,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportResult:
+    """Seal the client's handover bundle. Raises PolicyRefused for blocking gaps without ``force``."""
+    from .bundle_format import bundle_root, export_mtime, seal_bundle
+    from .core import utcnow
+    from .handover import build_files, collect
+    from .readiness import check
+
+    readiness = check(v, slug)
+    if readiness.blocking and not force:
+        gaps = "; ".join(g.message for g in readiness.blocking)
+        raise PolicyRefused(
+            f"{slug} is not ready to hand over: {gaps}",
+            f"fill the gaps (handover check {slug}) or export anyway with --force",
+        )
+    exported_at = utcnow()
+    day = dt.date.fromisoformat(exported_at[:10])
+    with v.read() as s:
+        client = v.clients.get(slug, s)
+        keys = list(recipients or (client.data.get("successor") or {}).get("recipients") or [])
+        if not keys and passphrase is None:
+            raise InvalidInput(
+                "no recipient: the client has no successor key and none was given",
+                "add --recipient KEY, --passphrase, or: handover successor set",
+            )
+        from .agefile import parse_recipient
+
+        parsed = [parse_recipient(k) for k in keys]
+        h = collect(v, s, client, exported_at)
+        files = build_files(v, s, h, day)
+        if progress is not None:
+            files = _with_progress(files, progress)
+        root = bundle_root(client.slug, day)
+        path = Path(out) if out else default_out(client.slug, day)
+        meta = {
+            "client": client.slug,
+            "client_name": client.name,
+            "exported_at": exported_at,
+            "root": root,
+            "vault_fingerprint": v.fingerprint,
+        }
+        result = seal_bundle(
+            path,
+            root,
+            files,
+            meta,
+            sign=v.sign,
+            signer_public_key=v.signing_public,
+            recipients=parsed,
+            passphrase=passphrase,
+            mtime=export_mtime(day),
+        )
+    try:
+        seq = v.audit.append_now(
+            "bundle.export",
+            client=client,
+            detail={
+                "sha256": result.sha256,
+                "size": result.size,
+                "file": path.name,
+                "recipients": [p.fingerprint for p in parsed],
+                "passphrase": passphrase is not None,
+                "files": len(files),
+                "forced": bool(readiness.blocking),
+            },
+        )
+    except BaseException:
+        # Fail closed: an export that is not in the audit log does not exist.
+        Path(result.path).unlink(missing_ok=True)
+        raise
+    os.chmod(result.path, 0o600)
+    return ExportResult(
+        Path(result.path),
+        result.sha256,
+        result.size,
+        v.fingerprint,
+        [p.fingerprint for p in parsed],
+        len(files),
+        readiness,
+        seq,
+    )
+
+
+def _with_progress(files: list[BundleFile], progress: Callable[[int, int], None]) -> list[BundleFile]:
+    """Wrap each file's chunks so ``progress(total_bytes, advanced_by)`` follows the stream."""
+    from .tarsafe import BundleFile
+
+    total = sum(f.size for f in files)
+
+    def wrap(chunks: Callable[[], Iterable[bytes]]) -> Callable[[], Iterator[bytes]]:
+        def gen() -> Iterator[bytes]:
+            for block in chunks():
+                progress(total, len(block))
+                yield block
+
+        return gen
+
+    return [BundleFile(f.name, f.size, f.sha256, wrap(f.chunks)) for f in files]
