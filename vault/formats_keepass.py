@@ -14,6 +14,7 @@ import binascii
 import functools
 import hashlib
 import io
+import logging
 import re
 import uuid
 import zlib
@@ -54,6 +55,11 @@ from .formats import (
 
 WRONG_KEY = "the KeePass database could not be opened: wrong password or key file"
 
+# pykeepass logs an error per value it cannot unprotect. With no logging configured, Python's
+# last-resort handler would print those to stderr, and vault/ never prints: a NullHandler stops
+# that, while an application that configures logging still receives them.
+logging.getLogger("pykeepass").addHandler(logging.NullHandler())
+
 _KDBX_SIGNATURE = bytes.fromhex("03d9a29a67fb4bb5")
 _KDB1_SIGNATURE = bytes.fromhex("03d9a29a65fb4bb5")  # KeePass 1.x .kdb
 
@@ -90,6 +96,7 @@ def read_keepass(
     key_data = read_capped(keyfile, MAX_KDBX_BYTES, "key file") if keyfile is not None else None
     header = _parse_header(data)
     kp = _open(data, password, key_data, header)
+    _check_header_hash(kp)
     binaries: Binaries
     if kp.version >= (4, 0):
         # KDBX 4 keeps attachments in the inner header, already decompressed with the payload.
@@ -223,6 +230,23 @@ def _open(data: bytes, password: str, key_data: bytes | None, header: Any) -> Py
     except Exception:  # construct, zlib and lxml errors from a payload that decrypted to garbage
         # "from None": the chained context could hold the decryption context; never show it.
         raise InvalidInput("the KeePass database is damaged: its contents cannot be read") from None
+
+
+def _check_header_hash(kp: PyKeePass) -> None:
+    """KDBX 3.1 authenticates its header only through ``Meta/HeaderHash`` inside the payload,
+    which pykeepass does not check. Without it a damaged header (say, the inner stream key) still
+    decrypts, and every protected value comes out as garbage instead of an error.
+
+    Raises:
+        InvalidInput: the hash is present and does not match.
+    """
+    if kp.version >= (4, 0):
+        return  # KDBX 4 authenticates its header with an HMAC that pykeepass does check
+    stored = kp.tree.findtext("Meta/HeaderHash")
+    if stored:
+        actual = base64.b64encode(hashlib.sha256(kp.kdbx.header.data).digest()).decode("ascii")
+        if stored.strip() != actual:
+            raise InvalidInput("the KeePass database is damaged: its header does not match its contents")
 
 
 # --- Reading KeePass XML ----------------------------------------------------------------------
