@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import validate
-from .errors import InvalidInput, PolicyRefused
+from .errors import AlreadyExists, InvalidInput, PolicyRefused, StorageError
 
 if TYPE_CHECKING:
     from .core import Vault
@@ -111,7 +111,9 @@ def export(
     day = dt.date.fromisoformat(exported_at[:10])
     with v.read() as s:
         client = v.clients.get(slug, s)
-        keys = list(recipients or (client.data.get("successor") or {}).get("recipients") or [])
+        stored = (client.data.get("successor") or {}).get("recipients") or []
+        # A passphrase bundle has no recipients (age allows one or the other).
+        keys = list(recipients) if recipients else ([] if passphrase is not None else list(stored))
         if not keys and passphrase is None:
             raise InvalidInput(
                 "no recipient: the client has no successor key and none was given",
@@ -126,6 +128,11 @@ def export(
             files = _with_progress(files, progress)
         root = bundle_root(client.slug, day)
         path = Path(out) if out else default_out(client.slug, day)
+        if os.path.lexists(path):
+            raise AlreadyExists(f"{str(path)!r} already exists", "choose another --out or remove it first")
+        # Sealed under a hidden staging name and given its real name only after the audit entry is
+        # committed: a crash in between (even SIGKILL) never leaves an unaudited bundle at ``path``.
+        staging = path.with_name(f".{path.name}.unaudited-{os.getpid()}")
         meta = {
             "client": client.slug,
             "client_name": client.name,
@@ -134,7 +141,7 @@ def export(
             "vault_fingerprint": v.fingerprint,
         }
         result = seal_bundle(
-            path,
+            staging,
             root,
             files,
             meta,
@@ -160,11 +167,11 @@ def export(
         )
     except BaseException:
         # Fail closed: an export that is not in the audit log does not exist.
-        Path(result.path).unlink(missing_ok=True)
+        staging.unlink(missing_ok=True)
         raise
-    os.chmod(result.path, 0o600)
+    _publish(staging, path)
     return ExportResult(
-        Path(result.path),
+        path,
         result.sha256,
         result.size,
         v.fingerprint,
@@ -173,6 +180,27 @@ def export(
         readiness,
         seq,
     )
+
+
+def _publish(staging: Path, path: Path) -> None:
+    """Give the audited bundle its name without clobbering anything (link fails if path exists)."""
+    try:
+        os.chmod(staging, 0o600)
+        os.link(staging, path)
+        os.unlink(staging)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except FileExistsError:
+        staging.unlink(missing_ok=True)
+        raise AlreadyExists(
+            f"{str(path)!r} already exists", "choose another --out or remove it first"
+        ) from None
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {str(path)!r}: {exc.strerror}") from None
 
 
 def _with_progress(files: list[BundleFile], progress: Callable[[int, int], None]) -> list[BundleFile]:
