@@ -36,7 +36,7 @@ def _age_keygen(tmp: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def ready(acme, vault_path: Path, tmp_path: Path):  # noqa: ANN001, ANN201
+def ready(acme, vault_path: Path, tmp_path: Path):
     """A client with no blocking gap, sealed to a key made by the standard age-keygen."""
     v = acme
     for label, cat in (
@@ -80,7 +80,7 @@ def _extract_with_age(bundle: Path, key: Path, dest: Path) -> Path:
     return root
 
 
-def test_successor_opens_bundle_with_age_and_tar(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_successor_opens_bundle_with_age_and_tar(ready, tmp_path: Path) -> None:
     vault, key = ready
     out = tmp_path / "acme.tar.age"
     done = _export(vault, out)
@@ -123,7 +123,7 @@ def test_successor_opens_bundle_with_age_and_tar(ready, tmp_path: Path) -> None:
     assert set(listed) == names - {"manifest.json", "manifest.sig", "signer.pub"}
 
 
-def test_index_html_runs_nothing_and_fetches_nothing(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_index_html_runs_nothing_and_fetches_nothing(ready, tmp_path: Path) -> None:
     vault, key = ready
     out = tmp_path / "b.tar.age"
     assert _export(vault, out).returncode == 0
@@ -146,7 +146,7 @@ def test_index_html_runs_nothing_and_fetches_nothing(ready, tmp_path: Path) -> N
     assert 'href="javascript' not in html.lower()
 
 
-def test_bundle_verify_passes_then_names_an_altered_file(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bundle_verify_passes_then_names_an_altered_file(ready, tmp_path: Path) -> None:
     vault, key = ready
     out = tmp_path / "b.tar.age"
     assert _export(vault, out).returncode == 0
@@ -166,7 +166,7 @@ def test_bundle_verify_passes_then_names_an_altered_file(ready, tmp_path: Path) 
     assert "credentials.csv" in bad.stderr
 
 
-def test_signer_fingerprint_is_checked(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_signer_fingerprint_is_checked(ready, tmp_path: Path) -> None:
     vault, key = ready
     out = tmp_path / "b.tar.age"
     done = _export(vault, out)
@@ -192,7 +192,7 @@ def test_signer_fingerprint_is_checked(ready, tmp_path: Path) -> None:  # noqa: 
     assert wrong.returncode == 4
 
 
-def test_export_is_audited_with_the_bundle_hash(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_is_audited_with_the_bundle_hash(ready, tmp_path: Path) -> None:
     vault, _key = ready
     out = tmp_path / "b.tar.age"
     done = _export(vault, out)
@@ -204,7 +204,7 @@ def test_export_is_audited_with_the_bundle_hash(ready, tmp_path: Path) -> None: 
     assert exports[0]["detail"]["recipients"]
 
 
-def test_ssh_ed25519_recipient_opens_with_age(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_ssh_ed25519_recipient_opens_with_age(ready, tmp_path: Path) -> None:
     vault, _ = ready
     ssh_key = tmp_path / "id_ed25519"
     subprocess.run([need("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_key)], check=True)
@@ -216,7 +216,7 @@ def test_ssh_ed25519_recipient_opens_with_age(ready, tmp_path: Path) -> None:  #
     assert run(["bundle", "verify", str(out), "-i", str(ssh_key)], passphrase=None).returncode == 0
 
 
-def test_blocking_gaps_refuse_export_without_force(acme, vault_path: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_blocking_gaps_refuse_export_without_force(acme, vault_path: Path, tmp_path: Path) -> None:
     acme.close()
     out = tmp_path / "gaps.tar.age"
     _key, public = _age_keygen(tmp_path)
@@ -230,7 +230,7 @@ def test_blocking_gaps_refuse_export_without_force(acme, vault_path: Path, tmp_p
     assert out.exists()
 
 
-def test_failed_export_leaves_no_file(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_failed_export_leaves_no_file(ready, tmp_path: Path) -> None:
     vault, _ = ready
     out = tmp_path / "bad.tar.age"
     bad = _export(vault, out, "--recipient", "age1notakey")
@@ -239,7 +239,7 @@ def test_failed_export_leaves_no_file(ready, tmp_path: Path) -> None:  # noqa: A
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or "bad" in p.name] == []
 
 
-def test_passphrase_bundle_round_trip(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_passphrase_bundle_round_trip(ready, tmp_path: Path) -> None:
     vault, _ = ready
     out = tmp_path / "pw.tar.age"
     env = {"HANDOVER_BUNDLE_PASSPHRASE": "bundle pass phrase"}
@@ -299,7 +299,7 @@ def test_hostile_archive_sealed_with_age_is_refused(member: tarfile.TarInfo, tmp
     assert not Path("/tmp/absolute-escape.txt").exists()
 
 
-def test_bundle_open_extracts_verified_files_privately(ready, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bundle_open_extracts_verified_files_privately(ready, tmp_path: Path) -> None:
     vault, key = ready
     out = tmp_path / "b.tar.age"
     assert _export(vault, out).returncode == 0
