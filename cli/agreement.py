@@ -209,8 +209,9 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
     click.echo(f"Certificate of destruction: {target}")
     if not done.purged:
         click.echo(
-            "warning: another process has the vault open, so the write-ahead log was not truncated; "
-            "close it and run `handover backup` or any command to let SQLite checkpoint",
+            "warning: another program was reading the vault, so its write-ahead log could not be "
+            "truncated yet (SQLite overwrites it when that program closes the vault); then run "
+            f"`handover certificate issue {done.audit_seq} --out FILE` for a certificate that says so",
             err=True,
         )
     click.echo("note: backups of the vault made before now still hold this client's data.", err=True)

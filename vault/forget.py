@@ -52,6 +52,9 @@ SIG_OPEN = "```handover-signature\n"
 SIG_CONTEXT = (CERT_FORMAT + "\n").encode()
 FORGET_ACTION = "client.forget"
 MAX_CERTIFICATE = 1_000_000
+# A TRUNCATE checkpoint waits (busy handler) for readers of older snapshots to finish. The deletion is
+# already committed by then, so wait briefly and report an incomplete purge instead of hanging.
+CHECKPOINT_WAIT_MS = 3000
 # Counted besides the records of each kind (they are parts of records, or audit entries).
 KIND_LABELS = {
     "contact": "contacts",
@@ -192,6 +195,7 @@ def purge(v: Vault) -> bool:
             raw = conn.connection.driver_connection
             assert raw is not None
             raw.execute("VACUUM")
+            raw.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT_MS)}")
             busy, _log, _done = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except (SQLAlchemyError, sqlite3.Error) as exc:
         raise wrap_db_error(exc, "vacuuming the vault") from None
