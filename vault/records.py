@@ -186,6 +186,7 @@ class Records:
                     .limit(10)
                 ).scalars()
             )
+        lookup = None
         if not rows:
             lookup = client.keys.record_lookup(kind, ref)
             rows = list(
@@ -203,7 +204,15 @@ class Records:
         if len(rows) > 1:
             ids = ", ".join(r.id[:8] for r in rows)
             raise InvalidInput(f"{ref!r} matches several {kind} records ({ids})", "name one by its id")
-        return self.load(client, rows[0])
+        rec = self.load(client, rows[0])
+        # The lookup column is clear text that anyone with the file can swap between rows; the name
+        # inside the ciphertext must match it, or asking for one record would quietly return another.
+        if lookup is not None and not any(
+            isinstance(value, str) and client.keys.record_lookup(kind, value) == lookup
+            for value in rec.data.values()
+        ):
+            raise IntegrityError(f"{kind} {rec.id} does not match its lookup entry: tampered")
+        return rec
 
     def history(self, s: Session, client: ClientRef, rec: Rec) -> builtins.list[Rec]:
         """Previous versions, oldest first (the current one is ``rec`` itself)."""
