@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .core import Vault
 
 KINDS = ("contact", "doc", "asset", "cred", "issue", "attachment", "ack", "request")
+# The command group of a kind, where the two differ (the hint must name a command that exists).
+_COMMAND = {"attachment": "attach"}
 _ID_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
 
 
@@ -199,7 +201,7 @@ class Records:
         if not rows:
             raise NotFound(
                 f"no {kind} {ref!r} for client {client.slug}",
-                f"list them: handover {kind} list {client.slug}",
+                f"list them: handover {_COMMAND.get(kind, kind)} list {client.slug}",
             )
         if len(rows) > 1:
             ids = ", ".join(r.id[:8] for r in rows)
