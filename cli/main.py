@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "export": "cli.bundle:export",
     "bundle": "cli.bundle:bundle",
     "request": "cli.requests:request",
+    "import": "cli.imports:import_",
     "demo": "cli.demo:demo",
 }
 
@@ -72,6 +73,7 @@ SHORT_HELP: dict[str, str] = {
     "export": "Export the sealed handover bundle.",
     "bundle": "Verify or open a handover bundle (the successor's side).",
     "request": "Ex-client requests: log (identity check, decision), list, show, report.",
+    "import": "Import from KeePass, Bitwarden or CSV (with --dry-run).",
     "demo": "A throwaway vault walked through the whole job.",
 }
 
