@@ -57,8 +57,10 @@ def swap_column(path: Path, table: str, column: str, key: str, a: Any, b: Any) -
     """Exchange ``column`` between the rows whose ``key`` is ``a`` and ``b``."""
     va = one(path, f"SELECT {column} FROM {table} WHERE {key} = ?", (a,))
     vb = one(path, f"SELECT {column} FROM {table} WHERE {key} = ?", (b,))
-    sql(path, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (vb, a))
+    # Through a placeholder, so that a UNIQUE column (a lookup) can be swapped too.
+    sql(path, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", ("swap-placeholder", a))
     sql(path, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (va, b))
+    sql(path, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (vb, a))
 
 
 def vault_files(path: Path) -> list[Path]:
