@@ -114,6 +114,10 @@ class Identity:
     native: Any = field(repr=False)
 
 
+def _size(n: int) -> str:
+    return f"{n // _MIB} MiB" if n >= _MIB else f"{n} bytes"
+
+
 def _echo(text: str) -> str:
     """A short, quoted prefix of user input for error messages."""
     return repr(text[:_ECHO_CHARS] + ("…" if len(text) > _ECHO_CHARS else ""))
@@ -595,6 +599,8 @@ def seal_stream(
                 _seal_passphrase(source, sink, passphrase, armored)
             else:
                 pyrage.encrypt_io(source, sink, natives, armored=armored)
+        except VaultError:
+            raise  # ours, raised in Python before or after pyrage ran: already precise
         except Exception as exc:
             own = _tap_failure(source, sink)
             if own is not None:
@@ -623,7 +629,7 @@ def _seal_passphrase(source: _Tap, sink: _Tap, passphrase: str, armored: bool) -
         total += len(chunk)
         if total > PASSPHRASE_MAX_BYTES:
             raise InvalidInput(
-                f"passphrase sealing is limited to {PASSPHRASE_MAX_BYTES // _MIB} MiB",
+                f"passphrase sealing is limited to {_size(PASSPHRASE_MAX_BYTES)}",
                 "seal to the successor's age or SSH public key instead (it streams without a limit)",
             )
     sealed = _pyrage_passphrase.encrypt(b"".join(chunks), passphrase, armored=armored)
@@ -759,7 +765,7 @@ def _open_passphrase(src: BinaryIO, sink: _Tap, passphrase: str) -> None:
     limit = PASSPHRASE_MAX_BYTES * 4 // 3 + MAX_HEADER_BYTES * 2
     if os.fstat(src.fileno()).st_size > limit:
         raise InvalidInput(
-            f"passphrase-sealed files over {PASSPHRASE_MAX_BYTES // _MIB} MiB cannot be opened",
+            f"passphrase-sealed files over {_size(PASSPHRASE_MAX_BYTES)} cannot be opened",
             "pyrage can only decrypt passphrase files in memory; use `age -d` for this one",
         )
     sink.write(_pyrage_passphrase.decrypt(src.read(), passphrase))
