@@ -18,6 +18,7 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
@@ -47,7 +48,15 @@ def escape(text: str) -> str:
 
 
 def is_safe_link(url: str) -> bool:
-    """True for http(s), mailto and scheme-less (relative, ``#anchor``) link targets."""
+    """True for http(s), mailto and scheme-less (relative, ``#anchor``) link targets.
+
+    markdown-it percent-encodes a destination before validating it, so the percent-decoded form
+    is checked too: ``java%09script:`` is harmless to a browser, but refusing it costs nothing.
+    """
+    return _safe_form(url) and _safe_form(unquote(url))
+
+
+def _safe_form(url: str) -> bool:
     cleaned = _URL_NOISE.sub("", url).strip(_URL_TRIM)
     # A leading // or any backslash (browsers read "\" as "/") would reach another host from a
     # report opened as a local file; no legitimate relative link needs either.
