@@ -337,6 +337,35 @@ def test_seal_refuses_to_clobber_and_can_overwrite(tmp_path: Path, x25519: tuple
         seal_bytes(b"new", tmp_path / "missing" / "b.age", x25519[1])
 
 
+def test_seal_works_where_hard_links_do_not(
+    tmp_path: Path, x25519: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exFAT sticks and some shares refuse link(); the no-clobber publish falls back to rename."""
+
+    def no_links(*_: object, **__: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    seal_bytes(b"data", tmp_path / "b.age", x25519[1])
+    assert snapshot(tmp_path) == ["b.age"] and (tmp_path / "b.age").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(AlreadyExists):
+        seal_bytes(b"data", tmp_path / "b.age", x25519[1])
+    assert snapshot(tmp_path) == ["b.age"]
+
+
+def test_open_into_a_writer_with_a_missing_spool_dir_is_a_storage_error(
+    tmp_path: Path, x25519: tuple[str, str]
+) -> None:
+    seal_bytes(b"data", tmp_path / "b.age", x25519[1])
+    with pytest.raises(StorageError, match="cannot create a temporary file"):
+        agefile.open_stream(
+            tmp_path / "b.age",
+            io.BytesIO(),
+            identities=agefile.parse_identities(x25519[0].encode()),
+            spool_dir=tmp_path / "missing",
+        )
+
+
 @pytest.mark.parametrize(
     ("recipients", "passphrase", "message"),
     [

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
 import os
@@ -482,9 +483,7 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         if overwrite:
             os.replace(tmp, final)
         else:
-            # link() fails if final appeared meanwhile: a no-clobber rename without a race.
-            os.link(tmp, final)
-            os.unlink(tmp)
+            _rename_no_clobber(tmp, final)
         dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
@@ -494,6 +493,24 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         raise AlreadyExists(f"{str(final)!r} already exists", _NO_CLOBBER_HINT) from None
     except OSError as exc:
         raise StorageError(f"cannot write {str(final)!r}: {exc.strerror}") from None
+
+
+def _rename_no_clobber(tmp: Path, final: Path) -> None:
+    # link() fails if final appeared meanwhile: a no-clobber rename without a race.
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        # exFAT/FAT USB sticks and some network shares have no hard links: fall back to a checked
+        # rename (a race with another writer of the same name is then possible, and acceptable).
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
+        os.rename(tmp, final)
+        return
+    os.unlink(tmp)
 
 
 def _remove_quietly(path: Path) -> None:
@@ -679,7 +696,11 @@ def open_stream(
     if isinstance(out, (str, os.PathLike)):
         with atomic_output(Path(out), overwrite=overwrite) as dst:
             return decrypt_to(in_path, dst, identities=identities, passphrase=passphrase)
-    with tempfile.TemporaryFile(dir=spool_dir) as spool:
+    try:
+        spool = tempfile.TemporaryFile(dir=spool_dir)
+    except OSError as exc:
+        raise StorageError(f"cannot create a temporary file: {exc.strerror}") from None
+    with spool:
         result = decrypt_to(in_path, spool, identities=identities, passphrase=passphrase)
         spool.seek(0)
         try:
