@@ -183,7 +183,10 @@ class Records:
                     .where(
                         Record.client_id == client.id,
                         Record.kind == kind,
-                        Record.id.startswith(ref.lower(), autoescape=True),
+                        # A range, not LIKE: SQLite's LIKE is case-insensitive and cannot use the
+                        # primary-key index, so a prefix lookup would scan every record.
+                        Record.id >= ref.lower(),
+                        Record.id < ref.lower() + "~",
                     )
                     .limit(10)
                 ).scalars()
