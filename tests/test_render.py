@@ -56,6 +56,8 @@ def assert_inert(html: str) -> None:
         assert "src" not in attrs and "srcset" not in attrs and "style" not in attrs, (tag, attrs)
         if "href" in attrs:
             assert tag == "a" and is_safe_link(attrs["href"] or ""), attrs
+        if attrs.get("class") == "image-link":  # from an image: never a remote host, not even a link
+            assert not re.match(r"[a-z][a-z0-9+.-]*:|//", attrs.get("href") or "", re.I), attrs
 
 
 @pytest.mark.parametrize(
@@ -122,7 +124,7 @@ def test_safe_links_are_kept_with_no_referrer(markdown: str, href: str) -> None:
     [
         (
             "![rack photo](http://intranet/rack.png)",
-            '<a class="image-link" href="http://intranet/rack.png" rel="noopener noreferrer">[image: rack photo]</a>',
+            '<span class="image-alt">[image: rack photo] &lt;http://intranet/rack.png&gt;</span>',
         ),
         (
             "![diagram](docs/net.svg)",
@@ -130,13 +132,16 @@ def test_safe_links_are_kept_with_no_referrer(markdown: str, href: str) -> None:
         ),
         ("![](https://x/y.png)", "[image: image]"),
         ('![a "quoted" <alt>](https://x/y.png)', "[image: a &quot;quoted&quot; &lt;alt&gt;]"),
-        ("![pixel][p]\n\n[p]: https://tracker.example/p.gif", "[image: pixel]"),
+        (
+            "![pixel][p]\n\n[p]: https://tracker.example/p.gif",
+            "[image: pixel] &lt;https://tracker.example/p.gif&gt;",
+        ),
     ],
 )
 def test_images_never_load(markdown: str, expected: str) -> None:
     html = render_markdown(markdown)
     assert expected in html
-    assert "<img" not in html
+    assert "<img" not in html and not re.search(r"href=\"(https?:)?//", html)
     assert_inert(html)
 
 

@@ -7,7 +7,8 @@ a client's wiki may contain ``<script>`` or a ``javascript:`` link. So:
 - links are allow-listed: ``http``, ``https``, ``mailto`` and scheme-less (relative or ``#anchor``)
   targets only; anything else (``javascript:``, ``data:``, ``vbscript:``, ``file:``) stays text;
 - images never become ``<img>``: the report must make no request of any kind when opened, so an
-  image renders as ``[image: alt]`` text, linked to its source when that link is allowed;
+  image renders as ``[image: alt]`` text; only a relative source (a file in the bundle) is linked,
+  a remote one is shown as text and never becomes an ``href``;
 - :func:`html_page` wraps a body in a self-contained document whose Content-Security-Policy forbids
   scripts, external styles, fonts, frames and images other than ``data:``.
 """
@@ -76,14 +77,19 @@ class _SafeMarkdown(MarkdownIt):
 def _render_image(
     renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
 ) -> str:
-    """An image as text: ``[image: alt]``, linked to its source. Never an <img>: no request is made."""
+    """An image as text, never an <img>: opening the report must not make any request.
+
+    A relative source (a file inside the bundle) stays a link; a remote one is shown as text only,
+    so that a tracking pixel is not even one click away: ``[image: alt] <https://host/p.gif>``.
+    """
     token = tokens[idx]
     alt = renderer.renderInlineAsText(token.children or [], options, env) or "image"
     label = f"[image: {escape(alt)}]"
     src = str(token.attrGet("src") or "")
-    if not src or not is_safe_link(src):
-        return f'<span class="image-alt">{label}</span>'
-    return f'<a class="image-link" href="{escape(src)}" rel="noopener noreferrer">{label}</a>'
+    if src and is_safe_link(src) and not _SCHEME.match(src):
+        return f'<a class="image-link" href="{escape(src)}" rel="noopener noreferrer">{label}</a>'
+    shown = f" &lt;{escape(src)}&gt;" if src and is_safe_link(src) else ""
+    return f'<span class="image-alt">{label}{shown}</span>'
 
 
 def _render_link_open(
