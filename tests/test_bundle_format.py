@@ -209,6 +209,7 @@ def test_age_keygen_identity_file_with_comments_is_read(tmp_path: Path) -> None:
     assert "AGE-SECRET-KEY" not in repr(identities) and "AGE-SECRET-KEY" not in str(identities)
 
 
+@pytest.mark.interop
 def test_ssh_identities_unencrypted_only(ssh_keys: dict[str, Path]) -> None:
     assert [i.kind for i in agefile.load_identity_file(ssh_keys["ed25519"])] == ["ssh"]
     assert [i.kind for i in agefile.load_identity_file(ssh_keys["rsa"])] == ["ssh"]
@@ -246,6 +247,7 @@ def test_missing_identity_file_is_not_found(tmp_path: Path) -> None:
 # --- Sealing and opening -------------------------------------------------------------------------------
 
 
+@pytest.mark.interop
 def test_round_trip_to_x25519_and_ssh_recipients(
     tmp_path: Path, x25519: tuple[str, str], ssh_keys: dict[str, Path]
 ) -> None:
