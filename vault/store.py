@@ -95,6 +95,10 @@ def wrap_db_error(exc: BaseException, doing: str) -> VaultError:
         return IntegrityError(f"the vault file is corrupt or not a vault ({doing})")
     if "no such table" in text:
         return IntegrityError(f"the vault file is missing tables ({doing}); it is not a handover vault")
+    if "unable to open" in text:
+        return StorageError(
+            f"cannot open the vault's files while {doing} (is its folder read-only or gone?); nothing was changed"
+        )
     if "i/o" in text or "disk i/o" in text:
         return StorageError(f"an I/O error occurred while {doing}; nothing was changed")
     # Constraint text names tables/columns only, never values (values are bound parameters).
@@ -153,6 +157,14 @@ def check_file(path: Path) -> None:
         raise StorageError(f"cannot read {path}: {exc.strerror}") from None
     if head != SQLITE_MAGIC:
         raise IntegrityError(f"{path} is not a handover vault (not an SQLite database, or corrupt)")
+    # Even reading writes: the audit log of reveals, and SQLite's -wal/-shm files beside the vault.
+    # access() also sees a read-only mount, which file modes do not show (root ignores them).
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise StorageError(
+            f"the vault {path} is read-only (the file, its folder or the file system); handover needs "
+            "to write there even to read, so nothing was done",
+            "copy the vault to a writable folder, or remount it read-write",
+        )
 
 
 def schema_revision(store: Store) -> str | None:
