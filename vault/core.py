@@ -318,6 +318,9 @@ class Vault:
         dest = Path(dest)
         if dest.resolve() == self.path.resolve():
             raise InvalidInput("the backup file must not be the vault itself")
+        # Refused before the audit entry, so the log never records a backup that was not made.
+        if dest.exists() or dest.is_symlink():
+            raise AlreadyExists(f"{dest} already exists; choose another backup file name")
         self.audit.append_now("vault.backup", detail={"file": dest.name})
         store.online_backup(self.path, dest)
         return dest
