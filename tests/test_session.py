@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSPHRASE, run
-from tests.helpers_security import flip, mode, session_token
+from tests.helpers_security import flip, fork_run, mode, session_token
 from vault import session
 from vault.errors import AuthenticationFailed, InvalidInput
 
@@ -211,10 +211,10 @@ def test_unlock_then_lock_through_the_command(acme, vault_path: Path) -> None:
 
 
 def test_expired_session_through_the_command(acme, vault_path: Path) -> None:
-    unlocked = run(["unlock", "--for", "1s"], vault=vault_path)
+    unlocked = fork_run(["unlock", "--for", "1s"], vault=vault_path)
     token = session_token(unlocked.stdout)
     time.sleep(1.2)
-    done = run(["client", "list"], vault=vault_path, passphrase=None, env={"HANDOVER_SESSION": token})
+    done = fork_run(["client", "list"], vault=vault_path, passphrase=None, env={"HANDOVER_SESSION": token})
     assert (done.returncode, done.stderr) == (
         3,
         "Error: the session has expired\nhint: unlock again with: eval $(handover unlock)\n",
@@ -227,7 +227,7 @@ def test_foreign_session_through_the_command(acme, vault_path: Path, tmp_path: P
     other, _ = init_vault(tmp_path / "other.db", PASSPHRASE)
     token = other.start_session(600)
     other.close()
-    done = run(["client", "list"], vault=vault_path, passphrase=None, env={"HANDOVER_SESSION": token})
+    done = fork_run(["client", "list"], vault=vault_path, passphrase=None, env={"HANDOVER_SESSION": token})
     assert (done.returncode, done.stderr) == (
         3,
         "Error: HANDOVER_SESSION belongs to another vault\nhint: unset HANDOVER_SESSION, or unlock this vault\n",
@@ -235,9 +235,9 @@ def test_foreign_session_through_the_command(acme, vault_path: Path, tmp_path: P
 
 
 def test_lock_without_a_session_and_bad_durations_through_the_command(acme, vault_path: Path) -> None:
-    done = run(["lock"], vault=vault_path, passphrase=None)
+    done = fork_run(["lock"], vault=vault_path, passphrase=None)
     assert (done.returncode, done.stdout) == (0, "No session to lock (HANDOVER_SESSION is not set).\n")
-    bad = run(["unlock", "--for", "8d"], vault=vault_path)
+    bad = fork_run(["unlock", "--for", "8d"], vault=vault_path)
     assert (bad.returncode, bad.stderr) == (1, "Error: a session lasts between 1 second and 7 days\n")
     assert not any(session.runtime_dir().iterdir())  # nothing was written
     assert os.environ.get("HANDOVER_SESSION") is None
