@@ -1,9 +1,16 @@
-"""The tamper-evident audit log: an append-only table with an HMAC chain.
+"""The tamper-evident audit log: an append-only table with an HMAC chain and a MAC'd head record.
 
 ``mac[n] = HMAC-SHA256(audit_key, mac[n-1] || entry_bytes(n))`` with ``mac[0]`` a vault-specific
 genesis value; ``entry_bytes`` covers every column but the MAC (docs/spec.md gives the layout). An
-edit, deletion, insertion or reordering breaks the chain at the first affected entry. Truncation of
-the newest entries is caught against a signed checkpoint kept outside the vault.
+edit, deletion, insertion or reordering breaks the chain at the first affected entry.
+
+The chain alone cannot show that its *newest* entries were cut off, so every append also rewrites
+one ``meta`` row, the head record: the newest entry's sequence number and MAC under a tag that only
+the audit key can make. Removing the newest entries without the key leaves a head record that
+names an entry which is gone; the next append continues from the recorded head, so the gap stays
+visible for good. Rolling the whole file back to an older copy (head record included) is caught
+only against a signed checkpoint kept outside the vault, and a vault owner, who holds the key, can
+rebuild any history that no outside checkpoint pins down (docs/requests.md says so).
 
 Details are sealed: under the client's key for client events (unreadable once the client is
 forgotten, while the chain still verifies) and under a VMK-derived key otherwise. No secret value is
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +32,7 @@ from sqlalchemy import select
 from . import crypto
 from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound
+from .models import AuditEntry, Client, Meta
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -31,15 +40,64 @@ if TYPE_CHECKING:
     from .clients import ClientRef
     from .core import Vault
 
-from .models import AuditEntry, Client
-
 CHECKPOINT_FORMAT = "handover-audit-checkpoint/1"
+# Entries written since the head record exists use the v2 layout. v1 (the first release) encoded an
+# absent client or record id as an empty string, so NULL and "" had the same MAC; v2 marks presence.
+# A verifier accepts v1 entries only before the first v2 entry (vaults upgraded from the first schema).
+ENTRY_V1 = b"handover-vault/v1/audit"
+ENTRY_V2 = b"handover-vault/v2/audit"
+HEAD_KEY = "audit_head"
+HEAD_VERSION = 1
+HEAD_SIZE = 1 + 8 + 32 + 32  # version, seq (u64), mac of the newest entry, tag
+SCOPES = ("vault", "client")
+FIRST_ACTION = "vault.init"  # every vault's log starts with its creation
+MAC_SIZE = 32
+_COLUMNS = ("seq", "at", "action", "client_id", "record_id", "scope", "detail", "mac")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def entry_bytes(vault_id: str, e: AuditEntry) -> bytes:
-    """Every field of an entry except its MAC, each length-prefixed (unambiguous concatenation)."""
+@dataclass(frozen=True)
+class Row:
+    """An audit row whose columns have the types and forms the writer gives them."""
+
+    seq: int
+    at: str
+    action: str
+    client_id: str | None
+    record_id: str | None
+    scope: str
+    detail: bytes
+    mac: bytes
+
+
+def _field(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def _optional(value: str | None) -> bytes:
+    return b"\x00" if value is None else b"\x01" + value.encode()
+
+
+def entry_bytes(vault_id: str, e: Row | AuditEntry) -> bytes:
+    """v2: every column except the MAC, each length-prefixed; optional ids carry a presence byte."""
     fields = [
-        b"handover-vault/v1/audit",
+        ENTRY_V2,
+        vault_id.encode(),
+        str(e.seq).encode(),
+        e.at.encode(),
+        e.action.encode(),
+        _optional(e.client_id),
+        _optional(e.record_id),
+        e.scope.encode(),
+        bytes(e.detail),
+    ]
+    return b"".join(_field(f) for f in fields)
+
+
+def entry_bytes_v1(vault_id: str, e: Row) -> bytes:
+    """The first release's layout (absent ids as empty strings); verified for old entries only."""
+    fields = [
+        ENTRY_V1,
         vault_id.encode(),
         str(e.seq).encode(),
         e.at.encode(),
@@ -49,11 +107,41 @@ def entry_bytes(vault_id: str, e: AuditEntry) -> bytes:
         e.scope.encode(),
         bytes(e.detail),
     ]
-    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
+    return b"".join(_field(f) for f in fields)
 
 
 def detail_aad(vault_id: str, seq: int) -> bytes:
     return f"handover-vault/v1/audit-detail\x00{vault_id}\x00{seq}".encode()
+
+
+def _broken(seq: Any, why: str) -> IntegrityError:
+    return IntegrityError(f"audit log broken at entry {seq}: {why}", "see what remains: handover audit list")
+
+
+def check_row(raw: Any) -> Row:
+    """The row's columns, refusing any that SQLite holds in a type or form the writer never uses.
+
+    SQLite is dynamically typed: ``UPDATE audit SET mac = hex(mac)`` stores text in a blob column.
+    Such an edit must be reported as a broken entry (exit 4), not crash the verifier.
+    """
+    seq = raw.seq
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise _broken("?", "an entry's sequence number is not an integer")
+    values = {c: getattr(raw, c) for c in _COLUMNS}
+    for column in ("at", "action", "scope"):
+        if not isinstance(values[column], str) or not values[column]:
+            raise _broken(seq, f"its {column} column was altered")
+    for column in ("client_id", "record_id"):
+        if values[column] is not None and (not isinstance(values[column], str) or not values[column]):
+            raise _broken(seq, f"its {column} column was altered")
+    for column in ("detail", "mac"):
+        if isinstance(values[column], memoryview | bytearray):
+            values[column] = bytes(values[column])
+        if not isinstance(values[column], bytes):
+            raise _broken(seq, f"its {column} column was altered")
+    if values["scope"] not in SCOPES or len(values["mac"]) != MAC_SIZE or not _TIME.match(values["at"]):
+        raise _broken(seq, "a column holds a value the vault never writes")
+    return Row(**values)
 
 
 @dataclass(frozen=True)
@@ -90,6 +178,80 @@ class AuditLog:
         self.key = vault.keys.audit_mac_key
         self.genesis = crypto.mac(self.key, b"handover-vault/v1/audit-genesis\x00" + vault.vault_id.encode())
 
+    # --- the head record --------------------------------------------------------------------------
+
+    def _head_tag(self, seq: int, mac: bytes) -> bytes:
+        msg = b"handover-vault/v2/audit-head\x00" + self.v.vault_id.encode() + b"\x00"
+        return crypto.mac(self.key, msg + struct.pack(">Q", seq) + mac)
+
+    def _read_head(self, s: Session) -> Head | None:
+        """The recorded newest entry, or None when there is no head record (first release vaults).
+
+        Raises IntegrityError when the record exists but was altered.
+        """
+        row = s.get(Meta, HEAD_KEY)
+        if row is None:
+            return None
+        value = row.value
+        if isinstance(value, memoryview | bytearray):
+            value = bytes(value)
+        if not isinstance(value, bytes) or len(value) != HEAD_SIZE or value[0] != HEAD_VERSION:
+            raise IntegrityError(
+                "the audit log's head record is malformed (tampered)", "run: handover audit verify"
+            )
+        seq = struct.unpack(">Q", value[1:9])[0]
+        mac, tag = value[9:41], value[41:]
+        if not crypto.mac_equal(self._head_tag(seq, mac), tag):
+            raise IntegrityError(
+                "the audit log's head record does not verify (tampered)", "run: handover audit verify"
+            )
+        return Head(seq, mac)
+
+    def _write_head(self, s: Session, head: Head) -> None:
+        value = (
+            bytes([HEAD_VERSION])
+            + struct.pack(">Q", head.seq)
+            + head.mac
+            + self._head_tag(head.seq, head.mac)
+        )
+        row = s.get(Meta, HEAD_KEY)
+        if row is None:
+            s.add(Meta(key=HEAD_KEY, value=value))
+        else:
+            row.value = value
+
+    def _mac_of(self, prev: bytes, row: Row, v1: bool = False) -> bytes:
+        data = entry_bytes_v1(self.v.vault_id, row) if v1 else entry_bytes(self.v.vault_id, row)
+        return crypto.mac(self.key, prev + data)
+
+    def _continue_legacy(self, s: Session, last_seq: int) -> Head:
+        """Where to chain on in a vault without a head record: only after an intact v1 entry.
+
+        A log whose newest entry is v2 had a head record, so its absence is tampering: fail closed.
+        """
+        rows = list(
+            s.execute(
+                select(*AuditEntry.__table__.c).where(AuditEntry.seq >= last_seq - 1).order_by(AuditEntry.seq)
+            )
+        )
+        last = check_row(rows[-1])
+        prev = self.genesis
+        if last.seq > 1:
+            if len(rows) < 2 or rows[0].seq != last.seq - 1:
+                raise _broken(last.seq - 1, "entry missing")
+            prev = check_row(rows[0]).mac
+        if crypto.mac_equal(self._mac_of(prev, last, v1=True), last.mac):
+            return Head(last.seq, last.mac)
+        if crypto.mac_equal(self._mac_of(prev, last), last.mac):
+            raise IntegrityError(
+                "the audit log's head record is missing (tampered); nothing was done",
+                "run: handover audit verify",
+            )
+        raise IntegrityError(
+            f"the newest audit entry ({last.seq}) does not verify; nothing was done",
+            "run: handover audit verify",
+        )
+
     # --- writing ----------------------------------------------------------------------------------
 
     def append(
@@ -104,12 +266,33 @@ class AuditLog:
         """Append one entry inside the caller's write transaction (BEGIN IMMEDIATE serialises it).
 
         If this raises, the caller's transaction rolls back: the action it records does not happen.
+        Raises IntegrityError (nothing is written) when the head record was tampered with, when
+        entries follow the recorded head, or when the log was emptied.
         """
         from .core import utcnow
 
-        last = s.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
-        seq = 1 if last is None else last.seq + 1
-        prev = self.genesis if last is None else bytes(last.mac)
+        head = self._read_head(s)
+        last_seq = s.execute(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
+        if head is not None:
+            if last_seq is not None and last_seq > head.seq:
+                raise IntegrityError(
+                    f"the audit log has entries after its recorded head (entry {head.seq}); nothing was done",
+                    "run: handover audit verify",
+                )
+            # Chain on from the recorded head even when newer rows are missing: a deletion of the
+            # newest entries then stays visible as a gap instead of being papered over.
+            prev, seq = head.mac, head.seq + 1
+        elif last_seq is not None:
+            legacy = self._continue_legacy(s, last_seq)
+            prev, seq = legacy.mac, legacy.seq + 1
+        elif action != FIRST_ACTION:
+            raise IntegrityError(
+                "the audit log is empty: it was wiped (every vault's log starts with "
+                "its creation); nothing was done",
+                "restore the vault from a backup",
+            )
+        else:
+            prev, seq = self.genesis, 1
         plain = json.dumps(detail or {}, sort_keys=True, separators=(",", ":")).encode()
         scope = "client" if client is not None and not vault_scope else "vault"
         sealer = client.keys.sealer if scope == "client" and client is not None else self.v.keys.audit_detail
@@ -125,6 +308,7 @@ class AuditLog:
         )
         entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
         s.add(entry)
+        self._write_head(s, Head(seq, entry.mac))
         s.flush()
         return seq
 
@@ -134,13 +318,13 @@ class AuditLog:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def _rows(self, s: Session, client_id: str | None = None) -> Iterator[AuditEntry]:
-        q = select(AuditEntry).order_by(AuditEntry.seq)
+    def _rows(self, s: Session, client_id: str | None = None) -> Iterator[Any]:
+        q = select(*AuditEntry.__table__.c).order_by(AuditEntry.seq)
         if client_id is not None:
             q = q.where(AuditEntry.client_id == client_id)
-        yield from s.execute(q.execution_options(yield_per=2000)).scalars()
+        yield from s.execute(q.execution_options(yield_per=2000))
 
-    def _sealer_for(self, s: Session, e: AuditEntry, cache: dict[str, Any]) -> Any:
+    def _sealer_for(self, s: Session, e: Row, cache: dict[str, Any]) -> Any:
         if e.scope == "vault" or not e.client_id:
             return self.v.keys.audit_detail
         if e.client_id not in cache:
@@ -148,59 +332,115 @@ class AuditLog:
             cache[e.client_id] = None if row is None else self.v.keys.client(row.id, row.wrapped_key).sealer
         return cache[e.client_id]
 
+    def _event(self, s: Session, raw: Any, cache: dict[str, Any]) -> Event:
+        try:
+            e = check_row(raw)
+        except IntegrityError:
+            # Listed, not hidden: `audit verify` names it; here it shows that something is wrong.
+            return Event(
+                raw.seq if isinstance(raw.seq, int) else -1,
+                str(raw.at),
+                str(raw.action),
+                None,
+                None,
+                {"error": "entry altered (tampered)"},
+            )
+        sealer = self._sealer_for(s, e, cache)
+        detail = None
+        if sealer is not None:
+            try:
+                detail = json.loads(sealer.open(e.detail, detail_aad(self.v.vault_id, e.seq)))
+            except (DecryptFailed, ValueError):
+                detail = {"error": "detail does not decrypt (tampered)"}
+        return Event(e.seq, e.at, e.action, e.client_id, e.record_id, detail)
+
     def events(self, client_id: str | None = None) -> list[Event]:
         """Every entry, oldest first, with its detail decrypted where the key still exists."""
-        out: list[Event] = []
         cache: dict[str, Any] = {}
         with self.v.read() as s:
-            for e in self._rows(s, client_id):
-                sealer = self._sealer_for(s, e, cache)
-                detail = None
-                if sealer is not None:
-                    try:
-                        detail = json.loads(sealer.open(bytes(e.detail), detail_aad(self.v.vault_id, e.seq)))
-                    except (DecryptFailed, ValueError):
-                        detail = {"error": "detail does not decrypt (tampered)"}
-                out.append(Event(e.seq, e.at, e.action, e.client_id, e.record_id, detail))
-        return out
+            return [self._event(s, raw, cache) for raw in self._rows(s, client_id)]
+
+    def event(self, seq: int) -> Event:
+        """One entry by its sequence number. Raises NotFound."""
+        with self.v.read() as s:
+            raw = s.execute(select(*AuditEntry.__table__.c).where(AuditEntry.seq == seq)).first()
+            if raw is None:
+                raise NotFound(f"no audit entry {seq}")
+            return self._event(s, raw, {})
+
+    def head(self) -> Head:
+        """The newest entry as recorded (no chain walk). Raises IntegrityError for a bad head record."""
+        with self.v.read() as s:
+            head = self._read_head(s)
+            if head is not None:
+                return head
+            last = s.execute(
+                select(AuditEntry.seq, AuditEntry.mac).order_by(AuditEntry.seq.desc()).limit(1)
+            ).first()
+        return Head(0, self.genesis) if last is None else Head(last.seq, bytes(last.mac))
 
     def verify(self, checkpoint: dict[str, Any] | None = None) -> Head:
         """Walk the chain; raise IntegrityError naming the first broken entry.
 
-        With a checkpoint (from ``checkpoint()``), also refuse a log that no longer contains the
-        checkpointed head: truncation or rollback.
+        Also refuses a log whose newest entries no longer match the head record, and, with a
+        checkpoint (from ``checkpoint()``), a log that no longer contains the checkpointed head:
+        truncation or rollback. Raises InvalidInput for a malformed checkpoint.
         """
-        if checkpoint is not None:
-            self.check_checkpoint_signature(checkpoint)
-        prev, expected_seq, vid = self.genesis, 1, self.v.vault_id
+        cp = self.check_checkpoint_signature(checkpoint) if checkpoint is not None else None
+        prev, expected, v2_seen = self.genesis, 1, False
         with self.v.read() as s:
-            for e in self._rows(s):
-                if e.seq != expected_seq:
-                    raise IntegrityError(
-                        f"audit log broken at entry {expected_seq}: entry missing or reordered "
-                        f"(found {e.seq} next)"
+            for raw in self._rows(s):
+                e = check_row(raw)
+                if e.seq != expected:
+                    raise _broken(expected, f"entry missing or reordered (found {e.seq} next)")
+                if crypto.mac_equal(self._mac_of(prev, e), e.mac):
+                    v2_seen = True
+                elif v2_seen or not crypto.mac_equal(self._mac_of(prev, e, v1=True), e.mac):
+                    raise _broken(
+                        e.seq,
+                        "its MAC does not match (edited, inserted, reordered or an earlier entry deleted)",
                     )
-                if not crypto.mac_equal(crypto.mac(self.key, prev + entry_bytes(vid, e)), bytes(e.mac)):
+                if e.seq == 1 and e.action != FIRST_ACTION:
+                    raise _broken(1, f"the log does not start with {FIRST_ACTION}")
+                if cp is not None and e.seq == cp.seq and not crypto.mac_equal(e.mac, cp.mac):
                     raise IntegrityError(
-                        f"audit log broken at entry {e.seq}: its MAC does not match "
-                        "(edited, inserted, reordered or an earlier entry deleted)"
+                        f"audit entry {e.seq} differs from the checkpoint: history rewritten"
                     )
-                if checkpoint is not None and e.seq == checkpoint["seq"]:
-                    if not crypto.mac_equal(bytes(e.mac), bytes.fromhex(checkpoint["mac"])):
-                        raise IntegrityError(f"audit entry {e.seq} differs from the checkpoint: history rewritten")
-                prev, expected_seq = bytes(e.mac), expected_seq + 1
-        head = Head(expected_seq - 1, prev)
-        if checkpoint is not None and head.seq < int(checkpoint["seq"]):
+                prev, expected = e.mac, expected + 1
+            recorded = self._read_head(s)
+        head = Head(expected - 1, prev)
+        if cp is not None and head.seq < cp.seq:
             raise IntegrityError(
-                f"the audit log ends at entry {head.seq} but the checkpoint saw entry {checkpoint['seq']}: "
+                f"the audit log ends at entry {head.seq} but the checkpoint saw entry {cp.seq}: "
                 "entries were removed (truncation or rollback)"
             )
+        self._check_head(head, recorded, v2_seen)
         return head
+
+    def _check_head(self, head: Head, recorded: Head | None, v2_seen: bool) -> None:
+        if recorded is None:
+            if head.seq == 0:
+                raise _broken(1, "the log is empty (every vault's log starts with its creation)")
+            if v2_seen:
+                raise IntegrityError(
+                    "the audit log's head record is missing: the newest entries may "
+                    f"have been removed after entry {head.seq}"
+                )
+            return
+        if recorded.seq > head.seq:
+            raise IntegrityError(
+                f"the audit log ends at entry {head.seq} but the vault recorded entry {recorded.seq} as its "
+                "newest: entries were removed"
+            )
+        if recorded.seq < head.seq:
+            raise _broken(recorded.seq + 1, f"entries follow the recorded head (entry {recorded.seq})")
+        if not crypto.mac_equal(recorded.mac, head.mac):
+            raise _broken(head.seq, "it is not the entry the vault recorded as its newest")
 
     # --- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> dict[str, Any]:
-        """A signed statement of the current head, to keep outside the vault."""
+        """A signed statement of the current head, to keep outside the vault (verifies first)."""
         from .core import utcnow
 
         head = self.verify()
@@ -214,22 +454,24 @@ class AuditLog:
         msg = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         return {**body, "signature": base64.b64encode(self.v.sign(msg)).decode("ascii")}
 
-    def check_checkpoint_signature(self, cp: dict[str, Any]) -> None:
+    def check_checkpoint_signature(self, cp: dict[str, Any]) -> Head:
+        """The head a checkpoint pins, after checking its form, vault and signature.
+
+        Raises InvalidInput (malformed) or IntegrityError (another vault, bad signature).
+        """
         try:
             body = {k: cp[k] for k in ("format", "vault", "seq", "mac", "at")}
             sig = base64.b64decode(cp["signature"], validate=True)
-        except (KeyError, TypeError, ValueError):
+            seq, mac = body["seq"], bytes.fromhex(body["mac"])
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidInput("the checkpoint file is malformed") from None
         if body["format"] != CHECKPOINT_FORMAT:
             raise InvalidInput("the checkpoint file has an unknown format")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or len(mac) != MAC_SIZE:
+            raise InvalidInput("the checkpoint file is malformed")
         if body["vault"] != self.v.fingerprint:
             raise IntegrityError("the checkpoint was made by another vault")
         msg = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         if not crypto.verify_signature(self.v.signing_public, sig, msg):
             raise IntegrityError("the checkpoint's signature is not valid")
-
-    def event(self, seq: int) -> Event:
-        for ev in self.events():
-            if ev.seq == seq:
-                return ev
-        raise NotFound(f"no audit entry {seq}")
+        return Head(seq, mac)
