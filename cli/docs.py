@@ -45,7 +45,13 @@ def edit_in_editor(initial: str, suffix: str = ".md") -> str:
             os.unlink(name)
 
 
-def read_body(file: str | None, initial: str = "") -> str:
+def read_body(file: str | None, initial: str = "", optional: bool = False) -> str | None:
+    """The body from --file, else standard input, else $EDITOR.
+
+    An empty standard input (a script's ``< /dev/null``, a pipe with nothing in it) is not a body:
+    taking it as one silently emptied a page on ``doc edit --title``. With ``optional`` and no
+    editor set, None means "keep the current body".
+    """
     from vault.errors import InvalidInput
 
     if file:
@@ -55,10 +61,13 @@ def read_body(file: str | None, initial: str = "") -> str:
             raise InvalidInput(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__})") from None
     if not sys.stdin.isatty():
         data = sys.stdin.buffer.read(MAX_STDIN * 2)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput("standard input is not UTF-8 text") from None
+        if data:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("standard input is not UTF-8 text") from None
+    if optional and not (os.environ.get("VISUAL") or os.environ.get("EDITOR")):
+        return None
     return edit_in_editor(initial)
 
 
@@ -128,7 +137,7 @@ def doc_edit(slug: str, ref: str, file: str | None, title: str | None, tags: tup
     """Edit a page (the previous version is kept)."""
     v = state().open()
     _, rec = v.docs.get(slug, ref)
-    body = read_body(file, rec.data["body"])
+    body = read_body(file, rec.data["body"], optional=bool(title or tags))
     new = v.docs.edit(slug, rec.id, body=body, title=title, tags=list(tags) if tags else None)
     click.echo(f"Saved {new.data['title']!r} as version {new.version}.")
 
