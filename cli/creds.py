@@ -40,6 +40,7 @@ def cred() -> None:
 def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw: Any) -> None:
     """Add a credential. The secret comes from a hidden prompt or standard input (one line)."""
     from vault.creds import generate_secret
+    from vault.errors import InvalidInput
 
     v = state().open()
     v.clients.get(slug)
@@ -53,6 +54,12 @@ def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw:
         secret = lines[0]
         if with_totp:
             totp = lines[1] if len(lines) > 1 and lines[1] else read_secret_lines("otpauth:// URI")[0]
+    if with_totp and not totp:
+        # Without this, a missing second line silently stored a credential with no TOTP seed.
+        raise InvalidInput(
+            "--with-totp was given but no otpauth:// URI came",
+            "give it on the second line of standard input (the first with --generate)",
+        )
     rec = v.creds.add(slug, label=label, secret=secret or None, totp=totp, **kw)
     note = " (generated; reveal it with cred show --reveal)" if generate is not None else ""
     click.echo(f"Added credential {rec.data['label']!r} ({short(rec.id)}){note}.")
