@@ -393,17 +393,19 @@ def read_keepass(
     return _read(path, password, keyfile, group=group)
 
 
-def read_keepass_xml(path: PathLike) -> list[ImportedCredential]:
+def read_keepass_xml(path: PathLike, *, group: str | None = None) -> list[ImportedCredential]:
     """Read a plain KeePass 2 XML export ("KeePass XML (2.x)", ``keepassxc-cli export``).
 
+    ``group`` works as for :func:`read_keepass`.
+
     Raises:
-        NotFound: the file does not exist.
+        NotFound: the file or ``group`` does not exist.
         InvalidInput: not KeePass XML, over the size cap, holds encrypted (``Protected``) values,
             a DOCTYPE, or a value that cannot be converted.
     """
     from .formats_keepass import read_keepass_xml as _read
 
-    return _read(path)
+    return _read(path, group=group)
 
 
 def read_bitwarden(path: PathLike) -> list[ImportedCredential]:

@@ -295,6 +295,9 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:handover-vault:formats:bitwarde
 def write_bitwarden_json(creds: list[ImportedCredential]) -> bytes:
     """Bitwarden's unencrypted JSON (individual vault) with one folder per category.
 
+    Raises:
+        InvalidInput: a value holds a lone surrogate, which UTF-8 cannot encode.
+
     Every credential becomes a login item. Custom fields are written hidden (type 1): we cannot
     tell which are sensitive, and a hidden field costs the reader one click. Tags other than the
     category and the expiry date become the text fields ``Tags`` and ``Expires``.
@@ -303,11 +306,22 @@ def write_bitwarden_json(creds: list[ImportedCredential]) -> bytes:
     for cred in creds:
         if cred["category"] and cred["category"] not in folders:
             folders[cred["category"]] = str(uuid.uuid5(_NAMESPACE, f"folder\x00{cred['category']}"))
+    items = [_write_item(index, cred, folders) for index, cred in enumerate(creds)]
+    for index, item in enumerate(items):
+        try:
+            json.dumps(item, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate survives in a Python str (json.loads makes one of "\ud800") but
+            # cannot be written as UTF-8; say which credential rather than fail the whole file.
+            raise InvalidInput(
+                f"credential {index + 1}: holds text that is not valid Unicode (a lone surrogate)"
+            ) from None
     doc = {
         "encrypted": False,
         "folders": [{"id": ident, "name": name} for name, ident in folders.items()],
-        "items": [_write_item(index, cred, folders) for index, cred in enumerate(creds)],
+        "items": items,
     }
+    # ensure_ascii=False keeps the file readable for a successor who opens it in an editor.
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 

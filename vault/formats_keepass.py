@@ -215,16 +215,16 @@ def _open(data: bytes, password: str, key_data: bytes | None, header: Any) -> Py
     pw = password or None
     keyfile = io.BytesIO(key_data) if key_data is not None else None
     try:
-        transformed = None
-        if aes is not None:
-            transformed = aes_kdf(aes[0], aes[1], compute_key_composite(password=pw, keyfile=keyfile))
+        composite = compute_key_composite(password=pw, keyfile=keyfile)
+    except (AssertionError, OSError, ValueError):
+        # pykeepass asserts on a key file whose checksum does not match, fails in bytes.fromhex on
+        # a malformed one, and raises IOError for one it cannot read at all.
+        raise InvalidInput("the key file is damaged or not a KeePass key file") from None
+    try:
+        transformed = aes_kdf(aes[0], aes[1], composite) if aes is not None else None
         return PyKeePass(io.BytesIO(data), password=pw, keyfile=keyfile, transformed_key=transformed)
     except CredentialsError:
         raise AuthenticationFailed(WRONG_KEY) from None
-    except (AssertionError, OSError):
-        # pykeepass asserts on a key file whose checksum does not match, and raises IOError for one
-        # it cannot read at all.
-        raise InvalidInput("the key file is damaged or not a KeePass key file") from None
     except (HeaderChecksumError, PayloadChecksumError):
         raise InvalidInput("the KeePass database is damaged: a checksum does not match") from None
     except Exception:  # construct, zlib and lxml errors from a payload that decrypted to garbage
@@ -252,11 +252,11 @@ def _check_header_hash(kp: PyKeePass) -> None:
 # --- Reading KeePass XML ----------------------------------------------------------------------
 
 
-def read_keepass_xml(path: PathLike) -> list[ImportedCredential]:
+def read_keepass_xml(path: PathLike, *, group: str | None = None) -> list[ImportedCredential]:
     """Read a plain KeePass 2 XML export (see :func:`vault.formats.read_keepass_xml`).
 
     Raises:
-        NotFound: the file does not exist.
+        NotFound: the file or ``group`` does not exist.
         InvalidInput: not KeePass XML, oversized, encrypted values, a DOCTYPE, unconvertible values.
     """
     data = read_capped(path, MAX_TEXT_FILE_BYTES, "KeePass XML export")
@@ -276,7 +276,7 @@ def read_keepass_xml(path: PathLike) -> list[ImportedCredential]:
             "the XML holds values encrypted with a database's inner key, which only the database can read",
             "export again as plain 'KeePass XML (2.x)', or import the .kdbx database instead",
         )
-    return _credentials(root, _meta_binaries(root), None)
+    return _credentials(root, _meta_binaries(root), group)
 
 
 def _meta_binaries(root: Any) -> Binaries:
