@@ -179,6 +179,12 @@ def _print_logged(done: Any) -> None:
             "recorded as a request during the agreement.",
             err=True,
         )
+    if d["agreement"]["status"] == "archived":
+        click.echo(
+            f"Note: the on-hand window for {done.client.slug} ended {d['agreement'].get('on_hand_until')}; "
+            f"its data is due to be forgotten (handover forget {done.client.slug}).",
+            err=True,
+        )
     if d.get("override"):
         click.echo(
             f"Policy overridden ({'; '.join(d['policy']) or 'no rule broken'}): {d['override']}", err=True

@@ -351,3 +351,25 @@ def test_interactive_refusal_when_no_override_is_given(
         in result.output
     )
     assert SECRET not in result.output
+
+
+def test_a_request_after_the_on_hand_window_reminds_that_the_data_is_due_to_be_forgotten(
+    acme, vault_path, hv
+) -> None:
+    with acme.write("test: window over") as s:
+        client = acme.clients.get("acme", s)
+        a = {
+            **client.agreement,
+            "status": "notice-given",
+            "notice_given": "2025-01-01",
+            "effective_end": "2025-01-31",
+            "on_hand_until": "2025-05-01",
+        }
+        acme.clients.save(s, client, {**client.data, "agreement": a})
+    acme.close()
+    done = hv([*GRANT[:-1], "denied"], vault_path)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "Note: the on-hand window for acme ended 2025-05-01; its data is due to be forgotten "
+        "(handover forget acme)."
+    ) in done.stderr
