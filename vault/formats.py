@@ -369,6 +369,75 @@ def normalise_totp(value: str, label: str, where: str) -> str:
     return totp_uri(secret, label)
 
 
+# KeePass-family TOTP fields: consumed once converted, so the seed is not kept twice as a field.
+_TIME_OTP_KEYS = [f"TimeOtp-{k}" for k in ("Secret", "Secret-Hex", "Secret-Base32", "Secret-Base64")]
+KEEPASS_TOTP_KEYS = frozenset(
+    {
+        "otp",
+        "TOTP Seed",
+        "TOTP Settings",
+        "TimeOtp-Length",
+        "TimeOtp-Period",
+        "TimeOtp-Algorithm",
+        *_TIME_OTP_KEYS,
+    }
+)
+
+
+def totp_from_keepass_fields(strings: dict[str, str], label: str, where: str) -> str | None:
+    """A KeePass entry's TOTP as an ``otpauth://`` URI, from its string fields, in order of
+    precedence: KeePassXC's ``otp``, KeePass 2.47+'s ``TimeOtp-*``, and the legacy ``TOTP Seed`` /
+    ``TOTP Settings`` pair of KeePassXC before 2.6 (and KeeTrayTOTP). ``None`` when there is none.
+
+    Raises:
+        InvalidInput: a TOTP field that cannot be converted, naming ``where`` and the field.
+    """
+    if strings.get("otp", "").strip():
+        return normalise_totp(strings["otp"], label, f"{where}, field 'otp'")
+    for key in _TIME_OTP_KEYS:
+        if strings.get(key, "").strip():
+            secret = time_otp_secret(key, strings[key], f"{where}, field '{key}'")
+            period, digits, algo = check_otp_params(
+                where,
+                period=strings.get("TimeOtp-Period"),
+                digits=strings.get("TimeOtp-Length"),
+                algorithm=strings.get("TimeOtp-Algorithm"),
+            )
+            return totp_uri(secret, label, period=period, digits=digits, algorithm=algo)
+    seed = strings.get("TOTP Seed", "").strip()
+    if not seed:
+        return None
+    legacy = clean_base32(seed)
+    if legacy is None:
+        raise InvalidInput(f"{where}, field 'TOTP Seed': the seed is not base32")
+    step, _, size = strings.get("TOTP Settings", "30;6").partition(";")
+    if size.strip() == "S":  # "30;S": Steam Guard codes, five characters
+        return totp_uri(legacy, label, digits=5, encoder="steam")
+    period, digits, _ = check_otp_params(where, period=step, digits=size)
+    return totp_uri(legacy, label, period=period, digits=digits)
+
+
+def time_otp_secret(key: str, value: str, where: str) -> str:
+    """KeePass 2.47+ stores the TOTP key as UTF-8 text, hex, base32 or base64; return base32."""
+    try:
+        if key.endswith("Base32"):
+            secret = clean_base32(value)
+            if secret is None:
+                raise ValueError
+            return secret
+        if key.endswith("Hex"):
+            raw = bytes.fromhex(value)
+        elif key.endswith("Base64"):
+            raw = base64.b64decode(value, validate=True)
+        else:
+            raw = value.encode("utf-8")
+    except (ValueError, binascii.Error):
+        raise InvalidInput(f"{where}: the one-time password key cannot be decoded") from None
+    if not raw:
+        raise InvalidInput(f"{where}: the one-time password key is empty")
+    return base64.b32encode(raw).decode("ascii").rstrip("=")
+
+
 # --- Public API: thin wrappers over the format modules ----------------------------------------
 # Each wrapper imports its module on first use: those modules import the helpers above.
 

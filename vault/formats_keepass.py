@@ -31,6 +31,7 @@ from pykeepass.kdbx_parsing.common import compute_key_composite
 
 from .errors import AuthenticationFailed, InvalidInput, NotFound
 from .formats import (
+    KEEPASS_TOTP_KEYS,
     MAX_ATTACHMENT_BYTES,
     MAX_KDBX_BYTES,
     MAX_TEXT_FILE_BYTES,
@@ -40,17 +41,14 @@ from .formats import (
     PathLike,
     add_field,
     category_and_tags,
-    check_otp_params,
-    clean_base32,
     date_from_datetime,
     merge_tags,
     new_credential,
-    normalise_totp,
     parse_date,
     read_capped,
     split_tags,
     text_or_none,
-    totp_uri,
+    totp_from_keepass_fields,
 )
 
 WRONG_KEY = "the KeePass database could not be opened: wrong password or key file"
@@ -72,9 +70,6 @@ MAX_ARGON2_LANES = 64
 MAX_ARGON2_WORK = 64 * 1024**3  # memory x iterations, in bytes
 
 _STANDARD_KEYS = {"Title", "UserName", "Password", "URL", "Notes"}
-_TIME_OTP_KEYS = [f"TimeOtp-{k}" for k in ("Secret", "Secret-Hex", "Secret-Base32", "Secret-Base64")]
-_TOTP_KEYS = {"otp", "TOTP Seed", "TOTP Settings", "TimeOtp-Length", "TimeOtp-Period", "TimeOtp-Algorithm"}
-_TOTP_KEYS.update(_TIME_OTP_KEYS)
 
 Binaries = dict[str, Callable[[], bytes]]
 
@@ -385,63 +380,14 @@ def _entry(entry: Any, path: list[str], binaries: Binaries, where: str) -> Impor
     cred["notes"] = text_or_none(strings.get("Notes"))
     category, tags = category_and_tags(path)
     cred["category"], cred["tags"] = category, merge_tags(tags, split_tags(entry.findtext("Tags")))
-    cred["totp"] = _totp(strings, cred["label"], where)
-    skip = _STANDARD_KEYS | (_TOTP_KEYS if cred["totp"] else set())
+    cred["totp"] = totp_from_keepass_fields(strings, cred["label"], where)
+    skip = _STANDARD_KEYS | (KEEPASS_TOTP_KEYS if cred["totp"] else set())
     for key, value in strings.items():
         if key not in skip:
             add_field(cred["fields"], key, value)
     cred["expires"] = _expiry(entry, where)
     cred["attachments"] = _attachments(entry, binaries, where)
     return cred
-
-
-def _totp(strings: dict[str, str], label: str, where: str) -> str | None:
-    """The entry's TOTP in order of precedence: KeePassXC's ``otp``, KeePass's ``TimeOtp-*``,
-    the legacy ``TOTP Seed``/``TOTP Settings`` pair that KeePassXC before 2.6 wrote."""
-    if strings.get("otp", "").strip():
-        return normalise_totp(strings["otp"], label, f"{where}, field 'otp'")
-    for key in _TIME_OTP_KEYS:
-        if strings.get(key, "").strip():
-            secret = _time_otp_secret(key, strings[key], f"{where}, field '{key}'")
-            period, digits, algo = check_otp_params(
-                where,
-                period=strings.get("TimeOtp-Period"),
-                digits=strings.get("TimeOtp-Length"),
-                algorithm=strings.get("TimeOtp-Algorithm"),
-            )
-            return totp_uri(secret, label, period=period, digits=digits, algorithm=algo)
-    seed = strings.get("TOTP Seed", "").strip()
-    if not seed:
-        return None
-    legacy = clean_base32(seed)
-    if legacy is None:
-        raise InvalidInput(f"{where}, field 'TOTP Seed': the seed is not base32")
-    step, _, size = strings.get("TOTP Settings", "30;6").partition(";")
-    if size.strip() == "S":  # "30;S": Steam Guard codes, five characters
-        return totp_uri(legacy, label, digits=5, encoder="steam")
-    period, digits, _ = check_otp_params(where, period=step, digits=size)
-    return totp_uri(legacy, label, period=period, digits=digits)
-
-
-def _time_otp_secret(key: str, value: str, where: str) -> str:
-    """KeePass 2.47+ stores the TOTP key as UTF-8 text, hex, base32 or base64; return base32."""
-    try:
-        if key.endswith("Base32"):
-            secret = clean_base32(value)
-            if secret is None:
-                raise ValueError
-            return secret
-        if key.endswith("Hex"):
-            raw = bytes.fromhex(value)
-        elif key.endswith("Base64"):
-            raw = base64.b64decode(value, validate=True)
-        else:
-            raw = value.encode("utf-8")
-    except (ValueError, binascii.Error):
-        raise InvalidInput(f"{where}: the one-time password key cannot be decoded") from None
-    if not raw:
-        raise InvalidInput(f"{where}: the one-time password key is empty")
-    return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
 def _expiry(entry: Any, where: str) -> str | None:
