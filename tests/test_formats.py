@@ -542,6 +542,33 @@ def test_keepass_xml_round_trips_through_our_reader(tmp_path: Path) -> None:
     assert {c["label"]: c for c in read_keepass_xml(path)} == handover_after_keepass()
 
 
+def test_writers_rename_custom_fields_that_would_be_misread(tmp_path: Path) -> None:
+    c = cred(
+        "Odd",
+        fields={"Password": "a", "Password (custom)": "b", "TOTP Seed": "c", "Tags": "d", "Expires": "soon"},
+    )
+    root = etree.fromstring(write_keepass_xml([c], exported_at=WHEN))
+    keys = [s.findtext("Key") for s in root.iterfind(".//String")]
+    assert keys[5:] == ["Password (custom)", "Password (custom) (2)", "TOTP Seed (custom)", "Tags", "Expires"]
+    [back] = read_keepass_xml(write(tmp_path, "o.xml", write_keepass_xml([c], exported_at=WHEN)))
+    assert back["totp"] is None and back["fields"]["TOTP Seed (custom)"] == "c"
+    [bw] = read_bitwarden(write(tmp_path, "o.json", write_bitwarden_json([c])))
+    assert (bw["tags"], bw["expires"]) == ([], None)
+    assert bw["fields"] == {
+        "Password": "a",
+        "Password (custom)": "b",
+        "TOTP Seed": "c",
+        "Tags (custom)": "d",
+        "Expires (custom)": "soon",
+    }
+
+
+def test_bitwarden_expires_field_that_is_not_a_date_stays_a_field(tmp_path: Path) -> None:
+    item = {**LOGIN, "fields": [{"name": "Expires", "value": "with the contract", "type": 0}]}
+    [c] = read_bitwarden(write(tmp_path, "e.json", json.dumps({"items": [item]})))
+    assert (c["expires"], c["fields"]) == (None, {"Expires": "with the contract"})
+
+
 def test_keepass_xml_refuses_what_xml_cannot_carry() -> None:
     with pytest.raises(InvalidInput) as exc:
         write_keepass_xml([cred("A"), cred("B", secret="nul\x00inside")], exported_at=WHEN)

@@ -230,10 +230,19 @@ def _custom_fields(cred: ImportedCredential, fields: list[Any], where: str) -> N
         value = value or ""
         if kind == FIELD_TEXT and name == TAGS_FIELD:
             cred["tags"] = merge_tags(cred["tags"], split_tags(value))
-        elif kind == FIELD_TEXT and name == EXPIRES_FIELD and cred["expires"] is None:
-            cred["expires"] = parse_date(value, at)
+        elif kind == FIELD_TEXT and name == EXPIRES_FIELD and cred["expires"] is None and _is_date(value):
+            cred["expires"] = value.strip()
         else:
             add_field(cred["fields"], name, value)
+
+
+def _is_date(value: str) -> bool:
+    """An ``Expires`` field is the expiry only when it is a date; otherwise it is someone's field."""
+    try:
+        parse_date(value, "")
+    except InvalidInput:
+        return False
+    return True
 
 
 def _login(cred: ImportedCredential, login: dict[str, Any], where: str) -> None:
@@ -326,9 +335,12 @@ def write_bitwarden_json(creds: list[ImportedCredential]) -> bytes:
 
 
 def _write_item(index: int, cred: ImportedCredential, folders: dict[str, str]) -> dict[str, Any]:
-    fields = [
-        {"name": k, "value": v, "type": FIELD_HIDDEN, "linkedId": None} for k, v in cred["fields"].items()
-    ]
+    # A custom field of the reserved names is renamed, so reading the file back cannot take it
+    # for the tags or the expiry date.
+    fields: list[dict[str, Any]] = []
+    for key, value in cred["fields"].items():
+        name = f"{key} (custom)" if key in (TAGS_FIELD, EXPIRES_FIELD) else key
+        fields.append({"name": name, "value": value, "type": FIELD_HIDDEN, "linkedId": None})
     tags = [t for t in cred["tags"] if t != cred["category"]]
     if tags:
         fields.append({"name": TAGS_FIELD, "value": "; ".join(tags), "type": FIELD_TEXT, "linkedId": None})

@@ -322,7 +322,7 @@ def _credentials(root: Any, binaries: Binaries, group: str | None) -> list[Impor
     out: list[ImportedCredential] = []
     for group_el, path in _walk(start, recycle_bin):
         for entry in group_el.iterfind("Entry"):
-            where = "entry '" + "/".join([*prefix, *path, entry_title(entry) or UNTITLED]) + "'"
+            where = "entry '" + "/".join([*prefix, *path, _entry_title(entry) or UNTITLED]) + "'"
             out.append(_entry(entry, path, binaries, where))
     return out
 
@@ -360,7 +360,7 @@ def _walk(start: Any, recycle_bin: bytes | None) -> Iterator[tuple[Any, list[str
         stack.extend(reversed(children))
 
 
-def entry_title(entry: Any) -> str:
+def _entry_title(entry: Any) -> str:
     """An entry's Title string (stripped), or ``""``."""
     for s in entry.iterfind("String"):
         if s.findtext("Key") == "Title":
@@ -437,7 +437,7 @@ def _attachments(entry: Any, binaries: Binaries, where: str) -> list[ImportedAtt
 
 # Ids are UUIDv5 under this namespace: the same credentials in the same order give the same file.
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:handover-vault:formats:keepass-xml")
-_RESERVED = {*_STANDARD_KEYS, "otp"}
+_RESERVED = {*_STANDARD_KEYS, *KEEPASS_TOTP_KEYS}
 # XML 1.0's Char production: everything else (NUL, most C0 controls, lone surrogates, U+FFFE/F)
 # cannot appear in a document at all, not even escaped.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -561,9 +561,17 @@ def _write_entry(group: Any, index: int, cred: ImportedCredential, when: str, st
     _string(entry, "Notes", cred["notes"] or "")
     if cred["totp"]:
         _string(entry, "otp", cred["totp"], protect=True)
+    used = {"Title", "UserName", "Password", "URL", "Notes", "otp"}
     for key, value in cred["fields"].items():
-        key = key if key.strip() and key not in _RESERVED else f"{key} (custom)"
-        _string(entry, key, value, protect=True)
+        # A custom field may not take a standard key, nor a TOTP one (KeePass would read it as
+        # the entry's TOTP); and keys must stay unique within the entry.
+        if not key.strip() or key in _RESERVED:
+            key = f"{key} (custom)"
+        candidate, n = key, 2
+        while candidate in used:
+            candidate, n = f"{key} ({n})", n + 1
+        used.add(candidate)
+        _string(entry, candidate, value, protect=True)
     names: dict[str, None] = {}
     for attachment in cred["attachments"]:
         name, n = attachment["name"] or "attachment", 2
