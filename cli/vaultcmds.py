@@ -59,6 +59,9 @@ def unlock(duration: str) -> None:
     seconds = parse_duration(duration)
     v = state().open()
     token = v.start_session(seconds)
+    from cli.agent import start
+
+    start(token, seconds)  # the warm agent: optional, commands work the same without it
     click.echo(f"export HANDOVER_SESSION={token}")
     click.echo(f"# unlocked {v.path} for {duration}; end it early with: handover lock", err=True)
 

@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -322,7 +323,7 @@ def acknowledgement_html(h: Handover) -> str:
     rows = []
     for i in h.open_issues:
         d, ack = i.data, h.acknowledged(i.id)
-        done = f"Acknowledged by {escape(ack.get('by'))}, {escape(ack.get('date'))}" if ack else ""
+        done = f"Acknowledged by {escape(str(ack.get('by')))}, {escape(str(ack.get('date')))}" if ack else ""
         rows.append(
             f"<tr><td>{escape(d['severity'])}</td><td>{escape(d['title'])}</td>"
             f"<td>{escape(d.get('risk') or '')}</td><td>{escape(d.get('workaround') or '')}</td>"
@@ -412,14 +413,14 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
         files.append(text(f"docs/{n:02d}-{safe_filename(d.data['title'])}.md", d.data["body"]))
     for name, a in attachment_names(h):
         files.append(
-            BundleFile(
-                f"attachments/{name}",
-                a.data["size"],
-                a.data["sha256"],
-                lambda a=a: v.attachments.chunks(s, h.client, a),
-            )
+            BundleFile(f"attachments/{name}", a.data["size"], a.data["sha256"], _chunks_of(v, s, h, a))
         )
     return files
+
+
+def _chunks_of(v: Vault, s: Session, h: Handover, rec: Rec) -> Callable[[], Iterator[bytes]]:
+    """Read an attachment lazily, while the tar streams (memory stays flat)."""
+    return lambda: v.attachments.chunks(s, h.client, rec)
 
 
 def _password_manager_files(h: Handover) -> list[BundleFile]:

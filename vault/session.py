@@ -27,32 +27,16 @@ _TOKEN_RE = re.compile(r"^hvs1\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$")
 
 
 def runtime_dir() -> Path:
-    """Where session files live: ``HANDOVER_RUNTIME_DIR`` or the user runtime dir (RAM-backed)."""
-    override = os.environ.get("HANDOVER_RUNTIME_DIR")
-    if override:
-        base = Path(override)
-    else:
-        import platformdirs
+    """Where session files live (``vault.paths``), created 0700."""
+    from .paths import sessions_dir
 
-        base = Path(platformdirs.user_runtime_dir("handover-vault", ensure_exists=False))
-        if not _usable_parent(base):
-            import tempfile
-
-            base = Path(tempfile.gettempdir()) / f"handover-vault-{os.getuid()}"
-    path = base / "sessions"
+    path = sessions_dir()
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
     except OSError as exc:
         raise StorageError(f"cannot create the session directory {path}: {exc.strerror}") from None
     return path
-
-
-def _usable_parent(path: Path) -> bool:
-    for parent in (path, *path.parents):
-        if parent.exists():
-            return os.access(parent, os.W_OK)
-    return False
 
 
 def parse_duration(text: str) -> int:

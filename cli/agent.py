@@ -1,0 +1,249 @@
+"""The warm agent: a pre-imported ``handover`` that forks one process per command.
+
+``handover unlock`` starts it next to the session file. Importing SQLAlchemy, cryptography, click
+and rich costs several times more than the work of a typical command; the agent pays it once and
+then ``fork()``s a copy for each request, so a command runs in a fresh process that already has
+every module loaded.
+
+Protocol (``cli/fast.py`` is the client): on a 0600 Unix socket in the 0700 session directory, the
+client sends a JSON header (argv, cwd, environment) together with its own stdin, stdout and stderr
+file descriptors (SCM_RIGHTS). The forked handler puts those descriptors on 0, 1 and 2, takes the
+client's cwd and environment, runs the command exactly as the console script would, and sends back
+its exit status (4 bytes). Closing the connection early (the client got Ctrl-C) interrupts it.
+
+Security: the agent holds no key. Each command authenticates as usual (the session token or a
+passphrase from the client's own environment); the agent only saves the import time. It serves
+connections whose peer has its own uid (SO_PEERCRED) and exits when the session ends (lock, expiry
+or the session file's removal). See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+MAX_HEADER = 1 << 20
+# Modules every command would import; loaded once here, shared copy-on-write by every fork.
+PRELOAD = (
+    "cli.main",
+    "cli.context",
+    "cli.vaultcmds",
+    "cli.clients",
+    "cli.docs",
+    "cli.creds",
+    "cli.inventory",
+    "cli.audit",
+    "cli.bundle",
+    "cli.agreement",
+    "cli.requests",
+    "cli.imports",
+    "vault.core",
+    "vault.records",
+    "vault.clients",
+    "vault.services",
+    "vault.creds",
+    "vault.audit",
+    "vault.search",
+    "vault.attachments",
+    "vault.store",
+    "vault.readiness",
+    "vault.agreement",
+    "sqlalchemy.orm",
+    "sqlalchemy.dialects.sqlite",
+    "rich.console",
+    "rich.table",
+    "rich.box",
+)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def recv_request(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
+    """Read the length-prefixed JSON header and the three file descriptors sent with it."""
+    fds = array.array("i")
+    msg, anc, _flags, _addr = conn.recvmsg(4, socket.CMSG_LEN(3 * fds.itemsize))
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    if len(msg) != 4 or len(fds) != 3:
+        raise ValueError("bad request")
+    (size,) = struct.unpack(">I", msg)
+    if size > MAX_HEADER:
+        raise ValueError("request too large")
+    body = b""
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise ValueError("truncated request")
+        body += chunk
+    return json.loads(body), list(fds)
+
+
+def _peer_is_us(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _watch_hangup(conn: socket.socket) -> None:
+    """Interrupt the command when the client goes away (Ctrl-C in its terminal)."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _hidden_prompt(prompt: str = "Password: ", stream: object = None) -> str:
+    """getpass for a process without a controlling terminal: no echo on the client's own TTY (fd 0)."""
+    import termios
+
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    new = old[:]
+    new[3] &= ~termios.ECHO
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    try:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        line = sys.stdin.readline()
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+        sys.stderr.write("\n")
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def handle(conn: socket.socket) -> None:
+    """Runs in the forked child: become the client's command, then report its exit status."""
+    code = 1
+    try:
+        header, fds = recv_request(conn)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
+        os.chdir(str(header["cwd"]))
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in dict(header["env"]).items()})  # type: ignore[call-overload]
+        import getpass
+
+        getpass.getpass = _hidden_prompt  # type: ignore[assignment]
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _watch_hangup(conn)
+        from cli.main import main
+
+        argv = [str(a) for a in header["argv"]]  # type: ignore[union-attr]
+        sys.argv = ["handover", *argv]
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except KeyboardInterrupt:
+            code = 130
+    except Exception:
+        code = 1
+    finally:
+        # The command is over: the client closing the connection must no longer interrupt us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            conn.sendall(struct.pack(">i", code))
+        os._exit(code & 0xFF)
+
+
+def serve(sock_path: Path, session_file: Path, expires: float) -> None:
+    """Accept until the session ends; fork a handler per connection."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+    old = os.umask(0o177)
+    try:
+        server.bind(str(sock_path))
+    finally:
+        os.umask(old)
+    server.listen(16)
+    server.settimeout(1.0)
+    try:
+        while time.time() < expires and session_file.exists():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            if not _peer_is_us(conn):
+                conn.close()
+                continue
+            if os.fork() == 0:
+                server.close()
+                conn.settimeout(None)
+                handle(conn)
+            conn.close()
+    finally:
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+
+
+def main() -> None:
+    """``python -m cli.agent SOCKET SESSION_FILE EXPIRES`` (started by ``handover unlock``)."""
+    sock_path, session_file, expires = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    os.chdir("/")
+    # The agent's own environment carries nothing: each request brings the client's.
+    for name in list(os.environ):
+        if name.startswith("HANDOVER_") and name not in ("HANDOVER_RUNTIME_DIR",):
+            del os.environ[name]
+    _preload()
+    serve(sock_path, session_file, expires)
+
+
+def start(token: str, seconds: int) -> Path | None:
+    """Start an agent for a fresh session (detached); return its socket path, or None if not possible."""
+    import subprocess
+
+    from vault.paths import agent_socket, session_id
+
+    sock = agent_socket(token)
+    sid = session_id(token)
+    if sock is None or sid is None or os.environ.get("HANDOVER_NO_AGENT"):
+        return None
+    from cli.context import child_env
+
+    subprocess.Popen(
+        [sys.executable, "-m", "cli.agent", str(sock), str(sock.parent / sid), str(time.time() + seconds)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        env=child_env(),
+    )
+    return sock
+
+
+if __name__ == "__main__":
+    main()
