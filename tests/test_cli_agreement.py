@@ -41,7 +41,11 @@ class Result:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """``cli(args, vault)``: run ``handover args`` in-process; a Result like subprocess's."""
+    from cli import context
     from cli.main import main
+
+    # main() moves secret variables into this module-level dict: keep ours from outliving the test.
+    monkeypatch.setattr(context, "_secrets", {})
 
     def invoke(args: list[str], vault: Path | None = None, passphrase: str | None = PASSPHRASE) -> Result:
         if vault is not None:
