@@ -124,16 +124,22 @@ def _read_meta(st: store.Store) -> dict[str, bytes]:
     return meta
 
 
-def _open_store(path: Path) -> tuple[store.Store, str]:
+def _open_store(path: Path) -> tuple[store.Store, str, bool]:
+    """The store, the vault id, and whether an older schema awaits its upgrade.
+
+    The upgrade (backup + Alembic) waits until the caller has unlocked the vault: a wrong passphrase
+    must change nothing on disk. The unlock reads ``meta`` and ``key_slots`` with today's models, so
+    a migration that changes those two tables must keep the old columns readable.
+    """
     store.check_file(path)
     st = store.Store(path)
     try:
-        store.ensure_schema(st)
+        older = store.check_schema(st)
         vault_id = _read_meta(st)["vault_id"].decode("ascii", "replace")
     except BaseException:
         st.close()
         raise
-    return st, vault_id
+    return st, vault_id, older
 
 
 def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> bytes:
@@ -155,7 +161,7 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
     schema), AuthenticationFailed (wrong passphrase, bad or expired session).
     """
     path = Path(path)
-    st, vault_id = _open_store(path)
+    st, vault_id, older = _open_store(path)
     try:
         if session_token:
             vmk = session.load(session_token, vault_id)
@@ -163,6 +169,8 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
             vmk = _unlock_with(st, vault_id, "passphrase", keys.normalise_passphrase(passphrase))
         else:
             raise AuthenticationFailed("no passphrase was given")
+        if older:
+            store.upgrade_older(st)
     except BaseException:
         st.close()
         raise
@@ -172,10 +180,12 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
 def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
     """Replace every passphrase slot using the recovery code; the recovery slot stays."""
     path = Path(path)
-    st, vault_id = _open_store(path)
+    st, vault_id, older = _open_store(path)
     try:
         code = keys.normalise_recovery_code(recovery_code)
         vmk = _unlock_with(st, vault_id, "recovery", code)
+        if older:
+            store.upgrade_older(st)
     except BaseException:
         st.close()
         raise

@@ -181,9 +181,19 @@ def schema_revision(store: Store) -> str | None:
 
 def ensure_schema(store: Store) -> None:
     """Upgrade an older vault (after a backup), refuse a newer one, pass a current one."""
+    if check_schema(store):
+        upgrade_older(store)
+
+
+def check_schema(store: Store) -> bool:
+    """Refuse a newer or unknown schema; True when an older one awaits :func:`upgrade_older`.
+
+    Opening checks first and upgrades only once the vault is unlocked (core.open_vault), so that
+    a wrong passphrase leaves an older vault byte for byte as it was.
+    """
     rev = schema_revision(store)
     if rev == SCHEMA_HEAD:
-        return
+        return False
     if rev is None:
         raise IntegrityError(f"{store.path} is not a handover vault (no schema version)")
     if rev not in KNOWN_REVISIONS:
@@ -192,6 +202,11 @@ def ensure_schema(store: Store) -> None:
             f"{SCHEMA_HEAD}",
             "upgrade handover-vault to open it",
         )
+    return True
+
+
+def upgrade_older(store: Store) -> None:
+    """Back an older vault up next to it (SQLite online backup, 0600), then upgrade it in place."""
     backup_to = store.path.with_name(f"{store.path.name}.pre-{SCHEMA_HEAD}.bak")
     n = 1
     while backup_to.exists():
