@@ -81,7 +81,10 @@ def client_show(slug: str) -> None:
         for kind in ("contact", "doc", "asset", "cred", "issue", "attachment"):
             counts[kind] = v.records.count(s, c, kind)
     if state().as_json:
-        emit_json({**c.to_json(), "counts": counts})
+        from vault.agreement import describe
+
+        # The stored agreement plus what follows from today's date (status, on-hand window).
+        emit_json({**c.to_json(), "counts": counts, "agreement_state": describe(c)})
         return
     a = c.agreement
     fields(

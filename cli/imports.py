@@ -11,7 +11,7 @@ import click
 from cli.context import emit_json, secret_env, state, table
 
 
-def _kdbx_password() -> str:
+def _kdbx_password(keyfile: bool = False) -> str:
     from cli.context import _tty
     from vault.errors import InvalidInput
 
@@ -20,7 +20,15 @@ def _kdbx_password() -> str:
         return value
     if not _tty():
         raise InvalidInput("no terminal to prompt for the KeePass password", "set HANDOVER_IMPORT_PASSPHRASE")
-    return str(click.prompt("KeePass database password", hide_input=True, err=True))
+    # A database protected by a key file alone has an empty password.
+    label = (
+        "KeePass database password (empty if the key file alone protects it)"
+        if keyfile
+        else "KeePass database password"
+    )
+    return str(
+        click.prompt(label, hide_input=True, err=True, default="" if keyfile else None, show_default=False)
+    )
 
 
 def _run(source: str, slug: str, file: str, dry_run: bool, **read: Any) -> None:
@@ -100,10 +108,19 @@ def import_() -> None:
     help="KeePass key file, if the database uses one.",
 )
 @_dry
-def import_keepass(slug: str, file: str, keyfile: str | None, dry_run: bool) -> None:
+@click.option("--group", metavar="PATH", help="Import only this group's subtree, e.g. Clients/Acme.")
+def import_keepass(slug: str, file: str, keyfile: str | None, group: str | None, dry_run: bool) -> None:
     """Import a KDBX 3.1/4 database (password: prompt or HANDOVER_IMPORT_PASSPHRASE)."""
-    password = _kdbx_password()
-    _run("keepass", slug, file, dry_run, password=password, keyfile=Path(keyfile) if keyfile else None)
+    password = _kdbx_password(keyfile is not None)
+    _run(
+        "keepass",
+        slug,
+        file,
+        dry_run,
+        password=password,
+        keyfile=Path(keyfile) if keyfile else None,
+        group=group,
+    )
 
 
 @import_.command("bitwarden")

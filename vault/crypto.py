@@ -221,3 +221,31 @@ def totp_now(secret: bytes, digits: int, period: int, algorithm: str, at: float)
     # cryptography refuses keys under 128 bits unless told; some services still issue 80-bit seeds.
     totp = TOTP(secret, digits, algo, period, enforce_key_length=False)
     return totp.generate(int(at)).decode("ascii")
+
+
+# --- KeePass AES-KDF (reading a foreign format) ----------------------------------------------------
+
+
+def keepass_aes_kdf(seed: bytes, rounds: int, composite: bytes) -> bytes:
+    """KeePass's AES-KDF: each 16-byte half of the composite key encrypted ``rounds`` times with
+    AES-256-ECB under ``seed``, then SHA-256 of the two halves.
+
+    Done as AES-CBC over zero blocks with the half as IV: each block is E(previous XOR 0), so the
+    last ciphertext block is E^N(IV), and the chaining runs in C (pykeepass's Python loop takes
+    about a minute for KeePassXC's default rounds). One encryptor per half keeps its chaining state
+    across ``update`` calls, so memory stays at one 1 MiB buffer.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    chunk = 1 << 16  # blocks per update: 1 MiB of zeros
+    zeros = bytes(16 * chunk)
+    out = b""
+    for half in (composite[:16], composite[16:32]):
+        enc = Cipher(algorithms.AES(seed), modes.CBC(half)).encryptor()
+        block, left = half, rounds
+        while left:
+            n = min(left, chunk)
+            block = enc.update(zeros[: 16 * n])[-16:]
+            left -= n
+        out += block
+    return hashlib.sha256(out).digest()

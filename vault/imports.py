@@ -55,6 +55,7 @@ def read_source(
     password: str | None = None,
     keyfile: Path | None = None,
     mapping: dict[str, str] | None = None,
+    group: str | None = None,
 ) -> list[ImportedCredential]:
     """Parse an outside file. Raises InvalidInput, NotFound, AuthenticationFailed (wrong KDBX password)."""
     from . import formats
@@ -64,7 +65,7 @@ def read_source(
             raise InvalidInput(
                 "the KeePass database needs its password", "set HANDOVER_IMPORT_PASSPHRASE or use a TTY"
             )
-        return formats.read_keepass(path, password or "", keyfile)
+        return formats.read_keepass(path, password or "", keyfile, group=group)
     if source == "bitwarden":
         return formats.read_bitwarden(path)
     if source == "csv":

@@ -44,9 +44,17 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def _text(raw: bytes) -> str:
+    """Decode a TEXT value. A raw edit can store any bytes as TEXT (even in a blob column): invalid
+    UTF-8 must reach our checks as an altered value (exit 4), not abort the read (pysqlite's
+    default decoder raises OperationalError, which reads as a storage failure)."""
+    return raw.decode("utf-8", "replace")
+
+
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
     dbapi_conn.isolation_level = None
+    dbapi_conn.text_factory = _text
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {int(busy_seconds() * 1000)}")
     cur.execute("PRAGMA journal_mode = WAL")
@@ -131,14 +139,18 @@ class Store:
             raise wrap_db_error(exc, doing) from None
 
     def checkpoint(self) -> None:
-        """Fold the WAL into the main file and truncate it to zero bytes."""
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Fold the WAL into the main file and truncate it to zero bytes.
 
-    def vacuum(self) -> None:
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("VACUUM")
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        Checkpoints and VACUUM cannot run inside a transaction, and every SQLAlchemy connection here
+        opens one (the "begin" event), so this drives the driver connection directly.
+        """
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise wrap_db_error(exc, "checkpointing the vault") from None
 
     def close(self) -> None:
         self.engine.dispose()
