@@ -105,17 +105,33 @@ def test_unsafe_links_stay_unlinked_text(markdown: str) -> None:
 @pytest.mark.parametrize(
     ("markdown", "href"),
     [
-        ("[site](https://example.com/a?b=1&c=2)", "https://example.com/a?b=1&amp;c=2"),
-        ("[site](http://example.com)", "http://example.com"),
         ("[mail](mailto:noc@example.com)", "mailto:noc@example.com"),
         ("[doc](docs/01-network.md)", "docs/01-network.md"),
         ("[top](#known-issues)", "#known-issues"),
-        ("<https://example.com>", "https://example.com"),
     ],
 )
 def test_safe_links_are_kept_with_no_referrer(markdown: str, href: str) -> None:
     html = render_markdown(markdown)
     assert f'href="{href}"' in html and 'rel="noopener noreferrer"' in html
+    assert_inert(html)
+
+
+@pytest.mark.parametrize(
+    ("markdown", "shown"),
+    [
+        (
+            "[site](https://example.com/a?b=1&c=2)",
+            'site</span> <span class="url">&lt;https://example.com/a?b=1&amp;c=2&gt;',
+        ),
+        ("[site](http://example.com)", 'site</span> <span class="url">&lt;http://example.com&gt;'),
+        ("<https://example.com>", '<span class="external-link">https://example.com</span>'),
+    ],
+)
+def test_external_links_are_shown_not_linked(markdown: str, shown: str) -> None:
+    """The report never sends its reader to another site: the address is there to copy."""
+    html = render_markdown(markdown)
+    assert shown in html
+    assert "href=" not in html
     assert_inert(html)
 
 

@@ -6,6 +6,8 @@ a client's wiki may contain ``<script>`` or a ``javascript:`` link. So:
 - markdown-it-py's ``commonmark`` preset with raw HTML **disabled**: tags come out as text;
 - links are allow-listed: ``http``, ``https``, ``mailto`` and scheme-less (relative or ``#anchor``)
   targets only; anything else (``javascript:``, ``data:``, ``vbscript:``, ``file:``) stays text;
+  and only relative and ``mailto:`` links are clickable: an ``http(s)`` address is shown as text,
+  so the report never sends its reader (and a Referer) to another site;
 - images never become ``<img>``: the report must make no request of any kind when opened, so an
   image renders as ``[image: alt]`` text; only a relative source (a file in the bundle) is linked,
   a remote one is shown as text and never becomes an ``href``;
@@ -95,9 +97,30 @@ def _render_image(
 def _render_link_open(
     renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
 ) -> str:
+    """Links within the bundle and mailto: stay links; a link to another site becomes text.
+
+    The report holds every secret of the client: it never sends the reader anywhere, not even on a
+    click, so an external address is shown (to copy) rather than linked.
+    """
+    token = tokens[idx]
+    href = str(token.attrGet("href") or "")
+    external = bool(_SCHEME.match(href)) and not href.lower().startswith("mailto:")
+    stack = env.setdefault("_link_stack", [])
+    stack.append(href if external and token.markup != "autolink" else ("" if external else None))
+    if external:
+        return '<span class="external-link">'
     # noreferrer: following a link from the report must not tell the site where it came from.
-    tokens[idx].attrSet("rel", "noopener noreferrer")
+    token.attrSet("rel", "noopener noreferrer")
     return renderer.renderToken(tokens, idx, options, env)
+
+
+def _render_link_close(
+    renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    href = env.get("_link_stack", [None]).pop() if env.get("_link_stack") else None
+    if href is None:
+        return renderer.renderToken(tokens, idx, options, env)
+    return "</span>" + (f' <span class="url">&lt;{escape(href)}&gt;</span>' if href else "")
 
 
 def _build() -> MarkdownIt:
@@ -105,6 +128,7 @@ def _build() -> MarkdownIt:
     md.enable(["table", "strikethrough"])  # both ship with markdown-it-py's core rules
     md.add_render_rule("image", _render_image)
     md.add_render_rule("link_open", _render_link_open)
+    md.add_render_rule("link_close", _render_link_close)
     return md
 
 
