@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import crypto
 from .crypto import DecryptFailed
-from .errors import IntegrityError, InvalidInput, NotFound
+from .errors import IntegrityError, InvalidInput, NotFound, StorageError, VaultError
 from .models import AuditEntry, Client, Meta
 
 if TYPE_CHECKING:
@@ -112,6 +113,20 @@ def entry_bytes_v1(vault_id: str, e: Row) -> bytes:
 
 def detail_aad(vault_id: str, seq: int) -> bytes:
     return f"handover-vault/v1/audit-detail\x00{vault_id}\x00{seq}".encode()
+
+
+def _refused(exc: BaseException, action: str) -> VaultError:
+    """The entry could not be written (full disk, a refusing table): say so; the caller's
+    transaction rolls back, so the action it records does not happen (fail closed)."""
+    from .store import wrap_db_error
+
+    err = wrap_db_error(exc, f"writing the audit entry for {action}")
+    if type(err) is StorageError and "refused" in err.message:
+        return StorageError(
+            f"the audit log refused the entry for {action}, so nothing was done (fail closed)",
+            "check the vault with: handover audit verify",
+        )
+    return err
 
 
 def _broken(seq: Any, why: str) -> IntegrityError:
@@ -309,7 +324,10 @@ class AuditLog:
         entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
         s.add(entry)
         self._write_head(s, Head(seq, entry.mac))
-        s.flush()
+        try:
+            s.flush()
+        except SQLAlchemyError as exc:
+            raise _refused(exc, action) from None
         return seq
 
     def append_now(self, action: str, client: ClientRef | None = None, **kw: Any) -> int:
