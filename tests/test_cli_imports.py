@@ -22,7 +22,7 @@ def _kdbx_with_keepassxc(tmp: Path) -> Path:
     db = tmp / "made-by-keepassxc.kdbx"
     pw = f"{KDBX_PASSWORD}\n"
     subprocess.run(
-        [cli, "db-create", "-q", "-p", str(db)], input=pw + pw, text=True, check=True, capture_output=True
+        [cli, "db-create", "-q", "-t", "100", "-p", str(db)], input=pw + pw, text=True, check=True, capture_output=True
     )
     subprocess.run(
         [cli, "mkdir", "-q", str(db), "Network"], input=pw, text=True, check=True, capture_output=True
@@ -193,7 +193,7 @@ def test_bundle_keepass_xml_imports_into_keepassxc(client: Path, tmp_path: Path)
     (xml,) = target.rglob("credentials.keepass.xml")
     db = tmp_path / "successor.kdbx"
     subprocess.run(
-        [cli, "import", "-q", "-p", str(xml), str(db)],
+        [cli, "import", "-q", "-t", "100", "-p", str(xml), str(db)],
         input="succ-pw\nsucc-pw\n",
         text=True,
         check=True,
