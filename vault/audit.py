@@ -322,9 +322,9 @@ class AuditLog:
             mac=b"",
         )
         entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
-        s.add(entry)
-        self._write_head(s, Head(seq, entry.mac))
         try:
+            s.add(entry)
+            self._write_head(s, Head(seq, entry.mac))  # its query autoflushes the entry
             s.flush()
         except SQLAlchemyError as exc:
             raise _refused(exc, action) from None
