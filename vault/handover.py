@@ -148,19 +148,13 @@ def upcoming_expiries(h: Handover, today: dt.date) -> list[list[str]]:
 
 
 def _agreement_md(h: Handover) -> str:
+    from .agreement import effective_status, notice_terms_text
+
     a = h.client.agreement
-    notice = a.get("notice") or {}
-    terms = (
-        f"{notice['days']} days"
-        if "days" in notice
-        else f"{notice.get('months')} months"
-        if notice
-        else "not recorded"
-    )
     lines = [
-        f"- **Status:** {md_cell(a.get('status', 'active'))}",
+        f"- **Status:** {md_cell(effective_status(h.client))}",
         f"- **Contract start:** {md_cell(a.get('contract_start') or 'not recorded')}",
-        f"- **Notice period:** {md_cell(terms)}{' to the end of a month' if a.get('end_of_month') else ''}",
+        f"- **Notice period:** {md_cell(notice_terms_text(a))}",
     ]
     for key, label in (
         ("notice_given", "Notice given"),
@@ -306,7 +300,7 @@ def handover_md(h: Handover, today: dt.date) -> str:
 def index_html(h: Handover, today: dt.date) -> str:
     from .render import escape, html_page, render_markdown
 
-    body = [f"<h1>Handover: {escape(h.client.name)}</h1>"]
+    body = []
     for heading, md in report_sections(h, today):
         body.append(f"<section><h2>{escape(heading)}</h2>{render_markdown(md)}</section>")
     for n, d in enumerate(h.docs, 1):
@@ -338,14 +332,14 @@ def acknowledgement_html(h: Handover) -> str:
         else "<p>There are no open issues to acknowledge.</p>"
     )
     body = (
-        f"<h1>Acknowledgement of open issues</h1><p>Client: <strong>{escape(h.client.name)}</strong></p>"
+        f"<p>Client: <strong>{escape(h.client.name)}</strong></p>"
         "<p>By signing below, the client confirms that they have been informed of the open issues listed, "
         "the risk of leaving each one unresolved and the available workaround.</p>"
         + table
         + '<div class="signature"><p>Name: ______________________________ Role: ____________________</p>'
         "<p>Signature: __________________________ Date: ____________________</p></div>"
     )
-    return html_page(f"Acknowledgement: {h.client.name}", body)
+    return html_page(f"Acknowledgement of open issues: {h.client.name}", body)
 
 
 def attachment_names(h: Handover) -> list[tuple[str, Rec]]:

@@ -169,6 +169,8 @@ section { margin-top: 2.5rem; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0; font-size: 0.92rem; }
 th, td { border: 1px solid #bbb; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
+td { overflow-wrap: anywhere; }
+td code { word-break: break-all; }
 code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.75rem; overflow-x: auto; white-space: pre-wrap; }
 blockquote { border-left: 4px solid #ccc; margin: 1rem 0; padding: 0.1rem 1rem; color: #444; }
