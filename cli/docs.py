@@ -8,11 +8,11 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+from typing import IO
 
 import click
 
-from cli.context import MAX_STDIN, child_env, confirm, emit_json, json_option, short, state, table
+from cli.context import child_env, confirm, emit_json, json_option, short, state, table
 
 
 def _ram_dir() -> str | None:
@@ -39,10 +39,35 @@ def edit_in_editor(initial: str, suffix: str = ".md") -> str:
         done = subprocess.run([*shlex.split(editor), name], env=child_env(), check=False)
         if done.returncode != 0:
             raise InvalidInput(f"the editor exited with status {done.returncode}; nothing was saved")
-        return Path(name).read_text(encoding="utf-8")
+        with open(name, "rb") as fh:
+            return read_text_capped(fh, "the edited text")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
+
+
+def read_text_capped(fh: IO[bytes], what: str) -> str:
+    """All of ``fh`` as UTF-8 text, refusing more than a document may hold.
+
+    The whole input is either taken or refused: reading a fixed number of bytes and ignoring the
+    rest silently saved a truncated page (UTF-8 needs up to 4 bytes per character).
+    """
+    from vault.errors import InvalidInput
+    from vault.validate import MAX_TEXT
+
+    cap = 4 * MAX_TEXT
+    data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise InvalidInput(
+            f"{what} is larger than {cap // 1_000_000} MB; a document holds at most {MAX_TEXT:,} characters",
+            "attach large or binary files with: handover attach add",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"{what} is not UTF-8 text", "attach binary files with: handover attach add"
+        ) from None
 
 
 def read_body(file: str | None, initial: str = "", optional: bool = False) -> str | None:
@@ -56,16 +81,14 @@ def read_body(file: str | None, initial: str = "", optional: bool = False) -> st
 
     if file:
         try:
-            return Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__})") from None
+            with open(file, "rb") as fh:
+                return read_text_capped(fh, file)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {file} ({exc.__class__.__name__})") from None
     if not sys.stdin.isatty():
-        data = sys.stdin.buffer.read(MAX_STDIN * 2)
-        if data:
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput("standard input is not UTF-8 text") from None
+        text = read_text_capped(sys.stdin.buffer, "standard input")
+        if text:
+            return text
     if optional and not (os.environ.get("VISUAL") or os.environ.get("EDITOR")):
         return None
     return edit_in_editor(initial)
