@@ -401,6 +401,9 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
         text("known-issues.md", f"# Known issues: {md_cell(h.client.name)}\n\n" + _issues_md(h)),
         BundleFile.from_bytes("known-issues.json", json_bytes(issues_json(h))),
         text("acknowledgement.html", acknowledgement_html(h)),
+        # The outgoing technician's audit head, signed: the client and successor hold proof of what
+        # the request log contained at handover (``handover audit verify --checkpoint``).
+        BundleFile.from_bytes("audit-checkpoint.json", json_bytes(v.audit.checkpoint())),
     ]
     files += _password_manager_files(h)
     for n, d in enumerate(h.docs, 1):

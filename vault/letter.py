@@ -53,6 +53,7 @@ PLACEHOLDERS = {
     "identity_check": "a paragraph: who may receive credentials and how identity is checked",
     "authorised_contacts": "the authorised contacts as a list",
     "vault_fingerprint": "the fingerprint that signs the handover bundle",
+    "audit_head": "a paragraph: the audit log's signed head today, so a later removal is detectable",
 }
 
 
@@ -250,7 +251,19 @@ def values(
         "identity_check": _identity_check(names),
         "authorised_contacts": "\n".join(f"- {n}" for n in names) or "- (none named yet)",
         "vault_fingerprint": v.fingerprint,
+        "audit_head": _audit_head(v),
     }
+
+
+def _audit_head(v: Vault) -> str:
+    """The audit log's signed head: with this letter in the client's hands, the log's owner can no
+    longer quietly drop entries written before it (``handover audit verify --checkpoint``)."""
+    cp = v.audit.checkpoint()
+    return (
+        f"Every request and our answer go into a tamper-evident log. At the time of this letter it "
+        f"holds {cp['seq']} entries, the latest sealed as `{cp['mac']}`. Keep this letter: that value "
+        "lets anyone check later that no entry written before today was removed or changed."
+    )
 
 
 def compose(v: Vault, slug: str, template: str | None = None, **kw: Any) -> tuple[str, str, str]:
