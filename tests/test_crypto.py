@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PASSPHRASE, run
-from tests.helpers_security import one, sql
+from tests.helpers_security import fork_run, one, sql
 from vault import crypto
 from vault.crypto import (
     DEFAULT_KDF,
@@ -301,7 +301,7 @@ def test_real_default_cost_creates_and_unlocks_a_vault(
     done = run(["client", "list", "--json"], vault=vault_path, env={"HANDOVER_KDF": "default"})
     assert done.returncode == 0, done.stderr
     assert [c["slug"] for c in json.loads(done.stdout)] == ["acme"]
-    wrong = run(["client", "list"], vault=vault_path, passphrase="not " + PASSPHRASE)
+    wrong = fork_run(["client", "list"], vault=vault_path, passphrase="not " + PASSPHRASE)
     assert wrong.returncode == 3
     assert wrong.stderr.startswith("Error: wrong passphrase\n")
 
