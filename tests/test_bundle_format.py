@@ -630,7 +630,7 @@ def test_tar_is_deterministic_sorted_and_normalised() -> None:
     ]
     for m in members:
         assert (m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, "", "", 1795651200)
-        assert m.mode == (0o755 if m.isdir() else 0o644) and (m.isdir() or m.isreg())
+        assert m.mode == (0o700 if m.isdir() else 0o600) and (m.isdir() or m.isreg())
         assert m.pax_headers == {}  # plain ustar headers for ASCII names that fit
     assert bundle_format.export_mtime(DAY) == 1795651200  # 2026-11-26T00:00:00Z
 

@@ -2,7 +2,7 @@
 
 Writer: :class:`TarStream` yields a POSIX.1-2001 (pax) archive of one top folder as a readable
 stream, so that pyrage can encrypt it without the archive ever being held in memory. Entries are
-sorted, directories explicit, owner 0/0 with empty names, modes 0755/0644, one fixed mtime. Plain
+sorted, directories explicit, owner 0/0 with empty names, modes 0700/0600, one fixed mtime. Plain
 ustar headers are used for every entry whose name fits; a pax ``path`` record is added only for a
 non-ASCII or over-long name. Each file's bytes are re-hashed as they stream and a source that does
 not match its declared size and SHA-256 aborts the stream with :class:`IntegrityError`.
@@ -38,10 +38,11 @@ BLOCK = tarfile.BLOCKSIZE  # 512: tar's unit
 RECORD = tarfile.RECORDSIZE  # 10240: archives are padded to whole records, as tar(1) and tarfile do
 _ZERO_BLOCK = bytes(BLOCK)
 _CHUNK = 64 * 1024  # read/write granularity: large enough to be fast, small enough to stay flat
-# 0644/0755 inside the archive are what `tar x` by hand will apply (less the umask); extraction by
-# us ignores them and writes 0600/0700 because the bundle holds every client secret.
-FILE_MODE = 0o644
-DIR_MODE = 0o755
+# The modes inside the archive are what `tar x` by hand applies (less the umask): 0600/0700, because
+# the bundle holds every client secret and a successor extracting it must not leave them readable
+# by other users of the machine. Our own extraction writes the same modes whatever the archive says.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 EXTRACT_FILE_MODE = 0o600
 EXTRACT_DIR_MODE = 0o700
 # The top folder is a slug plus a date; restricting its alphabet keeps it safe on every file system.
