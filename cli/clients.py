@@ -159,3 +159,34 @@ def contact_list(slug: str) -> None:
         ],
         "contacts",
     )
+
+
+@contact.command("edit")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--name")
+@click.option("--role")
+@click.option("--email")
+@click.option("--phone")
+@click.option("--authorized/--not-authorized", default=None, help="Whether they may receive credentials.")
+def contact_edit(slug: str, ref: str, **kw: Any) -> None:
+    """Change a contact (REF: id, id prefix or exact name); the previous version is kept."""
+    v = state().open()
+    rec = v.contacts.edit(slug, ref, **kw)
+    who = "authorised" if rec.data.get("authorized") else "not authorised"
+    click.echo(f"Updated contact {rec.data['name']} ({who} to receive credentials).")
+
+
+@contact.command("rm")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def contact_rm(slug: str, ref: str, yes: bool) -> None:
+    """Remove a contact."""
+    from cli.context import confirm
+
+    v = state().open()
+    _, rec = v.contacts.get(slug, ref)
+    confirm(f"Remove contact {rec.data['name']!r}?", yes)
+    v.contacts.rm(slug, rec.id)
+    click.echo(f"Removed contact {rec.data['name']}.")

@@ -59,6 +59,67 @@ def asset_list(slug: str) -> None:
     )
 
 
+@asset.command("show")
+@click.argument("slug")
+@click.argument("ref")
+@json_option
+def asset_show(slug: str, ref: str) -> None:
+    """Show an asset (REF: id, id prefix or exact hostname)."""
+    v = state().open()
+    _, rec = v.assets.get(slug, ref)
+    if state().as_json:
+        emit_json(rec.to_json())
+        return
+    d = rec.data
+    fields(
+        [
+            ("hostname", d["hostname"]),
+            ("id", rec.id),
+            ("kind", d.get("kind")),
+            ("ip", d.get("ip")),
+            ("location", d.get("location")),
+            ("model", d.get("model")),
+            ("serial", d.get("serial")),
+            ("expires", f"{d['expires']} ({d.get('expiry_kind')})" if d.get("expires") else None),
+            ("notes", d.get("notes")),
+        ]
+    )
+
+
+@asset.command("edit")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--hostname")
+@click.option("--kind")
+@click.option("--ip")
+@click.option("--location")
+@click.option("--model")
+@click.option("--serial")
+@click.option("--expires", metavar="DATE")
+@click.option("--expiry-kind", type=click.Choice(["warranty", "licence", "domain", "certificate", "support"]))
+@click.option("--notes")
+def asset_edit(slug: str, ref: str, **kw: Any) -> None:
+    """Change an asset; the previous version is kept."""
+    v = state().open()
+    rec = v.assets.edit(slug, ref, **kw)
+    click.echo(f"Updated asset {rec.data['hostname']}.")
+
+
+@asset.command("rm")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def asset_rm(slug: str, ref: str, yes: bool) -> None:
+    """Remove an asset."""
+    from cli.context import confirm
+
+    v = state().open()
+    _, rec = v.assets.get(slug, ref)
+    confirm(f"Remove asset {rec.data['hostname']!r}?", yes)
+    v.assets.rm(slug, rec.id)
+    click.echo(f"Removed asset {rec.data['hostname']}.")
+
+
 @click.group()
 def issue() -> None:
     """Known issues, their severity, and the client's acknowledgement."""
@@ -141,6 +202,34 @@ def issue_show(slug: str, ref: str) -> None:
     if d.get("description"):
         click.echo("")
         click.echo(d["description"])
+
+
+@issue.command("edit")
+@click.argument("slug")
+@click.argument("ref")
+@click.option("--title")
+@click.option("--severity", type=click.Choice(["critical", "high", "medium", "low"]))
+@click.option("--risk")
+@click.option("--workaround")
+@click.option("--file", "file", type=click.Path(dir_okay=False), help="Replace the description with FILE.")
+def issue_edit(
+    slug: str,
+    ref: str,
+    title: str | None,
+    severity: str | None,
+    risk: str | None,
+    workaround: str | None,
+    file: str | None,
+) -> None:
+    """Change an issue (a changed issue needs the client's acknowledgement again)."""
+    from cli.docs import read_body
+
+    v = state().open()
+    description = read_body(file) if file else None
+    rec = v.issues.edit(
+        slug, ref, title=title, severity=severity, risk=risk, workaround=workaround, description=description
+    )
+    click.echo(f"Updated issue {rec.data['title']!r} (version {rec.version}).")
 
 
 @issue.command("resolve")
