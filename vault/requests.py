@@ -410,22 +410,6 @@ class Requests:
 # Characters that can start Markdown markup inside a line (emphasis, code, links, autolinks, raw
 # HTML, table cells, entities, strikethrough, headings). Escaped so user text stays text.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|!&~#])")
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
-       line-height: 1.45; color: #111; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-th, td {{ border: 1px solid #bbb; padding: .3rem .5rem; text-align: left; vertical-align: top; }}
-th {{ background: #f2f2f2; }}
-blockquote {{ border-left: 3px solid #ccc; margin-left: 0; padding-left: 1rem; color: #333; }}
-@media print {{ body {{ margin: 0; max-width: none; }} }}
-</style></head>
-<body>
-{body}</body></html>
-"""
 
 
 def md(value: Any) -> str:
@@ -434,21 +418,12 @@ def md(value: Any) -> str:
 
 
 def to_html(title: str, markdown: str) -> str:
-    """Render with the shared safe renderer when present, else markdown-it with raw HTML disabled."""
-    import importlib
+    """The report as a self-contained page through the shared safe renderer (raw HTML off)."""
+    from .render import html_page, render_markdown
 
-    try:
-        render: Any = importlib.import_module("vault.render")
-    except ImportError:
-        render = None
-    if render is not None and hasattr(render, "render_markdown") and hasattr(render, "html_page"):
-        return str(render.html_page(title, render.render_markdown(markdown)))
-    import html
-
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").render(markdown)
-    return PAGE.format(title=html.escape(title), body=body)
+    # html_page prints the title as the page's heading: drop the Markdown's own first heading.
+    body = markdown.split("\n", 1)[1] if markdown.startswith("# ") else markdown
+    return html_page(title, render_markdown(body))
 
 
 def requester_name(data: dict[str, Any]) -> str:
