@@ -99,7 +99,7 @@ def wrap_db_error(exc: BaseException, doing: str) -> VaultError:
         return StorageError(f"the disk is full while {doing}; nothing was changed")
     if "readonly" in text or "read-only" in text:
         return StorageError(f"the vault file is read-only while {doing}; nothing was changed")
-    if "not a database" in text or "malformed" in text or "file is not" in text:
+    if "not a database" in text or "malformed" in text or "file is not" in text or "could not decode" in text:
         return IntegrityError(f"the vault file is corrupt or not a vault ({doing})")
     if "no such table" in text:
         return IntegrityError(f"the vault file is missing tables ({doing}); it is not a handover vault")
