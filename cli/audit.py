@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -100,18 +99,9 @@ def audit_checkpoint(out: str | None) -> None:
     if not out:
         click.echo(text, nl=False)
         return
-    dest = Path(out)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        from vault.errors import StorageError
+    from vault.files import write_private
 
-        raise StorageError(f"cannot write {dest}: {exc.strerror}") from None
+    dest = write_private(out, text.encode("utf-8"), overwrite=True)
     click.echo(f"Wrote checkpoint of entry {cp['seq']} to {dest}.", err=True)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -299,21 +298,6 @@ def request_show(ref: str) -> None:
     )
 
 
-def _write_private(dest: Path, text: str) -> None:
-    """Write a new 0600 file through a temp file and a rename: no partial file on failure."""
-    from vault.errors import StorageError
-
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {dest}: {exc.strerror}") from None
-
-
 @request.command("report")
 @click.argument("slug")
 @click.option(
@@ -340,6 +324,8 @@ def request_report(slug: str, out: str | None) -> None:
             path,
             path.with_name(path.stem + ".html" if path.suffix == ".md" else path.name + ".html"),
         )
-    _write_private(md_path, text)
-    _write_private(html_path, page)
+    from vault.files import write_private
+
+    write_private(md_path, text.encode("utf-8"), overwrite=True)
+    write_private(html_path, page.encode("utf-8"), overwrite=True)
     click.echo(f"Wrote {md_path} and {html_path}.")

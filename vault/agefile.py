@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import hashlib
 import io
 import os
@@ -41,7 +40,6 @@ from pyrage import ssh as _pyrage_ssh
 from pyrage import x25519 as _pyrage_x25519
 
 from .errors import (
-    AlreadyExists,
     AuthenticationFailed,
     IntegrityError,
     InvalidInput,
@@ -49,6 +47,7 @@ from .errors import (
     StorageError,
     VaultError,
 )
+from .files import atomic_output
 
 # --- Limits on what we accept from files and users --------------------------------------------------
 
@@ -82,7 +81,6 @@ _BODY_LINE_CHARS = 64  # spec: stanza bodies are wrapped at 64 columns, the last
 _MAC_CHARS = 43  # unpadded base64 of the 32-byte HMAC-SHA256
 _COPY_CHUNK = 64 * 1024
 _MIB = 1024 * 1024
-_NO_CLOBBER_HINT = "choose another name or remove it first"
 
 _B64_LINE = re.compile(rb"[A-Za-z0-9+/]*")
 _VCHAR_ARG = re.compile(rb"[\x21-\x7e]+")
@@ -443,81 +441,6 @@ def _check_scrypt(header: AgeHeader) -> None:
 
 
 # --- Atomic output ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_output(final: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
-    """Yield a file that becomes ``final`` only if the block completes.
-
-    The temp file is created 0600 from the start (``mkstemp``) in ``final``'s directory, so the
-    rename is atomic; it is fsynced before the rename and the directory after. On any exception the
-    temp file is removed and ``final`` is untouched.
-
-    Raises:
-        AlreadyExists: ``final`` exists and ``overwrite`` is false.
-        NotFound: the directory does not exist.
-        StorageError: the file system refused.
-    """
-    final = Path(final)
-    if not overwrite and os.path.lexists(final):
-        raise AlreadyExists(f"{str(final)!r} already exists", _NO_CLOBBER_HINT)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    except FileNotFoundError:
-        raise NotFound(f"the directory {str(final.parent)!r} does not exist") from None
-    except OSError as exc:
-        raise StorageError(f"cannot create a file in {str(final.parent)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        _publish(Path(tmp_name), final, overwrite)
-    except BaseException:
-        _remove_quietly(Path(tmp_name))
-        raise
-
-
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    try:
-        if overwrite:
-            os.replace(tmp, final)
-        else:
-            _rename_no_clobber(tmp, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except FileExistsError:
-        raise AlreadyExists(f"{str(final)!r} already exists", _NO_CLOBBER_HINT) from None
-    except OSError as exc:
-        raise StorageError(f"cannot write {str(final)!r}: {exc.strerror}") from None
-
-
-def _rename_no_clobber(tmp: Path, final: Path) -> None:
-    # link() fails if final appeared meanwhile: a no-clobber rename without a race.
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        # exFAT/FAT USB sticks and some network shares have no hard links: fall back to a checked
-        # rename (a race with another writer of the same name is then possible, and acceptable).
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-        if os.path.lexists(final):
-            raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
-        os.rename(tmp, final)
-        return
-    os.unlink(tmp)
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 # --- Stream wrappers that remember Python-side failures ------------------------------------------------

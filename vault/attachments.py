@@ -7,7 +7,6 @@ between attachments or dropped (the count and hash are checked on read).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from sqlalchemy import select
 
 from . import validate
 from .crypto import DecryptFailed
-from .errors import AlreadyExists, IntegrityError, InvalidInput, StorageError
+from .errors import IntegrityError, InvalidInput, StorageError
 from .keys import record_aad
 from .models import Chunk
 from .services import RecordService
@@ -121,24 +120,14 @@ class Attachments(RecordService):
 
     def save_to(self, slug: str, ref: str, out: Path | str) -> Rec:
         """Write an attachment to ``out`` (0600, via a temp file; nothing left behind on failure)."""
-        out = Path(out)
-        if out.exists():
-            raise AlreadyExists(f"{out} already exists; refusing to overwrite it")
-        tmp = out.with_name(f".{out.name}.part-{os.getpid()}")
+        from .files import atomic_output
+
         try:
-            with self.v.read() as s:
+            with self.v.read() as s, atomic_output(Path(out)) as fh:
                 client = self.v.clients.get(slug, s)
                 rec = self.v.records.get(s, client, self.kind, ref)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    for block in self.chunks(s, client, rec):
-                        fh.write(block)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        except OSError as exc:
+                for block in self.chunks(s, client, rec):
+                    fh.write(block)
+        except OSError as exc:  # a write error (disk full, I/O error): the temp file is gone already
             raise StorageError(f"cannot write {out}: {exc.strerror}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
         return rec

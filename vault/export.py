@@ -74,7 +74,7 @@ def keygen(out: Path | None) -> tuple[str, str]:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     text = f"# created: {now}\n# public key: {public}\n{ident}\n"
     if out is not None:
-        from .agefile import atomic_output
+        from .files import atomic_output
 
         with atomic_output(Path(out)) as fh:
             fh.write(text.encode("ascii"))

@@ -9,9 +9,7 @@ are dropped. No credential record is ever read while building a letter, so no se
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -310,21 +308,7 @@ def write_private_files(files: dict[Path, bytes], force: bool = False) -> None:
             )
         if path.is_dir():
             raise StorageError(f"{path} is a folder")
-    temps: list[Path] = []
-    try:
-        for path, data in files.items():
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            temps.append(tmp)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        for tmp, path in zip(temps, files, strict=True):
-            os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write {exc.filename or 'the output'}: {exc.strerror}") from None
-    finally:
-        for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+    from .files import write_private
+
+    for path, data in files.items():
+        write_private(path, data, overwrite=force)
