@@ -534,7 +534,10 @@ def test_attachment_round_trip_of_5_mb(acme, vault_path: Path, tmp_path: Path) -
     assert [p.name for p in out.parent.iterdir()] == ["config.tar"]
 
     again = fork_run(["attach", "get", "acme", listed[0]["id"][:8], "--out", str(out)], vault=vault_path)
-    assert (again.returncode, again.stderr) == (1, f"Error: {out} already exists; refusing to overwrite it\n")
+    assert (again.returncode, again.stderr) == (
+        1,
+        f"Error: {out} already exists; refusing to overwrite it\nhint: choose another name or remove it first\n",
+    )
     missing = fork_run(
         ["attach", "get", "acme", "nothing.bin", "--out", str(tmp_path / "x")], vault=vault_path
     )

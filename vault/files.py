@@ -36,7 +36,7 @@ def atomic_output(final: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]
     """
     final = Path(final)
     if not overwrite and os.path.lexists(final):
-        raise AlreadyExists(f"{str(final)!r} already exists", _NO_CLOBBER_HINT)
+        raise AlreadyExists(f"{final} already exists; refusing to overwrite it", _NO_CLOBBER_HINT)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     except FileNotFoundError:
@@ -66,7 +66,7 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         finally:
             os.close(dir_fd)
     except FileExistsError:
-        raise AlreadyExists(f"{str(final)!r} already exists", _NO_CLOBBER_HINT) from None
+        raise AlreadyExists(f"{final} already exists; refusing to overwrite it", _NO_CLOBBER_HINT) from None
     except OSError as exc:
         raise StorageError(f"cannot write {str(final)!r}: {exc.strerror}") from None
 
