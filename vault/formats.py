@@ -39,6 +39,10 @@ MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
 MAX_KDBX_BYTES = 64 * 1024 * 1024
 # One attachment (a config backup, a diagram, a scanned form) larger than this belongs elsewhere.
 MAX_ATTACHMENT_BYTES = 16 * 1024 * 1024
+# A hand-over holds tens to a few thousand credentials. Reading, planning and storing grow with the
+# count, so a file of millions of rows (64 MiB of short CSV lines) is refused as soon as the count
+# passes this, instead of being ground through for an hour in one transaction.
+MAX_ITEMS = 10_000
 
 PathLike = str | os.PathLike[str]
 
@@ -113,6 +117,15 @@ def new_credential(label: str) -> ImportedCredential:
 
 def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def check_item_count(count: int, what: str) -> None:
+    """Raise InvalidInput once a file has yielded more than :data:`MAX_ITEMS` credentials."""
+    if count > MAX_ITEMS:
+        raise InvalidInput(
+            f"the {what} holds more than {MAX_ITEMS:,} credentials; this tool imports at most that many at once",
+            "split the export into smaller files (by folder or group)",
+        )
 
 
 def read_capped(path: PathLike, limit: int, what: str) -> bytes:

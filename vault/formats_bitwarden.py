@@ -32,6 +32,7 @@ from .formats import (
     PathLike,
     add_field,
     category_and_tags,
+    check_item_count,
     decode_utf8,
     merge_tags,
     new_credential,
@@ -88,6 +89,7 @@ def read_bitwarden(path: PathLike) -> list[ImportedCredential]:
     items = doc.get("items")
     if not isinstance(items, list):
         raise InvalidInput("the JSON is not a Bitwarden export: it has no 'items' list")
+    check_item_count(len(items), "Bitwarden export")
     out: list[ImportedCredential] = []
     for index, item in enumerate(items):
         where = f"items[{index}]"

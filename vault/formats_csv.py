@@ -34,6 +34,7 @@ from .formats import (
     PathLike,
     add_field,
     category_and_tags,
+    check_item_count,
     decode_utf8,
     merge_tags,
     new_credential,
@@ -104,6 +105,7 @@ def read_csv(path: PathLike, mapping: dict[str, str] | None = None) -> list[Impo
             cred = _row(row, header, targets, f"row {number}")
             if cred is not None:
                 out.append(cred)
+                check_item_count(len(out), "CSV file")
     return out
 
 

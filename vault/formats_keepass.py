@@ -40,6 +40,7 @@ from .formats import (
     PathLike,
     add_field,
     category_and_tags,
+    check_item_count,
     date_from_datetime,
     merge_tags,
     new_credential,
@@ -306,6 +307,7 @@ def _credentials(root: Any, binaries: Binaries, group: str | None) -> list[Impor
         for entry in group_el.iterfind("Entry"):
             where = "entry '" + "/".join([*prefix, *path, _entry_title(entry) or UNTITLED]) + "'"
             out.append(_entry(entry, path, binaries, where))
+            check_item_count(len(out), "KeePass data")
     return out
 
 
