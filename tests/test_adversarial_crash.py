@@ -285,3 +285,55 @@ def _golden_passphrase() -> str:
     m = re.search(r'PASSPHRASE\s*=\s*"([^"]+)"', src)
     assert m, "make_golden.py names the golden vault's passphrase"
     return m.group(1)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "vault.audit:AuditLog.append:after:kill",  # rows deleted, not committed: nothing is forgotten
+        "vault.forget:purge:before:kill",  # committed, the WAL not yet checkpointed and truncated
+    ],
+)
+def test_kill_during_forget_is_all_or_nothing_and_leaves_no_key_behind(tmp_path: Path, point: str) -> None:
+    """Forget crypto-shreds: after a crash it happened entirely or not at all, and once it happened
+    the next command leaves neither the wrapped key nor the client's ciphertext in the files."""
+    from vault import init_vault, open_vault
+
+    path = tmp_path / "vault.db"
+    v, _ = init_vault(path, PASSPHRASE)
+    with v:
+        v.clients.add("gone", name="Gone Ltd", contract_start="2020-01-01", notice_days=30)
+        v.creds.add("gone", label="fw", secret="Gone-s3cret")
+        v.clients.add("kept", name="Kept Ltd")
+        v.creds.add("kept", label="fw", secret="Kept-s3cret")
+    with sqlite3.connect(path) as con:
+        wrapped = con.execute("SELECT wrapped_key FROM clients ORDER BY created_at LIMIT 1").fetchone()[0]
+        envelopes = [
+            r[0]
+            for r in con.execute(
+                "SELECT envelope FROM records WHERE client_id = (SELECT id FROM clients ORDER BY created_at LIMIT 1)"
+            )
+        ]
+    con.close()
+    ended = run_env(["end", "gone", "--notice-given", "2020-06-01", "--reason", "moved"], base_env(path))
+    assert ended.returncode == 0, ended.stderr
+    env = base_env(path, **fault_env(tmp_path, point))
+    done = run_env(["forget", "gone", "--yes", "--certificate", str(tmp_path / "cert.md")], env)
+    assert done.returncode == -9, done.stderr
+    assert integrity_check(path) == "ok"
+    after = run_env(["client", "list"], base_env(path))
+    assert after.returncode == 0, after.stderr
+    with open_vault(path, passphrase=PASSPHRASE) as v:
+        v.audit.verify()
+        slugs = [c.slug for c in v.clients.list()]
+        actions = [e.action for e in v.audit.events()]
+        assert v.creds.reveal("kept", "fw").data["secret"] == "Kept-s3cret"
+    if point.startswith("vault.audit"):
+        assert slugs == ["gone", "kept"] and "client.forget" not in actions
+        return
+    assert slugs == ["kept"] and actions[-1] == "client.forget"
+    files = b"".join(
+        Path(f"{path}{s}").read_bytes() for s in ("", "-wal", "-shm") if Path(f"{path}{s}").exists()
+    )
+    assert bytes(wrapped) not in files, "the forgotten client's wrapped key survived the crash"
+    assert not any(bytes(e)[13:45] in files for e in envelopes), "the forgotten client's ciphertext survived"

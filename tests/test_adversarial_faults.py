@@ -65,6 +65,23 @@ REVEALS = [
     ["cred", "show", "acme", "fw", "--reveal", "--json"],
     ["cred", "totp", "acme", "fw"],
     ["cred", "history", "acme", "fw", "--reveal"],
+    [
+        "request",
+        "log",
+        "acme",
+        "--requester",
+        "Jane Doe",
+        "--channel",
+        "phone",
+        "--verified-by",
+        "called back",
+        "--item",
+        "fw",
+        "--decision",
+        "granted",
+        "--override",
+        "test",
+    ],
 ]
 
 
@@ -241,7 +258,7 @@ def refusing(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("args", REVEALS, ids=lambda a: " ".join(a[:2] + a[4:]))
+@pytest.mark.parametrize("args", REVEALS, ids=lambda a: " ".join(a[:2] + a[4:5]))
 def test_audit_refusing_inserts_blocks_every_disclosure(refusing: Path, args: list[str]) -> None:
     err = assert_clean_failure(run_env(args, base_env(refusing)), "audit")
     assert "nothing was" in err
