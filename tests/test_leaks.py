@@ -210,6 +210,8 @@ def test_every_file_made_is_private(tmp_path: Path, vault_path: Path) -> None:
             assert done.returncode == 0, (args, done.stderr)
         made = [p for p in tmp_path.rglob("*") if p.is_file() and p != src]
         modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in made}
+    locked = fork_run(["lock"], vault=vault_path, passphrase=None, env=env)  # ends the warm agent too
+    assert locked.returncode == 0, locked.stderr
     assert {"vault.db", "vault.db-wal", "vault.db-shm", "out/in.txt", "out/vault.bak"} <= set(modes)
     assert any(name.startswith("runtime/") for name in modes)  # the session file
     assert set(modes.values()) == {"0o600"}, modes
