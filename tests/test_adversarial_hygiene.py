@@ -186,21 +186,29 @@ def test_planted_secrets_appear_only_where_the_command_shows_them(hv: dict, tmp_
         ),
         (["cred", "show", "acme", "fw", "--reveal"], b"", {"HANDOVER_PASSPHRASE": "wrong passphrase"}, [], 3),
     ]
-    for args, stdin, extra, allowed, code in steps:
-        env = private_env(hv, passphrase=pw, **extra)
-        done = run_env(args, env, stdin)
-        text = (done.stdout + done.stderr).decode(errors="replace")
-        assert done.returncode == code, (args, text)
-        forbidden = [s for s in [*ALL, str(hv["recovery"])] if s not in allowed]
-        assert contains_any(text, forbidden) == [], (args, text)
-        for s in allowed:
-            assert s in text, (args, "the command's job is to show it")
-        assert list(Path(hv["tmp"]).iterdir()) == [], (args, "left files in TMPDIR")
-        assert list(Path(hv["xdg"]).iterdir()) == [], (args, "left files in XDG_RUNTIME_DIR")
-        assert shm() - shm_before == set(), (args, "left files in /dev/shm")
-        if args == ["passwd"]:
+    # Steps that change nothing another step reads run at once (a batch); the rest one by one.
+    batches: list[list[tuple[list[str], bytes, dict[str, str], list[str], int]]] = [steps[:8], steps[10:14]]
+    batches[1:1] = [[st] for st in steps[8:10]]
+    batches += [[st] for st in steps[14:]]
+    assert sum(len(b) for b in batches) == len(steps)
+    for batch in batches:
+        procs = []
+        for args, stdin, extra, _, _ in batch:
+            procs.append(start(args, private_env(hv, passphrase=pw, **extra), stdin))
+        for (args, _, _, allowed, code), proc in zip(batch, procs, strict=True):
+            stdout, stderr = proc.communicate(timeout=300)
+            text = (stdout + stderr).decode(errors="replace")
+            assert proc.returncode == code, (args, text)
+            forbidden = [s for s in [*ALL, str(hv["recovery"])] if s not in allowed]
+            assert contains_any(text, forbidden) == [], (args, text)
+            for s in allowed:
+                assert s in text, (args, "the command's job is to show it")
+        assert list(Path(hv["tmp"]).iterdir()) == [], (batch, "left files in TMPDIR")
+        assert list(Path(hv["xdg"]).iterdir()) == [], (batch, "left files in XDG_RUNTIME_DIR")
+        assert shm() - shm_before == set(), (batch, "left files in /dev/shm")
+        if batch[0][0] == ["passwd"]:
             pw = NEW_PASSPHRASE
-        elif args == ["recover"]:
+        elif batch[0][0] == ["recover"]:
             pw = RECOVERED
     # Nothing in clear anywhere on disk: vault, WAL, backup, bundle, checkpoint, letter, sessions.
     leaks = plaintext_files(tmp_path, [*ALL, str(hv["recovery"]), DOC_BODY], skip=(Path(hv["scripts"]),))

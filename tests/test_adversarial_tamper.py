@@ -259,7 +259,7 @@ def _assert_detected(t: Template, target: Target, path: Path, expected: int) -> 
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.name)
 @settings(
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -275,7 +275,7 @@ def test_any_change_to_a_stored_blob_is_detected(
 
 
 @pytest.mark.parametrize("target", [t for t in TARGETS if t.table != "meta"], ids=lambda t: t.name)
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_a_blob_swapped_in_from_another_row_is_detected(
     template: Template, tmp_path: Path, target: Target, data: st.DataObject
@@ -288,8 +288,10 @@ def test_a_blob_swapped_in_from_another_row_is_detected(
         for r in _sql(path, f"SELECT {target.column} FROM {target.table}")
         if r[0] != original and r[0] is not None
     ]
-    if not candidates:
-        pytest.skip("a single row of this kind")
+    if not candidates and isinstance(original, str):
+        # Every entry was written in the same second: a plausible other time is the swap.
+        candidates = [original[:-2] + ("1Z" if not original.endswith("1Z") else "2Z")]
+    assert candidates, target.name
     new = data.draw(st.sampled_from(candidates), label="swapped in")
     _update(path, template, target, new)
     _assert_detected(template, target, path, target.exit_code)
