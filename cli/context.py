@@ -162,6 +162,15 @@ def read_secret_lines(prompt: str, count: int = 1) -> list[str]:
         except UnicodeDecodeError:
             raise InvalidInput("standard input is not UTF-8 text") from None
         lines = text.split("\n")
+        extra = [line for line in lines[count:] if line.strip()]
+        if extra:
+            # Taking the first line and dropping the rest would save a cut secret (an SSH key piped
+            # in keeps only "-----BEGIN ..."): refuse instead, and say how to store such a value.
+            raise InvalidInput(
+                f"standard input has {count + len(extra)} lines but {count} {'is' if count == 1 else 'are'} "
+                "expected (a secret is one line); nothing was saved",
+                "store a multi-line key as a file: handover attach add SLUG FILE",
+            )
         return [line.rstrip("\r") for line in lines[:count]] + [""] * max(0, count - len(lines))
     first = click.prompt(prompt, hide_input=True, err=True, default="", show_default=False)
     return [first]
