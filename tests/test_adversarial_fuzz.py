@@ -593,6 +593,14 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], bytes, dict[str, str], str]]
         ("cred-stdin-huge", ["cred", "add", "acme", "Huge"], big_ascii, {}, "larger than"),
         ("cred-stdin-binary", ["cred", "add", "acme", "Bin"], binary, {}, ""),
         ("cred-long-line", ["cred", "add", "acme", "Long"], b"s" * 500_000 + b"\n", {}, "too long"),
+        ("cred-many-lines", ["cred", "add", "acme", "Many"], b"line\n" * 150_000, {}, "lines"),
+        (
+            "cred-ssh-key",
+            ["cred", "add", "acme", "Key"],
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+            {},
+            "lines",
+        ),
         (
             "issue-file-huge",
             ["issue", "add", "acme", "Huge", "--severity", "low", "--file", str(tmp / "big.md")],
