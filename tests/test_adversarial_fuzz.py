@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PASSPHRASE, ROOT
-from tests.helpers_adversarial import base_env, start
+from tests.helpers_adversarial import base_env, contains_any, start
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -532,8 +532,12 @@ def test_mutated_import_files_are_refused_or_read_cleanly(
     if not src.exists():
         pytest.fail(f"fixture {fixture} is missing")
     path = tmp_path_factory.mktemp("imp") / fixture
+    secrets = [c["secret"] for c in _reader(kind)(src) if c.get("secret") and len(c["secret"]) >= 6]
     path.write_bytes(_mutate(src.read_bytes(), data.draw))
     out = only_vault_errors(_reader(kind), path)
+    if isinstance(out, Exception):
+        text = " ".join([str(out), *getattr(out, "hints", ())])
+        assert contains_any(text, secrets) == [], "an import error quoted a secret"
     if isinstance(out, list):
         assert all(isinstance(c, dict) and "label" in c for c in out)
 
