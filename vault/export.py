@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import validate
-from .errors import AlreadyExists, InvalidInput, PolicyRefused, StorageError
+from .errors import AlreadyExists, InvalidInput, PolicyRefused
 
 if TYPE_CHECKING:
     from .core import Vault
@@ -183,24 +183,16 @@ def export(
 
 
 def _publish(staging: Path, path: Path) -> None:
-    """Give the audited bundle its name without clobbering anything (link fails if path exists)."""
+    """Give the audited bundle its name without clobbering anything (vault/files.py's publish, which
+    also works where hard links do not: exFAT sticks, some shares)."""
+    from .files import _publish as publish_no_clobber
+
     try:
         os.chmod(staging, 0o600)
-        os.link(staging, path)
-        os.unlink(staging)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except FileExistsError:
+        publish_no_clobber(staging, path, overwrite=False)
+    except BaseException:
         staging.unlink(missing_ok=True)
-        raise AlreadyExists(
-            f"{str(path)!r} already exists", "choose another --out or remove it first"
-        ) from None
-    except OSError as exc:
-        staging.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+        raise
 
 
 def _with_progress(files: list[BundleFile], progress: Callable[[int, int], None]) -> list[BundleFile]:
