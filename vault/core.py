@@ -77,42 +77,55 @@ def init_vault(path: Path | str, passphrase: str, kdf: KdfParams | None = None) 
     crypto.check_kdf_for_create(params)
     if path.exists() or path.is_symlink():
         raise AlreadyExists(f"a file already exists at {path}; refusing to overwrite it")
+    # Built under a hidden name and given its real name only once complete: a process killed during
+    # init (even SIGKILL) leaves no half-made file at ``path`` that would block the next ``init``.
+    tmp = path.with_name(f".{path.name}.init-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store.create_private_file(path)
-    except FileExistsError:
-        raise AlreadyExists(f"a file already exists at {path}; refusing to overwrite it") from None
+        _remove_vault_files(tmp)  # a leftover of a crashed init that had this process id
+        store.create_private_file(tmp)
     except OSError as exc:
         raise StorageError(f"cannot create {path}: {exc.strerror}") from None
     try:
-        return _populate_new(path, secret, params)
-    except BaseException:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        raise
+        k, recovery = _populate_new(tmp, secret, params)
+        from .files import _publish
+
+        _publish(tmp, path, overwrite=False)  # no clobber; works where hard links do not
+    finally:
+        _remove_vault_files(tmp)
+    return Vault(path, store.Store(path), k), recovery
 
 
-def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[Vault, str]:
+def _remove_vault_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.VaultKeys, str]:
+    """Write a complete new vault at ``path`` and close it (its WAL folded into the file)."""
     st = store.Store(path)
-    store.upgrade(st)
-    vault_id = str(uuid.uuid4())
-    vmk = crypto.random_key()
-    k = keys.VaultKeys(vault_id, vmk)
-    recovery = keys.new_recovery_code()
-    priv, pub = crypto.new_signing_key()
-    with st.write("creating the vault") as s:
-        s.add(Meta(key="format", value=FORMAT))
-        s.add(Meta(key="vault_id", value=vault_id.encode()))
-        s.add(Meta(key="created_at", value=utcnow().encode()))
-        s.add(Meta(key="signing_public", value=pub))
-        s.add(Meta(key="signing_private", value=k.wrap_signing_key(priv)))
-        s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
-        rec = keys.normalise_recovery_code(recovery)
-        s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
-        mark_indexed(s)
-    v = Vault(path, st, k)
-    v.audit.append_now("vault.init", detail={"fingerprint": v.fingerprint})
-    return v, recovery
+    try:
+        store.upgrade(st)
+        vault_id = str(uuid.uuid4())
+        vmk = crypto.random_key()
+        k = keys.VaultKeys(vault_id, vmk)
+        recovery = keys.new_recovery_code()
+        priv, pub = crypto.new_signing_key()
+        with st.write("creating the vault") as s:
+            s.add(Meta(key="format", value=FORMAT))
+            s.add(Meta(key="vault_id", value=vault_id.encode()))
+            s.add(Meta(key="created_at", value=utcnow().encode()))
+            s.add(Meta(key="signing_public", value=pub))
+            s.add(Meta(key="signing_private", value=k.wrap_signing_key(priv)))
+            s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
+            rec = keys.normalise_recovery_code(recovery)
+            s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
+            mark_indexed(s)
+        v = Vault(path, st, k)
+        v.audit.append_now("vault.init", detail={"fingerprint": v.fingerprint})
+    finally:
+        st.close()
+    return k, recovery
 
 
 def _read_meta(st: store.Store) -> dict[str, bytes]:
