@@ -358,3 +358,26 @@ def test_kill_during_forget_is_all_or_nothing_and_leaves_no_key_behind(tmp_path:
     )
     assert bytes(wrapped) not in files, "the forgotten client's wrapped key survived the crash"
     assert not any(bytes(e)[13:45] in files for e in envelopes), "the forgotten client's ciphertext survived"
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "vault.store:upgrade:after:kill",  # schema made, nothing else
+        "vault.keys:make_slot:after:kill",  # inside the first transaction
+        "vault.audit:AuditLog.append_now:after:kill",  # complete, not yet published under its name
+        "vault.store:Store.close:after:kill",  # closed, not yet published
+    ],
+)
+def test_kill_during_init_leaves_no_half_made_vault(tmp_path: Path, point: str) -> None:
+    """A crashed init leaves nothing at the vault path: the next init simply works."""
+    path = tmp_path / "new" / "vault.db"
+    env = base_env(path, **fault_env(tmp_path, point))
+    done = run_env(["init"], env)
+    assert done.returncode == -9, done.stderr
+    assert not path.exists(), "a half-made vault blocks the next init"
+    assert b"Recovery code" not in done.stdout
+    again = run_env(["init"], base_env(path))
+    assert again.returncode == 0, again.stderr
+    assert which_opens(path, [PASSPHRASE]) == [PASSPHRASE]
+    assert integrity_check(path) == "ok"
