@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -215,12 +216,15 @@ def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*["" if c is None else str(c) for c in row])
+        # Text, not str: rich would parse "[...]" in a label as console markup (a label such as
+        # "x[/y]" crashed every list with MarkupError; "[link=...]" made a hyperlink).
+        t.add_row(*[Text(printable("" if c is None else str(c))) for c in row])
     # Piped output is not wrapped at 80 columns: scripts and pagers get whole lines.
     width = None if sys.stdout.isatty() else 400
     Console(no_color="NO_COLOR" in os.environ, soft_wrap=False, highlight=False, width=width).print(t)
@@ -233,7 +237,18 @@ def fields(pairs: list[tuple[str, Any]]) -> None:
             continue
         if isinstance(value, list):
             value = ", ".join(map(str, value))
-        click.echo(f"{key.ljust(width)}  {value}")
+        click.echo(f"{key.ljust(width)}  {printable(str(value))}")
+
+
+# C0 and C1 control characters except tab and newline, DEL, and the bidirectional overrides: data from
+# an imported file or a bundle could otherwise drive the terminal (clear the screen, retitle the
+# window, overwrite a line with a carriage return, reorder text) when it is listed.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters shown as escapes (``\\x1b``) instead of obeyed."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def short(rid: str) -> str:
