@@ -12,7 +12,7 @@ from typing import IO
 
 import click
 
-from cli.context import child_env, confirm, emit_json, json_option, short, state, table
+from cli.context import child_env, confirm, emit_json, json_option, printable, short, state, table
 
 
 def _ram_dir() -> str | None:
@@ -145,9 +145,11 @@ def doc_show(slug: str, ref: str) -> None:
     if state().as_json:
         emit_json(rec.to_json())
         return
+    # Control characters are shown, not obeyed (an imported page could drive the terminal); --json
+    # gives the exact text.
     if not rec.data["body"].lstrip().startswith("#"):
-        click.echo(f"# {rec.data['title']}\n")
-    click.echo(rec.data["body"])
+        click.echo(f"# {printable(rec.data['title'])}\n")
+    click.echo(printable(rec.data["body"]))
 
 
 @doc.command("edit")

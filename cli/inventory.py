@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, fields, json_option, short, state, table
+from cli.context import emit_json, fields, json_option, printable, short, state, table
 
 
 @click.group()
@@ -201,7 +201,7 @@ def issue_show(slug: str, ref: str) -> None:
     )
     if d.get("description"):
         click.echo("")
-        click.echo(d["description"])
+        click.echo(printable(d["description"]))
 
 
 @issue.command("edit")
