@@ -726,3 +726,55 @@ def test_duplicate_slugs_under_a_race(cli_vault: Path) -> None:
 
     with open_vault(cli_vault, passphrase=PASSPHRASE) as v:
         assert [c.slug for c in v.clients.list()].count("raced") == 1
+
+
+# --- stored text shown on a terminal ------------------------------------------------------------------
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+HOSTILE_NAMES = [
+    "x[/foo]",
+    "[link=file:///etc/passwd]click[/link]",
+    "[bold red]shout[/]",
+    "fw\x1b[2J\x1b]0;pwned\x07",
+    "line\roverwritten",
+    "abc\u202edcba",
+    "nul\x00byte",
+    "\x9b31mcsi",
+]
+
+
+@FAST
+@given(st.lists(st.one_of(st.text(max_size=30), st.sampled_from(HOSTILE_NAMES)), min_size=1, max_size=6))
+def test_tables_and_fields_never_crash_or_pass_control_characters(
+    capsys: pytest.CaptureFixture[str], cells: list[str]
+) -> None:
+    from cli.context import fields, table
+
+    table(["name", "other"], [[c, c[::-1]] for c in cells], "things")
+    fields([(f"k{i}", c) for i, c in enumerate(cells)])
+    out = capsys.readouterr().out
+    assert CONTROL.search(out.replace("\n", "").replace("\t", "")) is None, repr(out)
+
+
+def test_hostile_names_through_the_command(cli_vault: Path) -> None:
+    """Labels from an outside file are listed as text: no markup, no terminal control, no crash."""
+    csv_file = cli_vault.parent / "hostile.csv"
+    rows = "".join(f'"{n.replace(chr(0), "")}",user,secret-{i}\n' for i, n in enumerate(HOSTILE_NAMES))
+    csv_file.write_text("label,username,password\n" + rows)
+    done = start(["import", "csv", "acme", str(csv_file)], base_env(cli_vault)).communicate(timeout=120)
+    assert b"Error" not in done[1], done[1]
+    body = "# Page\n\n\x1b[2J\x1b]0;pwned\x07 and [bold]markup[/bold]\r\n"
+    start(["doc", "add", "acme", "Hostile"], base_env(cli_vault), body.encode()).communicate(timeout=120)
+    for args in (
+        ["cred", "list", "acme"],
+        ["doc", "show", "acme", "Hostile"],
+        ["doc", "list", "acme"],
+        ["search", "user"],
+    ):
+        proc = start(args, base_env(cli_vault))
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (args, err)
+        text = out.decode()
+        assert CONTROL.search(text.replace("\n", "").replace("\t", "")) is None, (args, text)
+        if args[:2] == ["cred", "list"]:
+            assert "x[/foo]" in text and "[link=file:///etc/passwd]click[/link]" in text, text
