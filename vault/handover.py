@@ -344,15 +344,17 @@ def acknowledgement_html(h: Handover) -> str:
 
 def attachment_names(h: Handover) -> list[tuple[str, Rec]]:
     """Unique, safe file names for the attachments (a clash gets a numeric prefix)."""
+    # Compared case-insensitively: the successor's reader (and macOS/Windows) treat Config.txt and
+    # config.txt as one file, so a bundle holding both could never be opened.
     seen: set[str] = set()
     out = []
     for a in h.attachments:
         name = safe_filename(a.data["name"], "attachment")
         n = 2
-        while name in seen:
+        while name.casefold() in seen:
             name = f"{n}-{safe_filename(a.data['name'], 'attachment')}"
             n += 1
-        seen.add(name)
+        seen.add(name.casefold())
         out.append((name, a))
     return out
 
