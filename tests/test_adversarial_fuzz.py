@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PASSPHRASE, ROOT
@@ -778,3 +778,68 @@ def test_hostile_names_through_the_command(cli_vault: Path) -> None:
         assert CONTROL.search(text.replace("\n", "").replace("\t", "")) is None, (args, text)
         if args[:2] == ["cred", "list"]:
             assert "x[/foo]" in text and "[link=file:///etc/passwd]click[/link]" in text, text
+
+
+# --- names chosen by the user end up as file names in the bundle --------------------------------------
+
+name_text = st.one_of(
+    st.text(min_size=1, max_size=80).filter(lambda t: t.strip() and "\x00" not in t),
+    st.sampled_from(
+        [
+            "../../etc/passwd",
+            "Config.txt",
+            "config.txt",
+            "CONFIG.TXT",
+            "a\\b",
+            "CON",
+            ".",
+            "..x",
+            "-rf",
+            "x" * 300,
+            "émoji 🙂.png",
+            "e\u0301.txt",
+            "é.txt",
+            "\u202etxt.exe",
+        ]
+    ),
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(titles=st.lists(name_text, min_size=1, max_size=4), names=st.lists(name_text, min_size=1, max_size=4))
+@example(titles=["../../etc/passwd", "x" * 300], names=["Config.txt", "config.txt", "CONFIG.TXT"])
+@example(titles=["é"], names=["e\u0301.txt", "é.txt", "../x", "a\\b"])
+def test_any_titles_and_attachment_names_give_a_bundle_the_successor_can_open(
+    tmp_path_factory: pytest.TempPathFactory, titles: list[str], names: list[str]
+) -> None:
+    """Doc titles and attachment names become file names in the bundle: whatever they are, the
+    export verifies and opens, and every file lands inside the target folder."""
+    import pyrage
+
+    from vault import init_vault
+    from vault.agefile import load_identity_file
+    from vault.bundle_format import open_sealed_bundle
+    from vault.errors import InvalidInput
+    from vault.export import export
+
+    d = tmp_path_factory.mktemp("names")
+    ident = pyrage.x25519.Identity.generate()
+    (d / "id.txt").write_text(f"{ident}\n")
+    v, _ = init_vault(d / "vault.db", PASSPHRASE)
+    with v:
+        v.clients.add("acme", name="ACME")
+        for t in titles:
+            v.docs.add("acme", title=t, body="body")
+        for i, n in enumerate(names):
+            src = d / f"src-{i}"
+            src.write_bytes(f"content {i}".encode())
+            try:
+                v.attachments.add_file("acme", src, name=n)
+            except InvalidInput:
+                pass  # a name the vault refuses to store ("/", "..") is not exported either
+        export(v, "acme", recipients=[str(ident.to_public())], out=d / "b.tar.age", force=True)
+    out = d / "opened"
+    vb = open_sealed_bundle(d / "b.tar.age", out, identities=load_identity_file(d / "id.txt"))
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in written)
+    assert len([f for f in vb.files if f.path.startswith("docs/")]) == len(titles)
