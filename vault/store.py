@@ -218,13 +218,26 @@ def check_schema(store: Store) -> bool:
 
 
 def upgrade_older(store: Store) -> None:
-    """Back an older vault up next to it (SQLite online backup, 0600), then upgrade it in place."""
-    backup_to = store.path.with_name(f"{store.path.name}.pre-{SCHEMA_HEAD}.bak")
-    n = 1
-    while backup_to.exists():
-        backup_to = store.path.with_name(f"{store.path.name}.pre-{SCHEMA_HEAD}.{n}.bak")
-        n += 1
-    online_backup(store.path, backup_to)
+    """Back an older vault up next to it (SQLite online backup, 0600), then upgrade it in place.
+
+    Several processes may open an older vault at once: each checks the revision again before it
+    backs up, takes a backup name no other has taken, and upgrades under the write lock (see
+    :func:`upgrade`), where the second finds the work done.
+    """
+    from .errors import AlreadyExists
+
+    if schema_revision(store) == SCHEMA_HEAD:
+        return
+    for n in range(1000):
+        name = f"{store.path.name}.pre-{SCHEMA_HEAD}{f'.{n}' if n else ''}.bak"
+        backup_to = store.path.with_name(name)
+        if backup_to.exists():
+            continue
+        try:
+            online_backup(store.path, backup_to)
+            break
+        except AlreadyExists:
+            continue  # another process opening the vault took this name meanwhile
     upgrade(store)
 
 
@@ -235,7 +248,11 @@ def upgrade(store: Store, revision: str = "head") -> None:
     from migrations import alembic_config
 
     try:
-        with store.engine.connect() as conn:
+        with store._writer.connect() as conn:
+            # BEGIN IMMEDIATE first: Alembic then reads the revision under the write lock, so two
+            # processes opening an older vault at once upgrade it one after the other (the second
+            # finds it done) instead of racing, and the whole upgrade commits or rolls back as one.
+            conn.begin()
             cfg = alembic_config(conn)
             command.upgrade(cfg, revision)
             conn.commit()
