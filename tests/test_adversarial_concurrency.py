@@ -224,3 +224,26 @@ def test_hot_backup_while_others_write_opens_and_verifies(conc_vault: Path, tmp_
             assert counter.data["n"] <= pings <= counter.data["n"] + 2
         done = run_env(["audit", "verify"], base_env(dest))
         assert done.returncode == 0, done.stderr
+
+
+def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path) -> None:
+    """Several commands opening a vault of the first schema at once: all succeed, one upgrade."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "old.db"
+    shutil.copyfile(ROOT / "tests" / "golden" / "vault-0001.db", path)
+    env = base_env(path, passphrase="golden vault passphrase")
+    procs = [start(["client", "list"], env) for _ in range(5)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert integrity_check(path) == "ok"
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+    con.close()
+    backups = sorted(p.name for p in tmp_path.iterdir() if ".pre-" in p.name)
+    assert backups and all(p.endswith(".bak") for p in backups), backups
+    done = run_env(["audit", "verify"], env)
+    assert done.returncode == 0, done.stderr
