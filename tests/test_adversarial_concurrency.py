@@ -240,8 +240,10 @@ def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert integrity_check(path) == "ok"
+    from vault.store import SCHEMA_HEAD
+
     with sqlite3.connect(path) as con:
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
     con.close()
     backups = sorted(p.name for p in tmp_path.iterdir() if ".pre-" in p.name)
     assert backups and all(p.endswith(".bak") for p in backups), backups

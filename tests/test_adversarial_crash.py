@@ -295,8 +295,10 @@ def test_kill_during_schema_upgrade_leaves_an_openable_vault(tmp_path: Path, poi
     assert integrity_check(path) == "ok"
     again = run_env(["audit", "verify"], base_env(path, passphrase=passphrase))
     assert again.returncode == 0, again.stderr
+    from vault.store import SCHEMA_HEAD
+
     with sqlite3.connect(path) as con:
-        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
 
 
 def _golden_passphrase() -> str:
