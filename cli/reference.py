@@ -20,13 +20,16 @@ def walk(cmd: click.Command, path: list[str]) -> Iterator[tuple[list[str], click
 
 
 def help_text(path: list[str], cmd: click.Command) -> str:
-    parent = None
-    for i, name in enumerate(path):
-        parent = click.Context(cmd if i == len(path) - 1 else click.Command(name), info_name=name, parent=parent)
-    assert parent is not None
-    parent.max_content_width = 100
-    parent.terminal_width = 100
-    return cmd.get_help(parent)
+    """The command's --help exactly as a user sees it (context settings of the group applied)."""
+    ctx = cli.make_context(path[0], [], resilient_parsing=True, terminal_width=100)
+    node: click.Command = cli
+    for name in path[1:]:
+        assert isinstance(node, click.Group)
+        sub = node.get_command(ctx, name)
+        assert sub is not None
+        ctx = sub.make_context(name, [], parent=ctx, resilient_parsing=True)
+        node = sub
+    return node.get_help(ctx)
 
 
 def reference() -> str:
