@@ -843,3 +843,46 @@ def test_any_titles_and_attachment_names_give_a_bundle_the_successor_can_open(
     written = [p for p in out.rglob("*") if p.is_file()]
     assert all(p.resolve().is_relative_to(out.resolve()) for p in written)
     assert len([f for f in vb.files if f.path.startswith("docs/")]) == len(titles)
+
+
+def test_bundle_signatures_forged_flipped_or_truncated_are_refused(bundle_tar: tuple[bytes, Any]) -> None:
+    """manifest.sig must be the signer's signature of manifest.json's exact bytes; a bundle
+    re-signed by someone else verifies only until the expected fingerprint is given."""
+    from vault import crypto
+    from vault.bundle_format import verify_bundle_tar
+    from vault.errors import IntegrityError
+
+    raw, (_priv, pub, root) = bundle_tar
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        members = {m.name: (m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar.getmembers()}  # type: ignore[union-attr]
+
+    def rebuilt(**replace: bytes) -> io.BytesIO:
+        out = []
+        for name, (m, data) in members.items():
+            data = replace.get(name.split("/", 1)[-1], data)
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime, info.mode = (
+                m.type,
+                len(data) if m.isreg() else 0,
+                m.mtime,
+                m.mode,
+            )
+            out.append((info, data))
+        return io.BytesIO(_tar(out))
+
+    sig = members[f"{root}/manifest.sig"][1]
+    manifest = members[f"{root}/manifest.json"][1]
+    genuine = crypto.fingerprint(pub)
+    assert verify_bundle_tar(rebuilt(), genuine).signer_fingerprint == genuine
+    for bad in (bytes([sig[0] ^ 1]) + sig[1:], sig[:-1], sig + b"\0", b""):
+        with pytest.raises(IntegrityError):
+            verify_bundle_tar(rebuilt(**{"manifest.sig": bad}))
+    with pytest.raises(IntegrityError):
+        verify_bundle_tar(rebuilt(**{"manifest.json": manifest.replace(b'"acme"', b'"acmf"')}))
+    # An attacker re-signs with their own key and ships their public key as signer.pub.
+    evil_priv, evil_pub = crypto.new_signing_key()
+    forged = rebuilt(
+        **{"manifest.sig": crypto.sign(evil_priv, manifest), "signer.pub": crypto.public_key_pem(evil_pub)}
+    )
+    with pytest.raises(IntegrityError):
+        verify_bundle_tar(forged, genuine)
