@@ -8,6 +8,7 @@ write (the audit chain depends on it). SQLAlchemy and SQLite errors are wrapped 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -27,15 +28,20 @@ SCHEMA_HEAD = "0002"
 KNOWN_REVISIONS = ("0001", "0002")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_SECONDS = 30.0
+MAX_BUSY_SECONDS = 86_400.0
 
 
 def busy_seconds() -> float:
     """How long a writer waits for another process before giving up (``HANDOVER_BUSY_TIMEOUT``)."""
     raw = os.environ.get("HANDOVER_BUSY_TIMEOUT")
     try:
-        return max(0.1, float(raw)) if raw else DEFAULT_BUSY_SECONDS
+        seconds = float(raw) if raw else DEFAULT_BUSY_SECONDS
     except ValueError:
         return DEFAULT_BUSY_SECONDS
+    if not math.isfinite(seconds):  # "inf" overflowed the milliseconds given to SQLite; "nan" is no time
+        return DEFAULT_BUSY_SECONDS
+    # SQLite takes a 32-bit count of milliseconds: a day is far beyond any real wait, and still bounded.
+    return min(max(0.1, seconds), MAX_BUSY_SECONDS)
 
 
 def create_private_file(path: Path) -> None:
