@@ -249,3 +249,20 @@ def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path
     assert backups and all(p.endswith(".bak") for p in backups), backups
     done = run_env(["audit", "verify"], env)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "1e12", "-5", "0", "abc", "", "1e-9"])
+def test_hostile_busy_timeouts_still_give_a_bounded_wait(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    import math
+
+    from vault.store import busy_seconds
+
+    monkeypatch.setenv("HANDOVER_BUSY_TIMEOUT", raw)
+    seconds = busy_seconds()
+    assert math.isfinite(seconds) and 0.1 <= seconds <= 86_400
+    assert int(seconds * 1000) < 2**31  # SQLite's busy_timeout is a 32-bit count of milliseconds
+
+
+def test_an_infinite_busy_timeout_is_not_an_internal_error(conc_vault: Path) -> None:
+    done = run_env(["cred", "list", "acme"], base_env(conc_vault, HANDOVER_BUSY_TIMEOUT="inf"))
+    assert done.returncode == 0, done.stderr
