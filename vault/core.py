@@ -23,7 +23,6 @@ from .models import KeySlot, Meta
 from .search import mark_indexed
 
 if TYPE_CHECKING:
-
     from .attachments import Attachments
     from .audit import AuditLog
     from .clients import Clients
@@ -348,9 +347,12 @@ class Vault:
         store.online_backup(self.path, dest)
         return dest
 
-    def write(self, doing: str) -> Any:
-        """A write transaction on the vault (``with v.write("adding a doc") as s:``)."""
-        return self.store.write(doing)
+    def write(self, doing: str, bulk: bool = False) -> Any:
+        """A write transaction on the vault (``with v.write("adding a doc") as s:``).
+
+        ``bulk=True`` for transactions that add thousands of records (a larger page cache).
+        """
+        return self.store.write(doing, bulk)
 
     def read(self) -> Any:
         return self.store.read()

@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -143,6 +144,25 @@ def hkdf(key: bytes, info: bytes, length: int = KEY_SIZE) -> bytes:
 def mac(key: bytes, data: bytes) -> bytes:
     """HMAC-SHA256 (the standard library's HMAC, fed by our keys)."""
     return _hmac.new(key, data, hashlib.sha256).digest()
+
+
+class Mac:
+    """HMAC-SHA256 under one key that MACs many messages (search tokens, the audit chain).
+
+    The key is absorbed once; each message then starts from a copy of that keyed state. With
+    cryptography's HMAC that is about a third of the cost of ``hmac.new`` per short message (an
+    import computes half a million search tokens). Same output as :func:`mac`.
+    """
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: bytes) -> None:
+        self._keyed = HMAC(key, hashes.SHA256())
+
+    def __call__(self, data: bytes) -> bytes:
+        h = self._keyed.copy()
+        h.update(data)
+        return h.finalize()
 
 
 def mac_equal(a: bytes, b: bytes) -> bool:

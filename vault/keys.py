@@ -168,13 +168,15 @@ class VaultKeys:
 class ClientKeys:
     """A client's data key and the keys derived from it (all shredded with the wrapped key)."""
 
-    __slots__ = ("key", "record_index_key", "sealer", "search_key")
+    __slots__ = ("key", "record_index_key", "sealer", "search_key", "search_mac")
 
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.sealer = Sealer(key)
         self.record_index_key = crypto.hkdf(key, INFO_RECORD_INDEX)
         self.search_key = crypto.hkdf(key, INFO_SEARCH_INDEX)
+        # Keyed once: a record contributes dozens of tokens, an import hundreds of thousands.
+        self.search_mac = crypto.Mac(self.search_key)
 
     def record_lookup(self, kind: str, name: str) -> str:
         normal = unicodedata.normalize("NFC", name).casefold().strip()

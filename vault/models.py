@@ -119,16 +119,21 @@ class AuditEntry(Base):
 
 
 class SearchToken(Base):
-    """Keyed hashes of word prefixes of a record's non-secret fields (schema 0002).
+    """Keyed hashes of word prefixes of a record's non-secret fields (schema 0003).
 
     ``token = HMAC(client search key, prefix)``: search finds candidate records without decrypting
     the client's every record, and the tokens die with the client's key. They reveal which records
     share a word prefix, never the word (docs/security.md).
+
+    One B-tree (WITHOUT ROWID, keyed by the primary key) and no second index by record: a record
+    has about fifty tokens, and a second index written in another order doubled the cost of every
+    import (docs/performance.md). A record's tokens are deleted by recomputing them from its payload
+    (``vault.search``); a client's go with it (``ON DELETE CASCADE`` on the key's first column).
     """
 
     __tablename__ = "search_tokens"
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
-    token: Mapped[str] = mapped_column(String(32), primary_key=True)
-    record_id: Mapped[str] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    token: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(36), primary_key=True)
 
-    __table_args__ = (Index("ix_search_tokens_record", "record_id"),)
+    __table_args__ = ({"sqlite_with_rowid": False},)

@@ -11,6 +11,7 @@ import builtins
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,9 @@ from sqlalchemy import delete, func, select
 from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound
 from .keys import record_aad
-from .models import Record, RecordVersion
-from .search import index_record
+from .models import Record, RecordVersion, SearchToken
+from .search import drop_record_tokens, index_new_records, index_record
+from .store import insert_many
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -32,6 +34,7 @@ KINDS = ("contact", "doc", "asset", "cred", "issue", "attachment", "ack", "reque
 # The command group of a kind, where the two differ (the hint must name a command that exists).
 _COMMAND = {"attachment": "attach"}
 _ID_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
+_RECORD_COLUMNS = ("id", "client_id", "kind", "version", "lookup", "created_at", "updated_at", "envelope")
 
 
 @dataclass
@@ -115,6 +118,31 @@ class Records:
         index_record(s, client, rec)
         return rec
 
+    def add_many(
+        self, s: Session, client: ClientRef, kind: str, items: Iterable[tuple[dict[str, Any], str | None]]
+    ) -> builtins.list[Rec]:
+        """Add many records of one kind (``(data, name)`` pairs) in the caller's transaction.
+
+        The same rows as :meth:`add`, written with one multi-row INSERT for the records and one for
+        their search tokens instead of an ORM flush per record (imports of thousands of entries).
+        """
+        from .core import utcnow
+
+        now = utcnow()
+        rows: builtins.list[tuple[Any, ...]] = []
+        recs: builtins.list[Rec] = []
+        for data, name in items:
+            rid = str(uuid.uuid4())
+            lookup = client.keys.record_lookup(kind, name) if name else None
+            envelope = self.seal(client, kind, rid, 1, data)
+            rows.append((rid, client.id, kind, 1, lookup, now, now, envelope))
+            recs.append(Rec(rid, client.id, kind, 1, now, now, data))
+        if rows:
+            s.flush()  # pending ORM rows first: the records' client must exist before they do
+            insert_many(s, Record.__table__, _RECORD_COLUMNS, rows)
+            index_new_records(s, client, recs)
+        return recs
+
     def update(
         self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any], name: str | None = None
     ) -> Rec:
@@ -127,6 +155,7 @@ class Records:
         if row.version != rec.version:
             raise InvalidInput(f"{rec.kind} {rec.id} was changed meanwhile; try again")
         now = utcnow()
+        before = self.unseal(client, rec.kind, rec.id, row.version, row.envelope)
         s.add(
             RecordVersion(
                 record_id=row.id, version=row.version, created_at=row.updated_at, envelope=row.envelope
@@ -139,7 +168,7 @@ class Records:
             row.lookup = client.keys.record_lookup(rec.kind, name)
         s.flush()
         new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, now, data)
-        index_record(s, client, new, replace=True)
+        index_record(s, client, new, old=before)
         return new
 
     def update_in_place(self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any]) -> Rec:
@@ -147,13 +176,25 @@ class Records:
         row = s.get(Record, rec.id)
         if row is None:
             raise NotFound(f"{rec.kind} {rec.id} no longer exists")
+        before = self.unseal(client, rec.kind, rec.id, row.version, row.envelope)
         row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
         s.flush()
         new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, rec.updated_at, data)
-        index_record(s, client, new, replace=True)
+        index_record(s, client, new, old=before)
         return new
 
     def delete(self, s: Session, client: ClientRef, rec: Rec) -> None:
+        row = s.get(Record, rec.id)
+        if row is not None and row.client_id == client.id:
+            # Search tokens have no index by record: they are found again from the stored payload.
+            try:
+                drop_record_tokens(s, client, self.load(client, row))
+            except IntegrityError:  # a payload that no longer decrypts: look through the client's
+                s.execute(
+                    delete(SearchToken).where(
+                        SearchToken.client_id == client.id, SearchToken.record_id == rec.id
+                    )
+                )
         s.execute(delete(Record).where(Record.id == rec.id, Record.client_id == client.id))
 
     # --- reading ----------------------------------------------------------------------------------

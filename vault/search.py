@@ -10,13 +10,14 @@ looks at secrets or TOTP seeds.
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 
-from . import crypto
 from .errors import InvalidInput
 from .models import Meta, Record, SearchToken
+from .store import insert_many
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,6 +39,8 @@ NOT_SEARCHED = {"secret", "totp", "sha256", "fields"}
 MIN_PREFIX, MAX_PREFIX = 2, 12
 _WORD = re.compile(r"\w+", re.UNICODE)
 INDEX_FLAG = "search_index"
+TOKEN_BYTES = 16  # 128 bits of HMAC-SHA256: collisions between a client's prefixes never happen
+INSERT_CHUNK = 20_000  # token rows per statement: bounded memory for the parameter lists
 
 
 def _text(data: dict[str, Any]) -> str:
@@ -53,38 +56,98 @@ def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.casefold()) if len(w) >= MIN_PREFIX}
 
 
-def _token(client: ClientRef, prefix: str) -> str:
-    return crypto.mac(client.keys.search_key, prefix.encode("utf-8")).hex()[:32]
+def _token(client: ClientRef, prefix: str) -> bytes:
+    return client.keys.search_mac(prefix.encode("utf-8"))[:TOKEN_BYTES]
 
 
-def tokens_for(client: ClientRef, data: dict[str, Any]) -> set[str]:
+def tokens_for(client: ClientRef, data: dict[str, Any], memo: dict[str, bytes] | None = None) -> set[bytes]:
+    """The tokens of a record's payload. ``memo`` (prefix -> token) saves recomputing the HMAC of
+    prefixes that many records share ("ad", "adm", "https", ...) while indexing many at once."""
     prefixes = {w[:n] for w in _words(_text(data)) for n in range(MIN_PREFIX, min(len(w), MAX_PREFIX) + 1)}
-    return {_token(client, p) for p in prefixes}
+    if memo is None:
+        return {_token(client, p) for p in prefixes}
+    out = set()
+    for p in prefixes:
+        token = memo.get(p)
+        if token is None:
+            token = memo[p] = _token(client, p)
+        out.add(token)
+    return out
 
 
-def index_record(s: Session, client: ClientRef, rec: Rec, replace: bool = False) -> None:
-    """(Re)write a record's tokens inside the caller's transaction."""
+def _insert(s: Session, client: ClientRef, rows: list[tuple[bytes, str]]) -> None:
+    """Insert (token, record id) rows in primary-key order, a chunk per statement.
+
+    In key order each B-tree page is filled once instead of being revisited at random: that is
+    most of the cost of writing the tokens of a large import.
+    """
+    rows.sort(key=itemgetter(0))  # by token: cheaper than by (token, record), and nearly as local
+    table = SearchToken.__table__
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = [(client.id, t, rid) for t, rid in rows[start : start + INSERT_CHUNK]]
+        insert_many(s, table, ("client_id", "token", "record_id"), chunk)
+
+
+def index_record(s: Session, client: ClientRef, rec: Rec, old: dict[str, Any] | None = None) -> None:
+    """Write a record's tokens inside the caller's transaction; ``old`` is the payload it replaces.
+
+    The tokens of ``old`` that the new payload no longer has are deleted by primary key: the table
+    has no index by record (see :class:`vault.models.SearchToken`), so they are recomputed.
+    """
     if rec.kind not in SEARCH_KINDS:
         return
-    if replace:
-        s.execute(delete(SearchToken).where(SearchToken.record_id == rec.id))
-    rows = [{"client_id": client.id, "token": t, "record_id": rec.id} for t in tokens_for(client, rec.data)]
-    if rows:
-        s.execute(insert(SearchToken), rows)
+    new = tokens_for(client, rec.data)
+    if old is not None:
+        before = tokens_for(client, old)
+        if before - new:
+            drop_tokens(s, client, rec.id, before - new)
+        new -= before
+    _insert(s, client, [(t, rec.id) for t in new])
+
+
+def drop_tokens(s: Session, client: ClientRef, record_id: str, tokens: set[bytes]) -> None:
+    """Delete a record's tokens (computed from the payload that produced them)."""
+    ordered = sorted(tokens)
+    for start in range(0, len(ordered), INSERT_CHUNK):
+        s.execute(
+            delete(SearchToken).where(
+                SearchToken.client_id == client.id,
+                SearchToken.record_id == record_id,
+                SearchToken.token.in_(ordered[start : start + INSERT_CHUNK]),
+            )
+        )
+
+
+def drop_record_tokens(s: Session, client: ClientRef, rec: Rec) -> None:
+    """Delete the tokens of a record about to be deleted (``rec.data`` as stored)."""
+    if rec.kind in SEARCH_KINDS:
+        tokens = tokens_for(client, rec.data)
+        if tokens:
+            drop_tokens(s, client, rec.id, tokens)
+
+
+def index_new_records(s: Session, client: ClientRef, recs: list[Rec]) -> None:
+    """Write the tokens of records just added, all in index order (bulk imports)."""
+    memo: dict[str, bytes] = {}
+    _insert(
+        s,
+        client,
+        [(t, rec.id) for rec in recs if rec.kind in SEARCH_KINDS for t in tokens_for(client, rec.data, memo)],
+    )
 
 
 def ensure_index(v: Vault) -> None:
-    """Build tokens for records written before schema 0002 (once per vault)."""
+    """Build the tokens of every record when the vault has none yet (after schema 0002 or 0003)."""
     with v.read() as s:
         if s.get(Meta, INDEX_FLAG) is not None:
             return
-    with v.write("building the search index") as s:
+    with v.write("building the search index", bulk=True) as s:
         if s.get(Meta, INDEX_FLAG) is not None:
             return
+        s.execute(delete(SearchToken))
         for client in v.clients.list():
             for kind in SEARCH_KINDS:
-                for rec in v.records.list(s, client, kind):
-                    index_record(s, client, rec, replace=True)
+                index_new_records(s, client, v.records.list(s, client, kind))
         s.add(Meta(key=INDEX_FLAG, value=b"1"))
 
 
