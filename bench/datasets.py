@@ -298,7 +298,7 @@ def records(n: int, rebuild: bool = False, progress: Callable[[str], None] = pri
                     )
                     for kind, w in MIX:
                         count = per_client * w // weight
-                        with v.write(f"bench: {kind} records") as s:
+                        with v.write(f"bench: {kind} records", bulk=True) as s:
                             client = v.clients.get(slug, s)
                             items = [_record(kind, j, rnd) for j in range(count)]
                             if slug == "acme":

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: see --tag
 
 from bench import datasets
 from bench.common import (
@@ -441,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="rounds per comparison (default: per benchmark)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/performance.md")
+    ap.add_argument(
+        "--tag",
+        help="store results as bench/out/results-TAG.json and leave the doc alone "
+        "(e.g. a run with PYTHONPATH=<older tree> for a before/after figure)",
+    )
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = ap.parse_args(argv)
     if args.list:
@@ -456,12 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(HANDOVER_KDF="minimum", HANDOVER_RUNTIME_DIR=str(RUNTIME))
     DATA.mkdir(parents=True, exist_ok=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    store = OUT / ("quick.json" if args.quick else "results.json")
+    store = OUT / ("quick.json" if args.quick else f"results-{args.tag}.json" if args.tag else "results.json")
     try:
         results = json.loads(store.read_text())
     except (OSError, ValueError):
         results = {"benches": {}}
     results["machine"] = machine()
+    import vault
+
+    results["tree"] = str(Path(vault.__file__).resolve().parents[1])
+    print(f"bench: handover from {results['tree']}", flush=True)
     print(f"bench: load average {loadavg()}; {results['machine']['cpu']}", flush=True)
     for name in names:
         cfg = Config(args.quick, args.rounds, args.rebuild)
@@ -472,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     results["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")
     store.write_text(json.dumps(results, indent=2))
-    if not args.quick and not args.no_doc:
+    if not args.quick and not args.no_doc and not args.tag:
         write_doc(results)
         print(f"bench: wrote {DOC.relative_to(ROOT)}")
     print(f"bench: results in {store.relative_to(ROOT)}")
