@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -54,7 +53,11 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
     from vault.errors import InvalidInput
 
     try:
-        cp = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            data = fh.read(65_537)  # a checkpoint is a few hundred bytes: never read a huge file whole
+        if len(data) > 65_536:
+            raise ValueError("too large")
+        cp = json.loads(data.decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         raise InvalidInput(f"{path} is not a checkpoint file") from None
     if not isinstance(cp, dict):

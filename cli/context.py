@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ SECRET_ENV = (
 )
 _secrets: dict[str, str] = {}
 MAX_STDIN = 1_048_576
+MAX_PASSPHRASE_BYTES = 65_536  # a passphrase is a line: a bigger file or output is the wrong one
 
 
 def capture_secret_env() -> None:
@@ -96,7 +98,13 @@ def read_passphrase(prompt: str = "Vault passphrase") -> str:
     file = os.environ.get("HANDOVER_PASSPHRASE_FILE")
     if file:
         try:
-            return Path(file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+            with Path(file).expanduser().open("rb") as fh:
+                data = fh.read(MAX_PASSPHRASE_BYTES + 1)
+            if len(data) > MAX_PASSPHRASE_BYTES:
+                raise InvalidInput(
+                    f"HANDOVER_PASSPHRASE_FILE ({file}) is larger than 64 KiB: it is not a passphrase file"
+                )
+            return data.decode("utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInput(
                 f"cannot read HANDOVER_PASSPHRASE_FILE ({file}): {exc.__class__.__name__}"
@@ -119,16 +127,55 @@ def _run_passphrase_command(command: str) -> str:
     from vault.errors import AuthenticationFailed
 
     try:
-        done = subprocess.run(
-            shlex.split(command), capture_output=True, env=child_env(), timeout=120, check=False
+        proc = subprocess.Popen(
+            shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
         )
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ValueError) as exc:
         raise AuthenticationFailed(
             f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})"
         ) from None
-    if done.returncode != 0:
-        raise AuthenticationFailed(f"HANDOVER_PASSPHRASE_COMMAND exited with status {done.returncode}")
-    return done.stdout.decode("utf-8", "replace").rstrip("\r\n")
+    try:
+        # Read at most 64 KiB within the time limit: a command that prints without end (or hangs)
+        # must not fill memory or block forever.
+        out = _read_bounded(proc, MAX_PASSPHRASE_BYTES, deadline=time.monotonic() + 120)
+        if out is None:
+            raise AuthenticationFailed(
+                "HANDOVER_PASSPHRASE_COMMAND printed more than 64 KiB: not a passphrase"
+            )
+        returncode = proc.wait(timeout=5)
+    except (subprocess.TimeoutExpired, TimeoutError) as exc:
+        raise AuthenticationFailed(
+            f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})"
+        ) from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if returncode != 0:
+        raise AuthenticationFailed(f"HANDOVER_PASSPHRASE_COMMAND exited with status {returncode}")
+    return out.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _read_bounded(proc: subprocess.Popen[bytes], limit: int, deadline: float) -> bytes | None:
+    """The child's whole stdout, or None past ``limit`` bytes; TimeoutError past ``deadline``."""
+    import selectors
+
+    assert proc.stdout is not None
+    out = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if not sel.select(left):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                return bytes(out)
+            out += chunk
+            if len(out) > limit:
+                return None
 
 
 def _tty() -> bool:
