@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import tarfile
 from html.parser import HTMLParser
 from pathlib import Path
@@ -886,3 +887,37 @@ def test_bundle_signatures_forged_flipped_or_truncated_are_refused(bundle_tar: t
     )
     with pytest.raises(IntegrityError):
         verify_bundle_tar(forged, genuine)
+
+
+def test_endless_files_and_commands_are_refused_quickly(cli_vault: Path) -> None:
+    """/dev/zero (or a disk image) given as any input file, or a passphrase command that prints without
+    end: a clear error within seconds, never a read of the whole input into memory."""
+    import time
+
+    zero = "/dev/zero"
+    cases = [
+        (["client", "list"], {"HANDOVER_PASSPHRASE_FILE": zero}, "larger than"),
+        (["client", "list"], {"HANDOVER_PASSPHRASE_COMMAND": "yes"}, "more than 64 KiB"),
+        (["audit", "verify", "--checkpoint", zero], {}, "not a checkpoint"),
+        (["bundle", "verify", zero, "--identity", zero], {}, "larger than"),
+        (["doc", "add", "acme", "z", "--file", zero], {}, "larger than"),
+        (["issue", "add", "acme", "z", "--severity", "low", "--file", zero], {}, "larger than"),
+        (["import", "csv", "acme", zero], {}, ""),
+        (["import", "bitwarden", "acme", zero], {}, ""),
+        (["import", "keepass", "acme", zero], {"HANDOVER_IMPORT_PASSPHRASE": "x"}, ""),
+        (["attach", "add", "acme", zero], {"HANDOVER_MAX_ATTACHMENT_MB": "2"}, "larger than"),
+        (["certificate", "verify", zero], {}, ""),
+    ]
+    t0 = time.monotonic()
+    procs = [start(args, base_env(cli_vault, **extra)) for args, extra, _ in cases]
+    for (args, _, fragment), proc in zip(cases, procs, strict=True):
+        try:
+            _, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"{args} kept reading an endless input")
+        text = err.decode(errors="replace")
+        assert proc.returncode in (1, 2, 3), (args, proc.returncode, text)
+        assert text.startswith(("Error: ", "Usage: ")) and "Traceback" not in text, (args, text)
+        assert fragment in text, (args, text)
+    assert time.monotonic() - t0 < 90
