@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,10 +34,18 @@ def edit_in_editor(initial: str, suffix: str = ".md") -> str:
             "no $EDITOR is set and nothing came on standard input", "use --file FILE or pipe the text in"
         )
     fd, name = tempfile.mkstemp(prefix="handover-", suffix=suffix, dir=_ram_dir())
+    # Closing the terminal (SIGHUP) or a kill (SIGTERM) while the editor is open would end the
+    # process without running ``finally``, leaving the page in clear in the RAM dir: make them exit.
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(initial)
-        done = subprocess.run([*shlex.split(editor), name], env=child_env(), check=False)
+        try:
+            done = subprocess.run([*shlex.split(editor), name], env=child_env(), check=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(
+                f"cannot run the editor {editor!r} ({exc.__class__.__name__}); nothing was saved"
+            ) from None
         if done.returncode != 0:
             raise InvalidInput(f"the editor exited with status {done.returncode}; nothing was saved")
         with open(name, "rb") as fh:
@@ -44,6 +53,12 @@ def edit_in_editor(initial: str, suffix: str = ".md") -> str:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def read_text_capped(fh: IO[bytes], what: str) -> str:
