@@ -10,6 +10,7 @@ vault's own files at rest. Files that hold secrets are 0600 even when the caller
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -478,3 +479,42 @@ def test_vault_companion_files_are_private_while_the_vault_is_open(hv: dict, tmp
         assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
     finally:
         proc.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_killed_or_hung_up_during_editing_leaves_no_plaintext(hv: dict, sig: str) -> None:
+    """Closing the terminal (SIGHUP) or a kill (SIGTERM) while $EDITOR is open: the page being
+    edited must not stay in clear in the RAM-backed runtime dir."""
+    import signal
+
+    started = Path(hv["scripts"]) / "editing"
+    editor = Path(hv["scripts"]) / "slow-editor"
+    editor.write_text(f'#!/bin/sh\necho "$1" > {started}\nexec sleep 60\n')
+    editor.chmod(0o700)
+    env = private_env(hv, EDITOR=str(editor))
+    env.pop("VISUAL", None)
+    primary, replica = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*handover_cmd(), "doc", "edit", "acme", "Network overview"],
+            stdin=replica,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        temp = Path(started.read_text().strip())
+        assert temp.exists() and temp.parent == Path(hv["xdg"])
+        assert DOC_BODY in temp.read_text()
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=30)
+    finally:
+        os.close(primary)
+        os.close(replica)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the editor, if it outlived us
+    assert proc.returncode != 0
+    assert list(Path(hv["xdg"]).iterdir()) == [], "the page being edited was left in clear"
