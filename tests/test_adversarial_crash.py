@@ -144,7 +144,21 @@ def _check(path: Path, led: Ledger, ident: object) -> None:
         verify_sealed_bundle(bundle, identities=[ident])
 
 
-def _crash_loop(path: Path, tmp: Path, recipient: str, ident: object, rounds: int, seed: int) -> None:
+# What each command prints once its write has committed: seeing it counts as a reported success,
+# even if the process was killed right after printing it.
+SUCCESS = {
+    "doc": "Added doc",
+    "cred": "Added credential",
+    "rotate": "Rotated",
+    "passwd": "Passphrase changed",
+}
+
+
+def _crash_loop(
+    path: Path, tmp: Path, recipient: str, ident: object, rounds: int, seed: int, session: str | None = None
+) -> None:
+    import time
+
     rng = random.Random(seed)
     (tmp / "bundles").mkdir()
     led = Ledger()
@@ -157,11 +171,12 @@ def _crash_loop(path: Path, tmp: Path, recipient: str, ident: object, rounds: in
     took: dict[str, float] = {}
     for i, kind in enumerate(kinds + [rng.choice(kinds) for _ in range(rounds)]):
         args, stdin, extra = _op(kind, i, tmp, recipient)
-        env = base_env(path, passphrase=led.passphrase, **extra)
+        if session is None:
+            env = base_env(path, passphrase=led.passphrase, **extra)
+        else:
+            env = base_env(path, passphrase=None, HANDOVER_SESSION=session, **extra)
         if kind == "passwd":
             led.pending = extra["HANDOVER_NEW_PASSPHRASE"]
-        import time
-
         t0 = time.monotonic()
         proc = start(args, env, stdin)
         delay = 60.0 if kind not in took else rng.uniform(0.25, 1.1) * took[kind]
@@ -169,7 +184,7 @@ def _crash_loop(path: Path, tmp: Path, recipient: str, ident: object, rounds: in
         took.setdefault(kind, time.monotonic() - t0)
         assert killed or rc == 0, (kind, rc, err.decode(errors="replace"))
         text = out.decode(errors="replace")
-        if not killed:
+        if (not killed and rc == 0) or (kind in SUCCESS and SUCCESS[kind] in text):
             if kind == "doc":
                 led.docs.add(f"doc-{i}")
             elif kind == "cred":
@@ -188,6 +203,31 @@ def test_sigkill_at_random_points_loses_nothing_reported(
     crash_vault: Path, tmp_path: Path, identity: tuple[str, object]
 ) -> None:
     _crash_loop(crash_vault, tmp_path, identity[0], identity[1], rounds=16, seed=20261126)
+
+
+def test_killing_clients_of_the_warm_agent_loses_nothing_reported(
+    crash_vault: Path, tmp_path: Path, identity: tuple[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an unlocked session the command runs in a fork of the warm agent; killing the client
+    interrupts it there (SIGINT at any point): the same guarantees hold."""
+    import re
+    import tempfile
+    import time
+
+    runtime = Path(tempfile.mkdtemp(prefix="hv-", dir="/tmp"))  # short: the socket path must fit
+    monkeypatch.setenv("HANDOVER_RUNTIME_DIR", str(runtime))
+    done = run_env(["unlock", "--for", "300"], base_env(crash_vault))
+    assert done.returncode == 0, done.stderr
+    token = re.search(rb"HANDOVER_SESSION=(\S+)", done.stdout).group(1).decode()  # type: ignore[union-attr]
+    try:
+        deadline = time.monotonic() + 10
+        while not list((runtime / "sessions").glob("*.sock")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list((runtime / "sessions").glob("*.sock")), "no agent"
+        _crash_loop(crash_vault, tmp_path, identity[0], identity[1], rounds=10, seed=7, session=token)
+    finally:
+        run_env(["lock"], base_env(crash_vault, passphrase=None, HANDOVER_SESSION=token))
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.mark.soak
