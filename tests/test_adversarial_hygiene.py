@@ -186,6 +186,11 @@ def test_planted_secrets_appear_only_where_the_command_shows_them(hv: dict, tmp_
             0,
         ),
         (["cred", "show", "acme", "fw", "--reveal"], b"", {"HANDOVER_PASSPHRASE": "wrong passphrase"}, [], 3),
+        (["request", "report", "acme", "--out", str(out / "report.md")], b"", {}, [], 0),
+        (["check", "acme", "--json"], b"", {}, [], 1),  # blocking gaps: exit 1
+        (["client", "show", "acme", "--json"], b"", {}, [], 0),
+        (["forget", "acme", "--yes", "--certificate", str(out / "certificate.md")], b"", {}, [], 0),
+        (["audit", "list", "--json"], b"", {}, [], 0),
     ]
     # Steps that change nothing another step reads run at once (a batch); the rest one by one.
     batches: list[list[tuple[list[str], bytes, dict[str, str], list[str], int]]] = [steps[:8], steps[10:14]]
