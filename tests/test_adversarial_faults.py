@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,13 @@ from tests.helpers_adversarial import (
     audit_allows_inserts,
     audit_refuses_inserts,
     base_env,
+    fault_env,
     fill,
     integrity_check,
     read_only_bind,
     run_env,
     snapshot,
+    start,
     tmpfs,
     tree,
     which_opens,
@@ -121,7 +124,7 @@ def test_disk_full_refuses_writes_and_reveals_and_loses_nothing(full_disk: Path,
         )
     )
     assert_clean_failure(run_env(["backup", str(full_disk.parent / "copy.db")], env))
-    assert sorted(tree(full_disk.parent)) <= ["filler", "vault.db", "vault.db-shm", "vault.db-wal"]
+    assert tree(full_disk.parent) <= {"filler", "vault.db", "vault.db-shm", "vault.db-wal"}
     filler.unlink()
     # Space is back: everything stored before is intact, the failed commands left nothing behind.
     assert integrity_check(full_disk) == "ok"
@@ -129,6 +132,31 @@ def test_disk_full_refuses_writes_and_reveals_and_loses_nothing(full_disk: Path,
     assert snapshot(full_disk) == before
     again = run_env(["cred", "show", "acme", "fw", "--reveal"], env)
     assert again.returncode == 0 and SECRET in again.stdout.decode()
+
+
+@pytest.mark.parametrize("args", REVEALS[::2], ids=lambda a: " ".join(a[:2]))
+def test_disk_fills_up_at_the_moment_of_the_audit_entry(
+    full_disk: Path, tmp_path: Path, args: list[str]
+) -> None:
+    """The vault opened fine; the disk fills while the disclosure's audit entry is being written:
+    the entry fails, so the secret is never shown."""
+    marker = tmp_path / "at-append"
+    env = base_env(
+        full_disk, **fault_env(tmp_path, "vault.audit:AuditLog.append:before:sleep1.5", marker=marker)
+    )
+    proc = start(args, env)
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), "the command never reached its audit entry"
+    filler = fill(full_disk.parent, leave_kib=0)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        filler.unlink()
+    done = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    assert_clean_failure(done, "disk is full", "nothing was changed")
+    assert integrity_check(full_disk) == "ok"
 
 
 # --- I/O errors from the C library ------------------------------------------------------------------
