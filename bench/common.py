@@ -31,6 +31,7 @@ KDBX_PASSWORD = "bench-kdbx"
 
 # A private runtime dir with a short path: an AF_UNIX socket path must stay under 108 bytes.
 RUNTIME = Path(tempfile.gettempdir()) / f"hvbench-{os.getuid()}"
+NEUTRAL_CWD = Path(tempfile.gettempdir())
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -129,7 +130,10 @@ def run_once(cmd: Cmd) -> Run:
             Path(stdin).write_bytes(cmd.stdin)
         err = os.path.join(tmp, "stderr")
         argv = [shutil.which(cmd.argv[0]) or cmd.argv[0], *cmd.argv[1:]]
-        request = {"argv": argv, "env": cmd.env, "cwd": str(cmd.cwd or ""), "stdin": stdin, "stderr": err}
+        # A neutral working directory: `python -m cli.agent` (started by unlock) puts its cwd first
+        # on sys.path, and from the repository root that would shadow a PYTHONPATH tree (--tag).
+        cwd = str(cmd.cwd or NEUTRAL_CWD)
+        request = {"argv": argv, "env": cmd.env, "cwd": cwd, "stdin": stdin, "stderr": err}
         answer = _Runner.ask(request)
         if answer["status"] != 0:
             text = Path(err).read_text(encoding="utf-8", errors="replace")[-2000:]

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import DATA, HANDOVER, KDBX_PASSWORD, PASSPHRASE, base_env, need
+from bench.common import DATA, HANDOVER, KDBX_PASSWORD, NEUTRAL_CWD, PASSPHRASE, base_env, need
 
 DATA_VERSION = 1
 CLIENTS = ["acme", *(f"client{i:02d}" for i in range(1, 10))]
@@ -70,7 +70,11 @@ def _write_stamp(folder: Path, params: dict[str, Any], seconds: float) -> None:
 @contextmanager
 def _building(name: str, params: dict[str, Any], rebuild: bool) -> Iterator[tuple[Path, bool]]:
     """(folder, fresh): ``fresh`` False means the cached copy is good and nothing is to be done."""
-    folder = DATA / name
+    from vault.store import SCHEMA_HEAD
+
+    # Vaults of each schema revision are kept apart, so runs against an older tree (--tag with
+    # PYTHONPATH) and the current one each find theirs.
+    folder = DATA / (name if name.startswith("kdbx") else f"{name}-s{SCHEMA_HEAD}")
     if not rebuild and stamp_ok(folder, params):
         yield folder, False
         return
@@ -92,7 +96,9 @@ def built_seconds(folder: Path) -> float | None:
 
 
 def _run(argv: list[str], stdin: str | None = None, **env: str) -> str:
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=base_env(**env), check=False)
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, env=base_env(**env), check=False, cwd=NEUTRAL_CWD
+    )
     if done.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv[:4])} failed: {done.stderr.strip()[-2000:]}")
     return done.stdout

@@ -33,6 +33,7 @@ from bench.common import (
     DATA,
     HANDOVER,
     KDBX_PASSWORD,
+    NEUTRAL_CWD,
     OUT,
     PASSPHRASE,
     PYTHON,
@@ -121,7 +122,12 @@ def session(vault: Path) -> Iterator[dict[str, str]]:
     RUNTIME.mkdir(mode=0o700, exist_ok=True)
     env = base_env(HANDOVER_VAULT=str(vault), HANDOVER_PASSPHRASE=PASSPHRASE)
     done = subprocess.run(
-        [HANDOVER, "unlock", "--for", "3h"], env=env, capture_output=True, text=True, check=False
+        [HANDOVER, "unlock", "--for", "3h"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=NEUTRAL_CWD,
     )
     if done.returncode != 0:
         raise SystemExit(f"bench: unlock failed: {done.stderr}")
@@ -139,7 +145,7 @@ def session(vault: Path) -> Iterator[dict[str, str]]:
     finally:
         if not sock.exists():
             print("bench: warning: the agent's socket vanished during the run", file=sys.stderr)
-        subprocess.run([HANDOVER, "lock"], env=warm, capture_output=True, check=False)
+        subprocess.run([HANDOVER, "lock"], env=warm, capture_output=True, check=False, cwd=NEUTRAL_CWD)
 
 
 def agent_alive(env: dict[str, str]) -> bool:
@@ -243,7 +249,7 @@ def bench_export(cfg: Config) -> None:
         argv = [HANDOVER, "export", "acme", "--recipient", recipient, "--force", "--out", str(bundle)]
         # One export, decrypted by age itself: the exact tar the peer seals.
         clear(bundle)()
-        subprocess.run(argv, env=local, check=True, capture_output=True)
+        subprocess.run(argv, env=local, check=True, capture_output=True, cwd=NEUTRAL_CWD)
         subprocess.run([need("age"), "-d", "-i", str(key), "-o", str(tar), str(bundle)], check=True)
         ours = Cmd("handover export (no agent)", argv, env=local, setup=clear(bundle))
         warm = Cmd("handover export (warm agent)", argv, env=env, setup=clear(bundle))
@@ -258,7 +264,9 @@ def bench_export(cfg: Config) -> None:
     rows = cfg.rows
     rows[-1].met = rows[-1].met and a.peak_mib < 64
     _row(cfg, "export", f"export, {mib} MiB attachments (warm agent)", c, b, "info", None, load)
-    subprocess.run(argv, env=local, check=True, capture_output=True) if not bundle.exists() else None
+    subprocess.run(
+        argv, env=local, check=True, capture_output=True, cwd=NEUTRAL_CWD
+    ) if not bundle.exists() else None
     verify = Cmd(
         "handover bundle verify",
         [HANDOVER, "bundle", "verify", str(bundle), "--identity", str(key)],
@@ -276,9 +284,12 @@ def bench_export(cfg: Config) -> None:
 
 def bench_audit(cfg: Config) -> None:
     """`audit verify` entries per second vs the raw HMAC-SHA256 rate over the same entry bytes."""
+    import gc
     import hashlib
     import hmac
 
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hmac as chmac
     from sqlalchemy import select
 
     from vault import open_vault
@@ -289,55 +300,77 @@ def bench_audit(cfg: Config) -> None:
     path = datasets.audit(n, cfg.rebuild)
     print(f"audit: {n} entries")
     os.environ.update(HANDOVER_KDF="minimum", HANDOVER_RUNTIME_DIR=str(RUNTIME))
+    columns = ("seq", "at", "action", "client_id", "record_id", "scope", "detail", "mac")
     with open_vault(path, passphrase=PASSPHRASE) as v:
         with v.read() as s:
-            rows = [check_row(r) for r in s.execute(select(*AuditEntry.__table__.c).order_by(AuditEntry.seq))]
+            table = AuditEntry.__table__
+            q = select(*(table.c[c] for c in columns)).order_by(table.c.seq)
+            rows = [check_row(r) for r in s.connection().execute(q)]
         entries = [entry_bytes(v.vault_id, r) for r in rows]
         key, genesis = v.audit.key, v.audit.genesis
         count = len(entries)
+        del rows
+        # The bench holds data sets and modules a real `audit verify` process does not: freeze them
+        # so that garbage collections during the timed calls do not walk the bench's own heap.
+        gc.collect()
+        gc.freeze()
 
-        def raw() -> None:
+        def raw_stdlib() -> None:
             prev = genesis
             for data in entries:
                 prev = hmac.digest(key, prev + data, hashlib.sha256)
 
+        keyed = chmac.HMAC(key, hashes.SHA256())
+
+        def raw_fastest() -> None:
+            prev = genesis
+            for data in entries:
+                h = keyed.copy()
+                h.update(prev + data)
+                prev = h.finalize()
+
         load = loadavg()
-        times = alternate_calls([("verify", v.audit.verify), ("raw", raw)], cfg.r(7))
+        calls = [("verify", v.audit.verify), ("stdlib", raw_stdlib), ("fastest", raw_fastest)]
+        times = alternate_calls(calls, cfg.r(7))
         load = f"{load} → {loadavg()}"
-    ours = {
-        "label": "vault.audit.verify()",
-        "command": "v.audit.verify()",
-        "median_s": statistics.median(times["verify"]),
-        "runs_s": times["verify"],
-    }
-    peer = {
-        "label": "raw HMAC-SHA256 chain",
-        "command": "hmac.digest(key, prev + entry_bytes, sha256) over the entries, in memory",
-        "median_s": statistics.median(times["raw"]),
-        "runs_s": times["raw"],
-    }
-    rate = peer["median_s"] / ours["median_s"]
-    note = f"{count / ours['median_s']:,.0f} entries/s vs raw {count / peer['median_s']:,.0f}/s: {rate:.0%} of raw"
-    # The ratio shown is time over time; the target is rate ≥ 40% of raw, i.e. time ≤ 2.5x raw.
-    _row(
-        cfg,
-        "audit",
-        f"audit verify (library), {count} entries",
-        ours,
-        peer,
-        "≤ 2.5× (≥ 40% of raw rate)",
-        2.5,
-        load,
-        note,
+
+    def series(label: str, command: str, key: str) -> dict[str, Any]:
+        return {
+            "label": label,
+            "command": command,
+            "median_s": statistics.median(times[key]),
+            "runs_s": times[key],
+        }
+
+    ours = series("vault.audit.verify()", "v.audit.verify()  # in process, vault open", "verify")
+    peers = (
+        series(
+            "raw HMAC, stdlib hmac.digest",
+            "prev = hmac.digest(key, prev + entry_bytes, hashlib.sha256) for each entry, bytes in memory",
+            "stdlib",
+        ),
+        series(
+            "raw HMAC, cryptography keyed once",
+            "h = HMAC(key, SHA256()).copy(); h.update(prev + entry_bytes); prev = h.finalize(), bytes in memory",
+            "fastest",
+        ),
     )
+    # The table's ratio is time over time; the target is a rate >= 40% of raw, i.e. time <= 2.5x.
+    for peer in peers:
+        rate = peer["median_s"] / ours["median_s"]
+        note = f"{count / ours['median_s']:,.0f} entries/s vs raw {count / peer['median_s']:,.0f}/s: {rate:.0%} of raw"
+        name = f"audit verify (library), {count} entries, vs {peer['label']}"
+        _row(cfg, "audit", name, ours, peer, "≤ 2.5× (≥ 40% of raw rate)", 2.5, load, note)
     with session(path) as env:
         cmd = Cmd("handover audit verify", [HANDOVER, "audit", "verify"], env=env)
         load = loadavg()
         (a,) = alternate([cmd], cfg.r(5))
         load = f"{load} → {loadavg()}"
-    rate = peer["median_s"] / a.median
-    note = f"whole command, warm: {count / a.median:,.0f} entries/s, {rate:.0%} of raw"
-    _row(cfg, "audit", f"handover audit verify (warm), {count} entries", a, peer, "≤ 2.5×", 2.5, load, note)
+    rate = peers[0]["median_s"] / a.median
+    note = f"whole command, warm: {count / a.median:,.0f} entries/s, {rate:.0%} of raw (stdlib)"
+    _row(
+        cfg, "audit", f"handover audit verify (warm), {count} entries", a, peers[0], "≤ 2.5×", 2.5, load, note
+    )
 
 
 def bench_import(cfg: Config) -> None:
