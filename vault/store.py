@@ -204,6 +204,9 @@ def check_file(path: Path) -> None:
         raise NotFound(f"no vault at {path}", "create one with: handover init")
     if path.is_dir():
         raise NotFound(f"{path} is a directory, not a vault file")
+    if not path.is_file():
+        # A FIFO or device would block or stream forever on the read below.
+        raise IntegrityError(f"{path} is not a regular file, so it is not a handover vault")
     try:
         with path.open("rb") as fh:
             head = fh.read(len(SQLITE_MAGIC))
