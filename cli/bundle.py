@@ -197,14 +197,22 @@ def _identities(identity: tuple[str, ...]) -> list[Any]:
     return out
 
 
-def _decrypt_args(identity: tuple[str, ...], use_passphrase: bool) -> dict[str, Any]:
+def _decrypt_args(identity: tuple[str, ...], use_passphrase: bool, bundle: str) -> dict[str, Any]:
+    from cli.docs import _ram_dir
     from vault.errors import InvalidInput
 
     if not identity and not use_passphrase:
         raise InvalidInput("give --identity KEYFILE or --passphrase to decrypt the bundle")
+    try:
+        size = Path(bundle).stat().st_size
+    except OSError:
+        size = 0
+    ram = _ram_dir(room=2 * size + (64 << 20))
     return {
         "identities": _identities(identity),
         "passphrase": _bundle_passphrase(False) if use_passphrase else None,
+        # The decrypted tar is plaintext: spool it in RAM when there is room, not on a disk.
+        "spool_dir": Path(ram) if ram else None,
     }
 
 
@@ -236,7 +244,7 @@ def bundle_verify(file: str, identity: tuple[str, ...], use_passphrase: bool, si
     from vault.bundle_format import verify_sealed_bundle
 
     vb = verify_sealed_bundle(
-        Path(file), expected_signer_fingerprint=signer, **_decrypt_args(identity, use_passphrase)
+        Path(file), expected_signer_fingerprint=signer, **_decrypt_args(identity, use_passphrase, file)
     )
     if state().as_json:
         emit_json(
@@ -277,7 +285,10 @@ def bundle_open(
     target = Path(to)
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     vb = open_sealed_bundle(
-        Path(file), target, expected_signer_fingerprint=signer, **_decrypt_args(identity, use_passphrase)
+        Path(file),
+        target,
+        expected_signer_fingerprint=signer,
+        **_decrypt_args(identity, use_passphrase, file),
     )
     click.echo(f"Verified and extracted {len(vb.files) + len(vb.format_files)} files to {target / vb.root}")
     click.echo(

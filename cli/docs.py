@@ -16,11 +16,15 @@ import click
 from cli.context import child_env, confirm, emit_json, json_option, printable, short, state, table
 
 
-def _ram_dir() -> str | None:
-    """A RAM-backed directory for editor temp files, so plaintext never reaches a disk."""
+def _ram_dir(room: int = 0) -> str | None:
+    """A RAM-backed directory (with ``room`` bytes free) for temp files holding plaintext, so that
+    it never reaches a disk where deleted blocks could survive."""
+    import shutil
+
     for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):  # noqa: S108 - mkstemp, 0600
         if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
-            return candidate
+            if not room or shutil.disk_usage(candidate).free > room:
+                return candidate
     return None
 
 
