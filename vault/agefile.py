@@ -455,11 +455,13 @@ class _Tap:
     and hashes what passes through.
     """
 
-    def __init__(self, stream: IO[bytes] | io.RawIOBase) -> None:
+    def __init__(self, stream: IO[bytes] | io.RawIOBase, hashed: bool = True) -> None:
         self.stream = stream
         self.error: BaseException | None = None
         self.size = 0
         self.sha256 = hashlib.sha256()
+        # pyrage reads 8 KiB per call: an input tap whose hash nobody uses is not hashed.
+        self._update = self.sha256.update if hashed else None
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -468,7 +470,8 @@ class _Tap:
             self.error = exc
             raise
         self.size += len(data)
-        self.sha256.update(data)
+        if self._update is not None:
+            self._update(data)
         return data
 
     def write(self, data: bytes) -> int:
@@ -531,7 +534,7 @@ def seal_stream(
             whose source did not match its declared hash) is re-raised as itself.
     """
     natives = _seal_plan(recipients, passphrase)
-    source = _Tap(reader)
+    source = _Tap(reader, hashed=False)  # the sealed file's hash is the one the audit records
     with atomic_output(Path(out_path), overwrite=overwrite) as raw_out:
         sink = _Tap(raw_out)
         try:
@@ -639,19 +642,21 @@ def decrypt_to(
     *,
     identities: Sequence[Identity] = (),
     passphrase: str | None = None,
+    hashed: bool = True,
 ) -> OpenResult:
     """Low level :func:`open_stream`: check the header, then decrypt straight into ``dst``.
 
     ``dst`` receives plaintext chunks as they verify, so after an exception its content must be
     discarded; use it with a file that is thrown away on failure (an anonymous temp file).
-    Raises as :func:`open_stream`.
+    ``hashed=False`` skips the plaintext's SHA-256 (the result's ``sha256`` is then empty): a
+    bundle verification hashes every member anyway. Raises as :func:`open_stream`.
     """
     _check_credentials(identities, passphrase)
     with _open_input(in_path) as src:
         header = read_header(src)
         _check_header_matches(header, identities, passphrase)
         src.seek(0)
-        size, digest = _decrypt_into(src, dst, header, identities, passphrase)
+        size, digest = _decrypt_into(src, dst, header, identities, passphrase, hashed)
     return OpenResult(header, size, digest)
 
 
@@ -689,8 +694,9 @@ def _decrypt_into(
     header: AgeHeader,
     identities: Sequence[Identity],
     passphrase: str | None,
+    hashed: bool = True,
 ) -> tuple[int, str]:
-    source, sink = _Tap(src), _Tap(dst)
+    source, sink = _Tap(src, hashed=False), _Tap(dst, hashed=hashed)
     try:
         if passphrase is not None:
             _open_passphrase(src, sink, passphrase)
@@ -701,7 +707,7 @@ def _decrypt_into(
         if own is not None:
             raise own from None
         raise _decrypt_error(exc, header) from exc
-    return sink.size, sink.sha256.hexdigest()
+    return sink.size, sink.sha256.hexdigest() if hashed else ""
 
 
 def _open_passphrase(src: BinaryIO, sink: _Tap, passphrase: str) -> None:

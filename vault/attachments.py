@@ -101,7 +101,8 @@ class Attachments(RecordService):
             select(Chunk.seq, Chunk.envelope)
             .where(Chunk.record_id == rec.id)
             .order_by(Chunk.seq)
-            .execution_options(yield_per=16)
+            # Two chunks (512 KiB) in flight: an export streams hundreds of MiB in flat memory.
+            .execution_options(yield_per=2)
         )
         for seq, blob in rows:
             if seq != n:

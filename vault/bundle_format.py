@@ -437,7 +437,7 @@ def _decrypted(
     except OSError as exc:
         raise StorageError(f"cannot create a temporary file: {exc.strerror}") from None
     with spool:
-        decrypt_to(bundle_path, spool, identities=identities, passphrase=passphrase)
+        decrypt_to(bundle_path, spool, identities=identities, passphrase=passphrase, hashed=False)
         spool.seek(0)
         yield spool
 

@@ -197,7 +197,7 @@ def _publish(staging: Path, path: Path) -> None:
 
 def _with_progress(files: list[BundleFile], progress: Callable[[int, int], None]) -> list[BundleFile]:
     """Wrap each file's chunks so ``progress(total_bytes, advanced_by)`` follows the stream."""
-    from .tarsafe import BundleFile
+    import dataclasses
 
     total = sum(f.size for f in files)
 
@@ -209,4 +209,4 @@ def _with_progress(files: list[BundleFile], progress: Callable[[int, int], None]
 
         return gen
 
-    return [BundleFile(f.name, f.size, f.sha256, wrap(f.chunks)) for f in files]
+    return [dataclasses.replace(f, chunks=wrap(f.chunks)) for f in files]

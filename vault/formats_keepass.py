@@ -20,13 +20,9 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
-from pykeepass import PyKeePass
-from pykeepass.exceptions import CredentialsError, HeaderChecksumError, PayloadChecksumError
-from pykeepass.kdbx_parsing import KDBX, kdf_uuids
-from pykeepass.kdbx_parsing.common import compute_key_composite
 
 from .errors import AuthenticationFailed, InvalidInput, NotFound
 from .formats import (
@@ -50,6 +46,11 @@ from .formats import (
     text_or_none,
     totp_from_keepass_fields,
 )
+
+if TYPE_CHECKING:
+    # pykeepass (with construct, pycryptodome and argon2) is imported where a KDBX is read: the
+    # XML writer, which every export uses, does not need it, and it is about 10 MiB of memory.
+    from pykeepass import PyKeePass
 
 WRONG_KEY = "the KeePass database could not be opened: wrong password or key file"
 
@@ -114,6 +115,8 @@ def _parse_header(data: bytes) -> Any:
         )
     if data[:8] != _KDBX_SIGNATURE:
         raise InvalidInput("the file is not a KeePass database (KDBX)")
+    from pykeepass.kdbx_parsing import KDBX
+
     try:
         # A placeholder transformed key stops pykeepass deriving the real one while it parses.
         parsed = KDBX.parse(data, password=None, keyfile=None, transformed_key=bytes(32), decrypt=False)
@@ -134,6 +137,8 @@ def _aes_kdf_params(header: Any) -> tuple[bytes, int] | None:
     Raises:
         InvalidInput: an unknown KDF, or parameters over the caps above.
     """
+    from pykeepass.kdbx_parsing import kdf_uuids
+
     try:
         if header.major_version == 3:
             seed, rounds = (
@@ -163,6 +168,8 @@ _TOO_COSTLY = (
 
 
 def _check_argon2(params: dict[str, Any]) -> None:
+    from pykeepass.kdbx_parsing import kdf_uuids
+
     if params["$UUID"] not in (kdf_uuids["argon2"], kdf_uuids["argon2id"]):
         raise InvalidInput("the KeePass database uses a key-derivation function this tool does not know")
     memory, iterations, lanes = params["M"], params["I"], params["P"]
@@ -188,6 +195,10 @@ def _open(data: bytes, password: str, key_data: bytes | None, header: Any) -> Py
         AuthenticationFailed: wrong password or key file.
         InvalidInput: a damaged database or key file.
     """
+    from pykeepass import PyKeePass
+    from pykeepass.exceptions import CredentialsError, HeaderChecksumError, PayloadChecksumError
+    from pykeepass.kdbx_parsing.common import compute_key_composite
+
     aes = _aes_kdf_params(header)
     # KeePassXC treats an empty password as "no password" (a key-file-only database); so do we.
     pw = password or None

@@ -411,8 +411,15 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
     for n, d in enumerate(h.docs, 1):
         files.append(text(f"docs/{n:02d}-{safe_filename(d.data['title'])}.md", d.data["body"]))
     for name, a in attachment_names(h):
+        # Attachments.chunks checks the stored SHA-256 as it decrypts: no second hash while tarring.
         files.append(
-            BundleFile(f"attachments/{name}", a.data["size"], a.data["sha256"], _chunks_of(v, s, h, a))
+            BundleFile(
+                f"attachments/{name}",
+                a.data["size"],
+                a.data["sha256"],
+                _chunks_of(v, s, h, a),
+                source_checked=True,
+            )
         )
     return files
 
