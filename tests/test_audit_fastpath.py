@@ -72,3 +72,20 @@ def test_a_memoryview_blob_is_accepted_through_the_detailed_path() -> None:
     row = _rows()[0]
     raw = _Raw(row._replace(detail=memoryview(row.detail), mac=bytearray(row.mac)))
     assert check_row(raw) == row
+
+
+@pytest.mark.parametrize("column", ["action", "at", "client_id"])
+def test_text_that_is_not_utf8_is_a_broken_entry_not_a_crash(acme, v, vault_path, column: str) -> None:
+    import sqlite3
+
+    seq = v.audit.verify().seq - 1  # an entry before the newest
+    con = sqlite3.connect(vault_path)
+    (value,) = con.execute(f"SELECT {column} FROM audit WHERE seq = ?", (seq,)).fetchone()
+    con.execute(
+        f"UPDATE audit SET {column} = CAST(? AS TEXT) WHERE seq = ?",
+        ((value or "x").encode() + b"\xff", seq),
+    )
+    con.commit()
+    con.close()
+    with pytest.raises(IntegrityError, match=f"audit log broken at entry {seq}"):
+        v.audit.verify()

@@ -34,6 +34,7 @@ from . import crypto
 from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound, StorageError, VaultError
 from .models import AuditEntry, Client, Meta
+from .store import TextNotUtf8, builtin_text
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -487,27 +488,12 @@ class AuditLog:
         truncation or rollback. Raises InvalidInput for a malformed checkpoint.
         """
         cp = self.check_checkpoint_signature(checkpoint) if checkpoint is not None else None
-        prev, expected, v2_seen = self.genesis, 1, False
-        encode, mac, equal = _entry_encoder(self.v.vault_id), self.mac, crypto.mac_equal
         with self.v.read() as s:
-            for raw in self._rows(s):
-                e = check_row(raw)
-                if e.seq != expected:
-                    raise _broken(expected, f"entry missing or reordered (found {e.seq} next)")
-                if equal(mac(prev + encode(e)), e.mac):
-                    v2_seen = True
-                elif v2_seen or not crypto.mac_equal(self._mac_of(prev, e, v1=True), e.mac):
-                    raise _broken(
-                        e.seq,
-                        "its MAC does not match (edited, inserted, reordered or an earlier entry deleted)",
-                    )
-                if e.seq == 1 and e.action != FIRST_ACTION:
-                    raise _broken(1, f"the log does not start with {FIRST_ACTION}")
-                if cp is not None and e.seq == cp.seq and not crypto.mac_equal(e.mac, cp.mac):
-                    raise IntegrityError(
-                        f"audit entry {e.seq} differs from the checkpoint: history rewritten"
-                    )
-                prev, expected = e.mac, expected + 1
+            try:
+                with builtin_text(s):
+                    prev, expected, v2_seen = self._walk(s, cp)
+            except TextNotUtf8:  # a text column holds bytes that are not UTF-8: read them as usual
+                prev, expected, v2_seen = self._walk(s, cp)
             recorded = self._read_head(s)
         head = Head(expected - 1, prev)
         if cp is not None and head.seq < cp.seq:
@@ -517,6 +503,28 @@ class AuditLog:
             )
         self._check_head(head, recorded, v2_seen)
         return head
+
+    def _walk(self, s: Session, cp: Head | None) -> tuple[bytes, int, bool]:
+        """Check every entry's form, sequence and MAC; (newest MAC, next seq, a v2 entry seen)."""
+        prev, expected, v2_seen = self.genesis, 1, False
+        encode, mac, equal = _entry_encoder(self.v.vault_id), self.mac, crypto.mac_equal
+        for raw in self._rows(s):
+            e = check_row(raw)
+            if e.seq != expected:
+                raise _broken(expected, f"entry missing or reordered (found {e.seq} next)")
+            if equal(mac(prev + encode(e)), e.mac):
+                v2_seen = True
+            elif v2_seen or not crypto.mac_equal(self._mac_of(prev, e, v1=True), e.mac):
+                raise _broken(
+                    e.seq,
+                    "its MAC does not match (edited, inserted, reordered or an earlier entry deleted)",
+                )
+            if e.seq == 1 and e.action != FIRST_ACTION:
+                raise _broken(1, f"the log does not start with {FIRST_ACTION}")
+            if cp is not None and e.seq == cp.seq and not crypto.mac_equal(e.mac, cp.mac):
+                raise IntegrityError(f"audit entry {e.seq} differs from the checkpoint: history rewritten")
+            prev, expected = e.mac, expected + 1
+        return prev, expected, v2_seen
 
     def _check_head(self, head: Head, recorded: Head | None, v2_seen: bool) -> None:
         if recorded is None:
