@@ -47,3 +47,26 @@ def test_editing_an_issue_withdraws_its_acknowledgement(acme, vault_path: Path) 
     with open_vault(vault_path, passphrase=PASSPHRASE) as v:
         (state,) = ack_state(v, v.clients.get("acme"))
     assert state["severity"] == "critical" and state["acknowledged"] is False
+
+
+def test_attach_get_is_audited_before_anything_is_written(acme, vault_path: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    src = tmp_path / "router.cfg"
+    src.write_bytes(b"enable secret 5 $1$abc$xyz\n")
+    acme.attachments.add_file("acme", src)
+    acme.close()
+    out = tmp_path / "got.cfg"
+    assert run(["attach", "get", "acme", "router.cfg", "--out", str(out)], vault=vault_path).returncode == 0
+    events = json.loads(run(["audit", "list", "--json"], vault=vault_path).stdout)
+    assert [e["detail"]["file"] for e in events if e["action"] == "attachment.get"] == ["got.cfg"]
+    con = sqlite3.connect(vault_path)
+    con.execute("CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    con.commit()
+    con.close()
+    refused = run(
+        ["attach", "get", "acme", "router.cfg", "--out", str(tmp_path / "again.cfg")], vault=vault_path
+    )
+    assert refused.returncode == 1
+    assert not (tmp_path / "again.cfg").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".again")] == []

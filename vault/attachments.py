@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from . import validate
 from .crypto import DecryptFailed
-from .errors import IntegrityError, InvalidInput, StorageError
+from .errors import AlreadyExists, IntegrityError, InvalidInput, StorageError
 from .keys import record_aad
 from .models import Chunk
 from .services import RecordService
@@ -123,10 +123,25 @@ class Attachments(RecordService):
         """Write an attachment to ``out`` (0600, via a temp file; nothing left behind on failure)."""
         from .files import atomic_output
 
+        out = Path(out)
+        if os.path.lexists(out):
+            raise AlreadyExists(
+                f"{out} already exists; refusing to overwrite it", "choose another name or remove it first"
+            )
+        # Attachments hold config backups and scans, secrets among them: the disclosure is audited
+        # (and committed) before any byte is written; if the entry cannot be written, nothing is.
+        with self.v.write("auditing an attachment export") as s:
+            client = self.v.clients.get(slug, s)
+            rec = self.v.records.get(s, client, self.kind, ref)
+            self.v.audit.append(
+                s,
+                "attachment.get",
+                client=client,
+                record_id=rec.id,
+                detail={"version": rec.version, "sha256": rec.data.get("sha256"), "file": out.name},
+            )
         try:
-            with self.v.read() as s, atomic_output(Path(out)) as fh:
-                client = self.v.clients.get(slug, s)
-                rec = self.v.records.get(s, client, self.kind, ref)
+            with self.v.read() as s, atomic_output(out) as fh:
                 for block in self.chunks(s, client, rec):
                     fh.write(block)
         except OSError as exc:  # a write error (disk full, I/O error): the temp file is gone already
