@@ -316,8 +316,7 @@ def _credentials(root: Any, binaries: Binaries, group: str | None) -> list[Impor
     out: list[ImportedCredential] = []
     for group_el, path in _walk(start, recycle_bin):
         for entry in group_el.iterfind("Entry"):
-            where = "entry '" + "/".join([*prefix, *path, _entry_title(entry) or UNTITLED]) + "'"
-            out.append(_entry(entry, path, binaries, where))
+            out.append(_entry(entry, path, binaries, prefix))
             check_item_count(len(out), "KeePass data")
     return out
 
@@ -355,20 +354,13 @@ def _walk(start: Any, recycle_bin: bytes | None) -> Iterator[tuple[Any, list[str
         stack.extend(reversed(children))
 
 
-def _entry_title(entry: Any) -> str:
-    """An entry's Title string (stripped), or ``""``."""
-    for s in entry.iterfind("String"):
-        if s.findtext("Key") == "Title":
-            return (s.findtext("Value") or "").strip()
-    return ""
-
-
-def _entry(entry: Any, path: list[str], binaries: Binaries, where: str) -> ImportedCredential:
+def _entry(entry: Any, path: list[str], binaries: Binaries, prefix: list[str]) -> ImportedCredential:
     strings: dict[str, str] = {}
     for s in entry.iterfind("String"):
         # The first of duplicated keys wins, as in KeePass itself.
         strings.setdefault(s.findtext("Key") or "", s.findtext("Value") or "")
     cred = new_credential(strings.get("Title", "").strip() or UNTITLED)
+    where = "entry '" + "/".join([*prefix, *path, cred["label"]]) + "'"  # for error messages
     cred["username"] = text_or_none(strings.get("UserName"))
     cred["secret"] = strings.get("Password") or None  # kept exactly: spaces can be part of it
     cred["url"] = text_or_none(strings.get("URL"))
