@@ -89,3 +89,10 @@ def test_text_that_is_not_utf8_is_a_broken_entry_not_a_crash(acme, v, vault_path
     con.close()
     with pytest.raises(IntegrityError, match=f"audit log broken at entry {seq}"):
         v.audit.verify()
+
+
+def test_a_plain_tuple_with_an_altered_column_is_named_too() -> None:
+    # audit verify reads plain tuples straight from the driver's cursor (store.scan).
+    row = _rows()[0]._replace(mac="ab" * 32)
+    with pytest.raises(IntegrityError, match="its mac column was altered"):
+        check_row(tuple(row))

@@ -34,7 +34,7 @@ from . import crypto
 from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound, StorageError, VaultError
 from .models import AuditEntry, Client, Meta
-from .store import TextNotUtf8, builtin_text
+from .store import TextNotUtf8, builtin_text, scan
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -218,7 +218,7 @@ def check_row(raw: Any) -> Row:
         and _TIME.match(at)
     ):
         return Row(seq, at, action, client_id, record_id, scope, detail, mac)
-    return _check_row_slowly(raw)
+    return _check_row_slowly(raw if hasattr(raw, "seq") else Row._make(raw))
 
 
 def _check_row_slowly(raw: Any) -> Row:
@@ -508,7 +508,7 @@ class AuditLog:
         """Check every entry's form, sequence and MAC; (newest MAC, next seq, a v2 entry seen)."""
         prev, expected, v2_seen = self.genesis, 1, False
         encode, mac, equal = _entry_encoder(self.v.vault_id), self.mac, crypto.mac_equal
-        for raw in self._rows(s):
+        for raw in scan(s, _select_entries().order_by(AuditEntry.seq)):
             e = check_row(raw)
             if e.seq != expected:
                 raise _broken(expected, f"entry missing or reordered (found {e.seq} next)")
