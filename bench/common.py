@@ -61,21 +61,16 @@ class Cmd:
     cwd: Path | None = None
 
     def shell(self) -> str:
-        """The command as one would type it (environment variables that matter shown in front)."""
-        shown = [
-            f"{k}={v}"
-            for k, v in self.env.items()
-            if k.startswith("HANDOVER_")
-            and k not in ("HANDOVER_RUNTIME_DIR", "HANDOVER_KDF")
-            and "SESSION" not in k
-            and "PASSPHRASE" not in k
-        ]
-        if "HANDOVER_SESSION" in self.env:
-            shown.insert(0, "HANDOVER_SESSION=…")
-        if any("PASSPHRASE" in k for k in self.env):
-            shown.insert(0, "HANDOVER_*PASSPHRASE=…")
-        argv = [Path(a).name if a in (HANDOVER, PYTHON) else a for a in self.argv]
-        argv = [_short_path(a) for a in argv]
+        """The command as one would type it: the variables that matter in front, secrets elided."""
+        shown = []
+        for k, v in self.env.items():
+            if k in ("HANDOVER_RUNTIME_DIR", "HANDOVER_KDF") or not k.startswith(
+                ("HANDOVER_", "_HANDOVER", "COMP_")
+            ):
+                continue
+            secret = "SESSION" in k or "PASSPHRASE" in k
+            shown.append(f"{k}={'…' if secret else _quote(_short_path(v))}")
+        argv = [Path(self.argv[0]).name, *(_short_path(a) for a in self.argv[1:])]
         prefix = "printf … | " if self.stdin else ""
         return prefix + " ".join([*shown, *(_quote(a) for a in argv)])
 

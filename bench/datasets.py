@@ -57,9 +57,7 @@ def stamp_ok(folder: Path, params: dict[str, Any]) -> bool:
 
 
 def _stamp(params: dict[str, Any]) -> dict[str, Any]:
-    from vault.store import SCHEMA_HEAD
-
-    return {**params, "data_version": DATA_VERSION, "schema": SCHEMA_HEAD}
+    return {**params, "data_version": DATA_VERSION}
 
 
 def _write_stamp(folder: Path, params: dict[str, Any], seconds: float) -> None:
@@ -73,8 +71,11 @@ def _building(name: str, params: dict[str, Any], rebuild: bool) -> Iterator[tupl
     from vault.store import SCHEMA_HEAD
 
     # Vaults of each schema revision are kept apart, so runs against an older tree (--tag with
-    # PYTHONPATH) and the current one each find theirs.
-    folder = DATA / (name if name.startswith("kdbx") else f"{name}-s{SCHEMA_HEAD}")
+    # PYTHONPATH) and the current one each find theirs; a KDBX does not depend on our schema.
+    if name.startswith("kdbx"):
+        folder = DATA / name
+    else:
+        folder, params = DATA / f"{name}-s{SCHEMA_HEAD}", {**params, "schema": SCHEMA_HEAD}
     if not rebuild and stamp_ok(folder, params):
         yield folder, False
         return
