@@ -146,13 +146,22 @@ def _peer_is_us(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
+INTERRUPT = b"\x03"  # sent by the client when it got Ctrl-C (cli/fast.py)
+_finished = threading.Event()
+
+
 def _watch_hangup(conn: socket.socket) -> None:
-    """Interrupt the command when the client goes away (Ctrl-C in its terminal)."""
+    """Follow the client: Ctrl-C in its terminal interrupts the command (KeyboardInterrupt, as in a
+    process of its own); the client dying (killed, terminal closed) kills the command at once, as it
+    would have killed a command running in the client's own process."""
 
     def watch() -> None:
+        data = b""
         with contextlib.suppress(OSError):
-            conn.recv(1)
-        os.kill(os.getpid(), signal.SIGINT)
+            data = conn.recv(1)
+        if _finished.is_set():
+            return
+        os.kill(os.getpid(), signal.SIGINT if data == INTERRUPT else signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -214,6 +223,7 @@ def handle(conn: socket.socket) -> None:
         code = 1
     finally:
         # The command is over: the client closing the connection must no longer interrupt us.
+        _finished.set()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -60,8 +60,13 @@ def _wait(conn: socket.socket) -> int:
         try:
             chunk = conn.recv(4 - len(status))
         except KeyboardInterrupt:
-            # Tell the handler to stop; it answers with its exit status (130).
-            conn.shutdown(socket.SHUT_WR)
+            # Tell the handler to stop as a Ctrl-C would; it answers with its exit status. (A client
+            # that dies without saying so has its command killed outright: cli/agent.py.)
+            try:
+                conn.sendall(b"\x03")
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                return 130
             continue
         if not chunk:
             return 1
