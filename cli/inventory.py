@@ -292,19 +292,30 @@ def attach_get(slug: str, ref: str, out: str) -> None:
 @click.command()
 @click.argument("query")
 @click.option("--client", "slug", help="Only this client.")
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Show at most this many matches (0: all).",
+)
 @json_option
-def search(query: str, slug: str | None) -> None:
+def search(query: str, slug: str | None, limit: int) -> None:
     """Search clients, docs, credentials (not secrets), assets, contacts, issues."""
     v = state().open()
-    hits = v.search(query, slug)
+    hits = v.search(query, slug, limit + 1 if limit else None)
+    more = bool(limit) and len(hits) > limit
+    hits = hits[:limit] if limit else hits
     if state().as_json:
         emit_json(hits)
-        return
-    table(
-        ["client", "kind", "id", "title", "match"],
-        [[h["client"], h["kind"], short(h["id"]), h["title"], h["snippet"]] for h in hits],
-        "matches",
-    )
+    else:
+        table(
+            ["client", "kind", "id", "title", "match"],
+            [[h["client"], h["kind"], short(h["id"]), h["title"], h["snippet"]] for h in hits],
+            "matches",
+        )
+    if more:
+        click.echo(f"(more than {limit} matches: add words to narrow the search, or raise --limit)", err=True)
 
 
 @issue.command("ack")

@@ -70,3 +70,15 @@ def test_attach_get_is_audited_before_anything_is_written(acme, vault_path: Path
     assert refused.returncode == 1
     assert not (tmp_path / "again.cfg").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".again")] == []
+
+
+def test_search_limit_stops_early_and_says_so(acme, vault_path: Path) -> None:  # noqa: ANN001
+    for n in range(7):
+        acme.docs.add("acme", title=f"Switch {n}", body="zanzibar uplink")
+    acme.close()
+    some = run(["search", "zanzibar", "--limit", "3", "--json"], vault=vault_path)
+    assert some.returncode == 0, some.stderr
+    assert len(json.loads(some.stdout)) == 3
+    assert "more than 3 matches" in some.stderr
+    every = run(["search", "zanzibar", "--limit", "0", "--json"], vault=vault_path)
+    assert len(json.loads(every.stdout)) == 7 and every.stderr == ""

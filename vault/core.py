@@ -280,10 +280,10 @@ class Vault:
 
         return Attachments(self)
 
-    def search(self, query: str, slug: str | None = None) -> list[dict[str, Any]]:
+    def search(self, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         from .search import search
 
-        return search(self, query, slug)
+        return search(self, query, slug, limit)
 
     # --- identity and signing -------------------------------------------------------------------
 

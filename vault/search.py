@@ -39,6 +39,7 @@ NOT_SEARCHED = {"secret", "totp", "sha256", "fields"}
 MIN_PREFIX, MAX_PREFIX = 2, 12
 _WORD = re.compile(r"\w+", re.UNICODE)
 INDEX_FLAG = "search_index"
+SEARCH_BATCH = 500
 TOKEN_BYTES = 16  # 128 bits of HMAC-SHA256: collisions between a client's prefixes never happen
 INSERT_CHUNK = 20_000  # token rows per statement: bounded memory for the parameter lists
 
@@ -206,16 +207,26 @@ def _snippet(data: dict[str, Any], needle: str) -> str:
     return ""
 
 
-def search(v: Vault, query: str, slug: str | None = None) -> list[dict[str, Any]]:
-    """Records (and clients) whose non-secret text contains every word of ``query``."""
+def search(v: Vault, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Records (and clients) whose non-secret text contains every word of ``query``.
+
+    With ``limit``, stops once it has found that many (candidates are decrypted in batches, so a
+    very common word costs what ``limit`` matches cost, not what every match would).
+    """
     words = sorted(_words(query or ""), key=len, reverse=True)
     if not words:
         raise InvalidInput("the search needs a word of at least two letters or digits")
     ensure_index(v)
     clients = [v.clients.get(slug)] if slug else v.clients.list()
     hits: list[dict[str, Any]] = []
+
+    def full() -> bool:
+        return limit is not None and len(hits) >= limit
+
     with v.read() as s:
         for client in clients:
+            if full():
+                break
             name = f"{client.slug} {client.name}".casefold()
             if all(w in name for w in words):
                 hits.append(
@@ -227,20 +238,22 @@ def search(v: Vault, query: str, slug: str | None = None) -> list[dict[str, Any]
                         "snippet": "",
                     }
                 )
-            ids = _candidates(s, client, words)
-            if not ids:
-                continue
-            rows = s.execute(select(Record).where(Record.id.in_(sorted(ids)))).scalars()
-            for row in rows:
-                rec = v.records.load(client, row)
-                if all(w in _text(rec.data) for w in words):
-                    hits.append(
-                        {
-                            "client": client.slug,
-                            "kind": rec.kind,
-                            "id": rec.id,
-                            "title": rec.data.get(TITLE_FIELD.get(rec.kind, ""), ""),
-                            "snippet": _snippet(rec.data, words[0]),
-                        }
-                    )
+            ordered = sorted(_candidates(s, client, words))
+            # Batches keep each query under SQLite's bound-parameter limit and let a limit stop early.
+            for start in range(0, len(ordered), SEARCH_BATCH):
+                if full():
+                    break
+                batch = ordered[start : start + SEARCH_BATCH]
+                for row in s.execute(select(Record).where(Record.id.in_(batch))).scalars():
+                    rec = v.records.load(client, row)
+                    if not full() and all(w in _text(rec.data) for w in words):
+                        hits.append(
+                            {
+                                "client": client.slug,
+                                "kind": rec.kind,
+                                "id": rec.id,
+                                "title": rec.data.get(TITLE_FIELD.get(rec.kind, ""), ""),
+                                "snippet": _snippet(rec.data, words[0]),
+                            }
+                        )
     return hits
