@@ -72,7 +72,7 @@ def test_attach_get_is_audited_before_anything_is_written(acme, vault_path: Path
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".again")] == []
 
 
-def test_search_limit_stops_early_and_says_so(acme, vault_path: Path) -> None:  # noqa: ANN001
+def test_search_limit_stops_early_and_says_so(acme, vault_path: Path) -> None:
     for n in range(7):
         acme.docs.add("acme", title=f"Switch {n}", body="zanzibar uplink")
     acme.close()
