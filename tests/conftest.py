@@ -92,6 +92,20 @@ def need(tool: str) -> str:
     raise AssertionError("unreachable")
 
 
+def cli_env(vault: Path | None, passphrase: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """The environment a test gives a command: this process's, minus any HANDOVER_ variable,
+    plus the fast KDF, the test's runtime dir, the vault, the passphrase and ``env``."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
+    full_env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
+    full_env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
+    if vault is not None:
+        full_env["HANDOVER_VAULT"] = str(vault)
+    if passphrase is not None:
+        full_env["HANDOVER_PASSPHRASE"] = passphrase
+    full_env.update(env or {})
+    return full_env
+
+
 def handover_cmd() -> list[str]:
     """The installed console script when present, else the module (same code path)."""
     exe = shutil.which("handover", path=str(Path(sys.executable).parent))
@@ -107,14 +121,7 @@ def run(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``handover`` in a subprocess with no TTY, as a script would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
-    full_env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
-    full_env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
-    if vault is not None:
-        full_env["HANDOVER_VAULT"] = str(vault)
-    if passphrase is not None:
-        full_env["HANDOVER_PASSPHRASE"] = passphrase
-    full_env.update(env or {})
+    full_env = cli_env(vault, passphrase, env)
     data = input.decode() if isinstance(input, bytes) else input
     return subprocess.run(
         handover_cmd() + args,

@@ -186,14 +186,9 @@ def fork_run(
     The end-to-end checks of the issue use ``run``; this one gives breadth at a tenth of the cost.
     """
     cli_main = _preload()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
-    full_env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
-    full_env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
-    if vault is not None:
-        full_env["HANDOVER_VAULT"] = str(vault)
-    if passphrase is not None:
-        full_env["HANDOVER_PASSPHRASE"] = passphrase
-    full_env.update(env or {})
+    from tests.conftest import cli_env
+
+    full_env = cli_env(vault, passphrase, env)
     data = input.encode() if isinstance(input, str) else (input or b"")
     with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
         fin.write(data)
