@@ -92,7 +92,7 @@ def _warm_up() -> None:
 
     from sqlalchemy import func, select
 
-    from vault.models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchToken
+    from vault.models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchPosting
     from vault.store import Store, schema_revision
 
     with tempfile.TemporaryDirectory(prefix="handover-agent-") as tmp:
@@ -110,7 +110,9 @@ def _warm_up() -> None:
                 ).scalars().all()
                 s.execute(select(Record).where(Record.client_id == "", Record.kind == "")).scalars().all()
                 s.execute(select(func.count()).select_from(Record).where(Record.client_id == "")).scalar_one()
-                s.execute(select(SearchToken.record_id).where(SearchToken.client_id == "")).scalars().all()
+                s.execute(
+                    select(SearchPosting.ids).where(SearchPosting.client_id == "", SearchPosting.token == b"")
+                ).scalars().all()
                 s.execute(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
                 s.get(Meta, "")
                 s.add(Meta(key="warm", value=b""))

@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, literal_column, select
 
 from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound
 from .keys import record_aad
-from .models import Record, RecordVersion, SearchToken
-from .search import drop_record_tokens, index_new_records, index_record
+from .models import Record, RecordVersion
+from .search import drop_record_everywhere, drop_record_tokens, index_new_records, index_record
 from .store import insert_many
 
 if TYPE_CHECKING:
@@ -186,15 +186,11 @@ class Records:
     def delete(self, s: Session, client: ClientRef, rec: Rec) -> None:
         row = s.get(Record, rec.id)
         if row is not None and row.client_id == client.id:
-            # Search tokens have no index by record: they are found again from the stored payload.
+            # Postings have no index by record: they are found again from the stored payload.
             try:
                 drop_record_tokens(s, client, self.load(client, row))
             except IntegrityError:  # a payload that no longer decrypts: look through the client's
-                s.execute(
-                    delete(SearchToken).where(
-                        SearchToken.client_id == client.id, SearchToken.record_id == rec.id
-                    )
-                )
+                drop_record_everywhere(s, client, rec.id)
         s.execute(delete(Record).where(Record.id == rec.id, Record.client_id == client.id))
 
     # --- reading ----------------------------------------------------------------------------------
@@ -222,10 +218,12 @@ class Records:
                 s.execute(
                     select(Record)
                     .where(
-                        Record.client_id == client.id,
-                        Record.kind == kind,
                         # A range, not LIKE: SQLite's LIKE is case-insensitive and cannot use the
-                        # primary-key index, so a prefix lookup would scan every record.
+                        # primary-key index, so a prefix lookup would scan every record. The unary
+                        # "+" keeps SQLite from walking the (client, kind) index instead: that costs
+                        # a row per record of the kind (32 ms at 100,000 credentials).
+                        literal_column("+records.client_id") == client.id,
+                        literal_column("+records.kind") == kind,
                         Record.id >= ref.lower(),
                         Record.id < ref.lower() + "~",
                     )

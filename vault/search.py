@@ -5,19 +5,23 @@ characters) under the client's search key. A query finds the records holding a t
 of its words, decrypts only those, and keeps the ones that really contain every word. Search thus
 matches word beginnings ("fire" finds "Firewall"), costs the same in a vault of any size, and never
 looks at secrets or TOTP seeds.
+
+The tokens are stored as postings (``search_postings``): per client and token, sorted blocks of
+up to :data:`BLOCK_IDS` record ids, each block keyed by the lowest id its range may hold. A
+record's postings are found again by recomputing its tokens from its payload and seeking to the
+block whose range holds its id, so the table needs no second index by record.
 """
 
 from __future__ import annotations
 
 import re
-from operator import itemgetter
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from .errors import InvalidInput
-from .models import Meta, Record, SearchToken
-from .store import insert_many
+from .errors import IntegrityError, InvalidInput
+from .models import Meta, Record, SearchPosting
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -41,7 +45,12 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 INDEX_FLAG = "search_index"
 SEARCH_BATCH = 500
 TOKEN_BYTES = 16  # 128 bits of HMAC-SHA256: collisions between a client's prefixes never happen
-INSERT_CHUNK = 20_000  # token rows per statement: bounded memory for the parameter lists
+ID_BYTES = 16  # a record id (UUID) in a postings block
+BLOCK_IDS = 256  # record ids per postings row at most: 4 KiB, rewritten whole when one changes
+PROBE = 256  # candidates left up to which a further search word is checked by seeks, not read whole
+FEW = 5_000  # ids added at once up to which each is placed by a seek rather than a bulk read
+LOOKUP_CHUNK = 5_000  # tokens per IN (...) query, well under SQLite's bound-parameter limit
+INSERT_CHUNK = 20_000  # postings rows per statement: bounded memory for the parameter lists
 
 
 def _text(data: dict[str, Any]) -> str:
@@ -99,24 +108,172 @@ def tokens_for(client: ClientRef, data: dict[str, Any], memo: TokenMemo | None =
     return out
 
 
-def _insert(s: Session, client: ClientRef, rows: list[tuple[bytes, str]]) -> None:
-    """Insert (token, record id) rows in primary-key order, a chunk per statement.
+# --- postings: which records hold each token -------------------------------------------------------
 
-    In key order each B-tree page is filled once instead of being revisited at random: that is
-    most of the cost of writing the tokens of a large import.
+
+def rid_bytes(rid: str) -> bytes:
+    """A record id (a UUID in its canonical text form) as its 16 raw bytes."""
+    try:
+        raw = bytes.fromhex(rid.replace("-", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != ID_BYTES or rid_text(raw) != rid:
+        raise IntegrityError(f"record id {rid!r} is not a UUID: the vault file was altered")
+    return raw
+
+
+def rid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _split(ids: bytes) -> list[bytes]:
+    if len(ids) % ID_BYTES or not ids:
+        raise IntegrityError(
+            "the search index holds a malformed row: the vault file was altered",
+            "restore a backup (handover backup) or rebuild the index by deleting the search_index meta row",
+        )
+    return [ids[i : i + ID_BYTES] for i in range(0, len(ids), ID_BYTES)]
+
+
+def _in_list(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# The block whose range holds ``id``: the one with the greatest ``low`` not above it.
+_SEEK = (
+    "SELECT low, ids FROM search_postings WHERE client_id = ? AND token = ? AND low <= ? "
+    "ORDER BY low DESC LIMIT 1"
+)
+_PUT = "INSERT OR REPLACE INTO search_postings (client_id, token, low, ids) VALUES (?, ?, ?, ?)"
+_DROP = "DELETE FROM search_postings WHERE client_id = ? AND token = ? AND low = ?"
+
+
+class _Writes:
+    """Blocks to write and to delete, sent in two ``executemany`` calls in key order."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self.put: list[tuple[str, bytes, bytes, bytes]] = []
+        self.drop: list[tuple[str, bytes, bytes]] = []
+
+    def block(self, token: bytes, low: bytes, ids: list[bytes], existed: bool) -> None:
+        """Store ``ids`` (sorted, unique) as the block keyed ``low``, split into even blocks of at
+        most :data:`BLOCK_IDS`; an empty block is deleted."""
+        if not ids:
+            if existed:
+                self.drop.append((self.client_id, token, low))
+            return
+        pieces = -(-len(ids) // BLOCK_IDS)
+        size = -(-len(ids) // pieces)
+        for i in range(0, len(ids), size):
+            piece = ids[i : i + size]
+            self.put.append((self.client_id, token, low if i == 0 else piece[0], b"".join(piece)))
+
+    def send(self, s: Session) -> None:
+        conn = s.connection()
+        if self.drop:
+            conn.exec_driver_sql(_DROP, sorted(self.drop))
+        self.put.sort()
+        for start in range(0, len(self.put), INSERT_CHUNK):
+            conn.exec_driver_sql(_PUT, self.put[start : start + INSERT_CHUNK])
+
+
+def _lows(s: Session, client: ClientRef, tokens: list[bytes]) -> dict[bytes, list[bytes]]:
+    """The keys (``low``) of every block of ``tokens``, in order: a bulk write places its ids by them."""
+    out: dict[bytes, list[bytes]] = {}
+    conn = s.connection()
+    for start in range(0, len(tokens), LOOKUP_CHUNK):
+        chunk = tokens[start : start + LOOKUP_CHUNK]
+        rows = conn.exec_driver_sql(
+            "SELECT token, low FROM search_postings "  # noqa: S608 (the f-string adds only "?, ?, ...")
+            f"WHERE client_id = ? AND token IN ({_in_list(len(chunk))}) ORDER BY token, low",
+            (client.id, *chunk),
+        )
+        for t, low in rows:
+            out.setdefault(bytes(t), []).append(bytes(low))
+    return out
+
+
+def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> None:
+    """Add record ids to the postings of their tokens.
+
+    Each id goes into the block whose range holds it, which is rewritten sorted and split in two
+    when it overflows: adding one record costs a seek per token, whatever the vault's size. A bulk
+    write (an import) places its ids by the keys of the tokens' blocks instead, read in one query
+    per :data:`LOOKUP_CHUNK` tokens; into a client with no postings yet it just writes full blocks.
     """
-    rows.sort(key=itemgetter(0))  # by token: cheaper than by (token, record), and nearly as local
-    table = SearchToken.__table__
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = [(client.id, t, rid) for t, rid in rows[start : start + INSERT_CHUNK]]
-        insert_many(s, table, ("client_id", "token", "record_id"), chunk)
+    if not postings:
+        return
+    conn = s.connection()
+    tokens = sorted(postings)
+    groups: dict[tuple[bytes, bytes], set[bytes]] = {}
+    held: dict[tuple[bytes, bytes], bytes] = {}
+    if sum(len(ids) for ids in postings.values()) <= FEW:
+        for t in tokens:
+            for rid in postings[t]:
+                row = conn.exec_driver_sql(_SEEK, (client.id, t, rid)).first()
+                key = (t, bytes(row[0]) if row else b"")
+                if row:
+                    held[key] = bytes(row[1])
+                groups.setdefault(key, set()).add(rid)
+    else:
+        lows = _lows(s, client, tokens)
+        for t in tokens:
+            keys = lows.get(t, [])
+            for rid in postings[t]:
+                at = bisect_right(keys, rid)
+                groups.setdefault((t, keys[at - 1] if at else b""), set()).add(rid)
+        for key in groups:
+            if key[1] in lows.get(key[0], ()):
+                row = conn.exec_driver_sql(
+                    "SELECT ids FROM search_postings WHERE client_id = ? AND token = ? AND low = ?",
+                    (client.id, *key),
+                ).first()
+                held[key] = bytes(row[0]) if row else b""
+    out = _Writes(client.id)
+    for (t, low), new in groups.items():
+        old = held.get((t, low), b"")
+        out.block(t, low, sorted(new.union(_split(old)) if old else new), bool(old))
+    out.send(s)
+
+
+def _remove(s: Session, client: ClientRef, record_id: str, tokens: set[bytes] | None) -> None:
+    """Take a record's id out of the postings of ``tokens`` (None: of every token of the client).
+
+    With its tokens, a seek per token finds the one block that can hold the id. Without them (a
+    payload that no longer decrypts), SQLite looks through the client's blocks for the bytes
+    (``instr``). A block left empty is deleted.
+    """
+    needle = rid_bytes(record_id)
+    conn = s.connection()
+    rows: list[tuple[Any, ...]] = []
+    if tokens is None:
+        rows += (
+            tuple(row)
+            for row in conn.exec_driver_sql(
+                "SELECT token, low, ids FROM search_postings WHERE client_id = ? AND instr(ids, ?) > 0",
+                (client.id, needle),
+            )
+        )
+    else:
+        for t in sorted(tokens):
+            row = conn.exec_driver_sql(_SEEK, (client.id, t, needle)).first()
+            if row:
+                rows.append((t, *row))
+    out = _Writes(client.id)
+    for token, low, ids in rows:
+        parts = _split(bytes(ids))
+        if needle in parts:
+            out.block(bytes(token), bytes(low), [p for p in parts if p != needle], True)
+    out.send(s)
 
 
 def index_record(s: Session, client: ClientRef, rec: Rec, old: dict[str, Any] | None = None) -> None:
     """Write a record's tokens inside the caller's transaction; ``old`` is the payload it replaces.
 
-    The tokens of ``old`` that the new payload no longer has are deleted by primary key: the table
-    has no index by record (see :class:`vault.models.SearchToken`), so they are recomputed.
+    Only the tokens that changed are touched: the ones ``old`` had and the new payload lacks lose
+    the record, the new ones gain it.
     """
     if rec.kind not in SEARCH_KINDS:
         return
@@ -124,51 +281,51 @@ def index_record(s: Session, client: ClientRef, rec: Rec, old: dict[str, Any] | 
     if old is not None:
         before = tokens_for(client, old)
         if before - new:
-            drop_tokens(s, client, rec.id, before - new)
+            _remove(s, client, rec.id, before - new)
         new -= before
-    _insert(s, client, [(t, rec.id) for t in new])
-
-
-def drop_tokens(s: Session, client: ClientRef, record_id: str, tokens: set[bytes]) -> None:
-    """Delete a record's tokens (computed from the payload that produced them)."""
-    ordered = sorted(tokens)
-    for start in range(0, len(ordered), INSERT_CHUNK):
-        s.execute(
-            delete(SearchToken).where(
-                SearchToken.client_id == client.id,
-                SearchToken.record_id == record_id,
-                SearchToken.token.in_(ordered[start : start + INSERT_CHUNK]),
-            )
-        )
+    raw = rid_bytes(rec.id)
+    _add(s, client, {t: [raw] for t in new})
 
 
 def drop_record_tokens(s: Session, client: ClientRef, rec: Rec) -> None:
-    """Delete the tokens of a record about to be deleted (``rec.data`` as stored)."""
+    """Take out the postings of a record about to be deleted (``rec.data`` as stored)."""
     if rec.kind in SEARCH_KINDS:
         tokens = tokens_for(client, rec.data)
         if tokens:
-            drop_tokens(s, client, rec.id, tokens)
+            _remove(s, client, rec.id, tokens)
+
+
+def drop_record_everywhere(s: Session, client: ClientRef, record_id: str) -> None:
+    """Take a record out of every posting of its client (its payload no longer decrypts)."""
+    _remove(s, client, record_id, None)
 
 
 def index_new_records(s: Session, client: ClientRef, recs: list[Rec]) -> None:
-    """Write the tokens of records just added, all in index order (bulk imports)."""
+    """Write the tokens of records just added (bulk imports, index rebuilds)."""
     memo = TokenMemo(client)
-    _insert(
-        s,
-        client,
-        [(t, rec.id) for rec in recs if rec.kind in SEARCH_KINDS for t in tokens_for(client, rec.data, memo)],
-    )
+    postings: dict[bytes, list[bytes]] = {}
+    for rec in recs:
+        if rec.kind not in SEARCH_KINDS:
+            continue
+        raw = rid_bytes(rec.id)
+        for t in tokens_for(client, rec.data, memo):
+            ids = postings.get(t)
+            if ids is None:
+                postings[t] = [raw]
+            else:
+                ids.append(raw)
+    _add(s, client, postings)
 
 
 def ensure_index(v: Vault) -> None:
-    """Build the tokens of every record when the vault has none yet (after schema 0002 or 0003)."""
+    """Build the tokens of every record when the vault has none yet (after schema 0002 to 0004)."""
     with v.read() as s:
         if s.get(Meta, INDEX_FLAG) is not None:
             return
     with v.write("building the search index", bulk=True) as s:
         if s.get(Meta, INDEX_FLAG) is not None:
             return
-        s.execute(delete(SearchToken))
+        s.execute(delete(SearchPosting))
         for client in v.clients.list():
             for kind in SEARCH_KINDS:
                 index_new_records(s, client, v.records.list(s, client, kind))
@@ -179,21 +336,48 @@ def mark_indexed(s: Session) -> None:
     s.add(Meta(key=INDEX_FLAG, value=b"1"))
 
 
-def _candidates(s: Session, client: ClientRef, words: list[str]) -> set[str]:
-    found: set[str] | None = None
-    for w in words:
-        tok = _token(client, w[:MAX_PREFIX])
-        ids = set(
-            s.execute(
-                select(SearchToken.record_id).where(
-                    SearchToken.client_id == client.id, SearchToken.token == tok
-                )
-            ).scalars()
-        )
-        found = ids if found is None else found & ids
+def _candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
+    """Ids (raw, sorted) of the client's records holding a token for every word.
+
+    The word whose token has the fewest blocks is read whole, its blocks in key order (so its ids
+    come sorted); each other word then either probes the one block that could hold each remaining
+    candidate, when few are left, or is read whole and intersected.
+    """
+    conn = s.connection()
+    tokens = [_token(client, w[:MAX_PREFIX]) for w in words]
+    sizes = {
+        t: conn.exec_driver_sql(
+            "SELECT count(*) FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
+        ).scalar_one()
+        for t in tokens
+    }
+    tokens.sort(key=sizes.__getitem__)
+    if not sizes[tokens[0]]:
+        return []
+    found: list[bytes] = []
+    for blob in conn.exec_driver_sql(
+        "SELECT ids FROM search_postings WHERE client_id = ? AND token = ? ORDER BY low",
+        (client.id, tokens[0]),
+    ).scalars():
+        found += _split(bytes(blob))
+    for t in tokens[1:]:
+        if len(found) <= PROBE:
+            kept = []
+            for rid in found:
+                row = conn.exec_driver_sql(_SEEK, (client.id, t, rid)).first()
+                if row is not None and rid in _split(bytes(row[1])):
+                    kept.append(rid)
+            found = kept
+        else:
+            ids: set[bytes] = set()
+            for blob in conn.exec_driver_sql(
+                "SELECT ids FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
+            ).scalars():
+                ids.update(_split(bytes(blob)))
+            found = [rid for rid in found if rid in ids]
         if not found:
-            return set()
-    return found or set()
+            break
+    return found
 
 
 def _snippet(data: dict[str, Any], needle: str) -> str:
@@ -238,13 +422,15 @@ def search(v: Vault, query: str, slug: str | None = None, limit: int | None = No
                         "snippet": "",
                     }
                 )
-            ordered = sorted(_candidates(s, client, words))
+            ordered = _candidates(s, client, words)
             # Batches keep each query under SQLite's bound-parameter limit and let a limit stop early.
             for start in range(0, len(ordered), SEARCH_BATCH):
                 if full():
                     break
-                batch = ordered[start : start + SEARCH_BATCH]
-                for row in s.execute(select(Record).where(Record.id.in_(batch))).scalars():
+                batch = [rid_text(raw) for raw in ordered[start : start + SEARCH_BATCH]]
+                rows = s.execute(select(Record).where(Record.id.in_(batch)).order_by(Record.id)).scalars()
+                # Checked here, not in SQL: a client_id condition makes SQLite walk the client's index.
+                for row in (r for r in rows if r.client_id == client.id):
                     rec = v.records.load(client, row)
                     if not full() and all(w in _text(rec.data) for w in words):
                         hits.append(
