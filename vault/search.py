@@ -196,7 +196,7 @@ def _lows(s: Session, client: ClientRef, tokens: list[bytes]) -> dict[bytes, lis
 
 
 def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> None:
-    """Add record ids to the postings of their tokens.
+    """Add record ids (no repeats within a token, none already there) to the postings of their tokens.
 
     Each id goes into the block whose range holds it, which is rewritten sorted and split in two
     when it overflows: adding one record costs a seek per token, whatever the vault's size. A bulk
@@ -209,6 +209,7 @@ def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> N
     tokens = sorted(postings)
     groups: dict[tuple[bytes, bytes], set[bytes]] = {}
     held: dict[tuple[bytes, bytes], bytes] = {}
+    out = _Writes(client.id)
     if sum(len(ids) for ids in postings.values()) <= FEW:
         for t in tokens:
             for rid in postings[t]:
@@ -220,7 +221,10 @@ def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> N
     else:
         lows = _lows(s, client, tokens)
         for t in tokens:
-            keys = lows.get(t, [])
+            keys = lows.get(t)
+            if not keys:  # the token's first ids: blocks are written without reading any
+                out.block(t, b"", sorted(postings[t]), False)
+                continue
             for rid in postings[t]:
                 at = bisect_right(keys, rid)
                 groups.setdefault((t, keys[at - 1] if at else b""), set()).add(rid)
@@ -231,7 +235,6 @@ def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> N
                     (client.id, *key),
                 ).first()
                 held[key] = bytes(row[0]) if row else b""
-    out = _Writes(client.id)
     for (t, low), new in groups.items():
         old = held.get((t, low), b"")
         out.block(t, low, sorted(new.union(_split(old)) if old else new), bool(old))
@@ -304,10 +307,9 @@ def index_new_records(s: Session, client: ClientRef, recs: list[Rec]) -> None:
     """Write the tokens of records just added (bulk imports, index rebuilds)."""
     memo = TokenMemo(client)
     postings: dict[bytes, list[bytes]] = {}
-    for rec in recs:
-        if rec.kind not in SEARCH_KINDS:
-            continue
-        raw = rid_bytes(rec.id)
+    # In id order, each token's list comes out sorted: writing a new token's blocks sorts nothing.
+    by_id = sorted({rid_bytes(rec.id): rec for rec in recs if rec.kind in SEARCH_KINDS}.items())
+    for raw, rec in by_id:
         for t in tokens_for(client, rec.data, memo):
             ids = postings.get(t)
             if ids is None:
