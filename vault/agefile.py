@@ -13,26 +13,32 @@ pyrage lacks for files that come from outside:
   :class:`IntegrityError` for a damaged or hostile file, :class:`InvalidInput` for a file that is
   not age at all or a key that cannot be parsed, :class:`StorageError` for the disk.
 
-Recipient-sealed files stream with flat memory (``pyrage.encrypt_io``/``decrypt_io`` copy through
-64 KiB STREAM chunks). pyrage's passphrase API only takes and returns ``bytes``, so passphrase mode
-holds the whole file in memory and is capped at :data:`PASSPHRASE_MAX_BYTES`.
+Files sealed to keys stream with flat memory (``pyrage.encrypt_io``/``decrypt_io`` copy through
+64 KiB STREAM chunks) in a forked helper process, so that age and our side (producing or storing
+the plaintext, hashing) use both cores: pyrage never releases the GIL (see "The helper process").
+pyrage's passphrase API only takes and returns ``bytes``, so passphrase mode runs here, holds the
+whole file in memory and is capped at :data:`PASSPHRASE_MAX_BYTES`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NoReturn
 
 import pyrage
 from pyrage import passphrase as _pyrage_passphrase
@@ -440,9 +446,6 @@ def _check_scrypt(header: AgeHeader) -> None:
         )
 
 
-# --- Atomic output ---------------------------------------------------------------------------------
-
-
 # --- Stream wrappers that remember Python-side failures ------------------------------------------------
 
 
@@ -450,9 +453,9 @@ class _Tap:
     """Wraps the reader or writer handed to pyrage.
 
     pyrage turns any exception raised by our reader or writer into a string inside its own
-    ``EncryptError``/``OSError``; the tap keeps the original so that, for example, an
-    :class:`IntegrityError` from the tar stream or a full disk is reported as itself. It also counts
-    and hashes what passes through.
+    ``EncryptError``/``OSError``; the tap keeps the original so that, for example, a full disk is
+    reported as itself and not as a damaged file. It also counts (and, if asked, hashes) what
+    passes through.
     """
 
     def __init__(self, stream: IO[bytes] | io.RawIOBase, hashed: bool = True) -> None:
@@ -460,7 +463,7 @@ class _Tap:
         self.error: BaseException | None = None
         self.size = 0
         self.sha256 = hashlib.sha256()
-        # pyrage reads 8 KiB per call: an input tap whose hash nobody uses is not hashed.
+        # pyrage reads and writes 8 KiB per call: a hash nobody uses is not computed.
         self._update = self.sha256.update if hashed else None
 
     def read(self, n: int = -1) -> bytes:
@@ -481,21 +484,145 @@ class _Tap:
             self.error = exc
             raise
         self.size += len(data)
-        self.sha256.update(data)
+        if self._update is not None:
+            self._update(data)
         return len(data)
 
     def flush(self) -> None:
         self.stream.flush()
 
 
-def _tap_failure(*taps: _Tap) -> BaseException | None:
-    """The exception one of our own streams raised (an OSError becomes StorageError), if any."""
-    for tap in taps:
-        if isinstance(tap.error, OSError):
-            return StorageError(f"input/output error: {tap.error.strerror or tap.error}")
-        if tap.error is not None:
-            return tap.error
-    return None
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- The helper process --------------------------------------------------------------------------------
+
+# pyrage holds the GIL for the whole of encrypt_io/decrypt_io and calls back into Python every
+# 8 KiB, so no thread of ours can compute beside it. With keys, sealing and opening therefore run
+# age in a forked helper process joined to us by a pipe: on two cores one process produces (or
+# stores and hashes) the tar while the other runs age. Being a fork, the helper already holds the
+# recipients or identities: no key crosses a pipe, argv or the environment. It uses only the
+# descriptors it is given (never the SQLite connection it inherits), reports its outcome as one
+# small JSON object on a pipe of its own and leaves with os._exit (no atexit, no buffer flushing).
+# Sealing with a passphrase stays in this process: pyrage's passphrase API takes whole byte strings.
+_PIPE_BYTES = 1024 * 1024  # pipe buffer: 1 MiB in flight rather than Linux's 64 KiB (kernel memory)
+_BLOCK = 256 * 1024  # what we read or hash at a time on our side: few calls, a small fixed buffer
+_HASH_EVERY = 4 * 1024 * 1024  # plaintext fed between two catch-ups with the sealed file
+_REPORT_MAX = 64 * 1024
+
+
+class _HelperFailed(Exception):
+    """Raised inside the helper with the report that describes the failure to the parent."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        super().__init__(report.get("kind"))
+        self.report = report
+
+
+@dataclass
+class _Helper:
+    pid: int
+    report_fd: int
+    data_fd: int  # our end of the data pipe: the write end when sealing, the read end when opening
+
+    def close_data(self) -> None:
+        if self.data_fd >= 0:
+            os.close(self.data_fd)
+            self.data_fd = -1
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the helper; its report, or ``{"ok": False, "kind": "died"}``."""
+        self.close_data()
+        with open(self.report_fd, "rb") as f:
+            raw = f.read(_REPORT_MAX)
+        _, status = os.waitpid(self.pid, 0)
+        try:
+            report = json.loads(raw)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or (status != 0 and report.get("ok")):
+            return {"ok": False, "kind": "died"}
+        return report
+
+    def kill(self) -> None:
+        """Our side failed: stop the helper at once and reap it (its output is thrown away)."""
+        self.close_data()
+        os.close(self.report_fd)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # pragma: no cover - it had already exited
+            pass
+        os.waitpid(self.pid, 0)
+
+
+def _fork_helper(work: Callable[[int], dict[str, Any]], parent_writes: bool) -> _Helper:
+    """Run ``work(fd)`` in a forked helper; ``fd`` is its end of a new data pipe."""
+    data_r, data_w = os.pipe()
+    report_r, report_w = os.pipe()
+    with contextlib.suppress(AttributeError, OSError):  # Linux only; 64 KiB pipes work, slower
+        fcntl.fcntl(data_w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    ours, theirs = (data_w, data_r) if parent_writes else (data_r, data_w)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        for fd in (data_r, data_w, report_r, report_w):
+            os.close(fd)
+        raise StorageError(f"cannot start the age helper process: {exc.strerror}") from None
+    if pid == 0:  # pragma: no cover - the helper; tests see it through its report and its output
+        _helper_main(work, theirs, report_w, (ours, report_r))
+    os.close(theirs)
+    os.close(report_w)
+    return _Helper(pid, report_r, ours)
+
+
+def _helper_main(
+    work: Callable[[int], dict[str, Any]], data_fd: int, report_fd: int, inherited: Sequence[int]
+) -> NoReturn:  # pragma: no cover - runs in the helper process
+    code, report = 1, {"ok": False, "kind": "died"}
+    try:
+        for fd in inherited:
+            os.close(fd)
+        # Nothing to print, and a helper outliving a killed parent must not hold its terminal or
+        # the pipes its caller reads the command's output from.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        report = {"ok": True, **work(data_fd)}
+        code = 0
+    except _HelperFailed as exc:
+        report = {"ok": False, **exc.report}
+    except BaseException as exc:
+        report = {"ok": False, "kind": "other", "type": type(exc).__name__}
+    finally:
+        try:
+            _write_all(report_fd, json.dumps(report).encode("utf-8"))
+        finally:
+            os._exit(code)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _blocks(source: IO[bytes] | io.RawIOBase | Iterable[bytes]) -> Iterator[bytes]:
+    """What a source yields, in blocks; an OSError while reading it becomes StorageError."""
+    if hasattr(source, "read"):
+        read = source.read
+        it: Iterator[bytes] = iter(lambda: read(_BLOCK) or b"", b"")  # None (no data yet): end
+    else:
+        it = iter(source)
+    while True:
+        try:
+            block = next(it, None)
+        except OSError as exc:
+            raise StorageError(f"input/output error: {exc.strerror or exc}") from None
+        if block is None:
+            return
+        yield block
 
 
 # --- Sealing -------------------------------------------------------------------------------------------
@@ -512,7 +639,7 @@ class SealResult:
 
 
 def seal_stream(
-    reader: IO[bytes] | io.RawIOBase,
+    reader: IO[bytes] | io.RawIOBase | Iterable[bytes],
     out_path: Path,
     recipients: Sequence[Recipient | str] = (),
     passphrase: str | None = None,
@@ -522,9 +649,11 @@ def seal_stream(
 ) -> SealResult:
     """Encrypt everything ``reader`` yields into ``out_path``, atomically (see :func:`atomic_output`).
 
-    With recipients the data streams through pyrage in small chunks (memory does not grow with the
-    input). With a passphrase (scrypt; pyrage picks the work factor) the input is read into memory
-    and must not exceed :data:`PASSPHRASE_MAX_BYTES`.
+    ``reader`` is a binary reader or an iterable of byte blocks (the tar writer's parts). With
+    recipients the data streams through a helper process running age (memory does not grow with
+    the input; the bundle's SHA-256 is computed there as it is written). With a passphrase
+    (scrypt; pyrage picks the work factor) the input is read into memory and must not exceed
+    :data:`PASSPHRASE_MAX_BYTES`.
 
     Raises:
         InvalidInput: no recipient and no passphrase, both, an empty passphrase, an unparsable
@@ -534,22 +663,12 @@ def seal_stream(
             whose source did not match its declared hash) is re-raised as itself.
     """
     natives = _seal_plan(recipients, passphrase)
-    source = _Tap(reader, hashed=False)  # the sealed file's hash is the one the audit records
-    with atomic_output(Path(out_path), overwrite=overwrite) as raw_out:
-        sink = _Tap(raw_out)
-        try:
-            if passphrase is not None:
-                _seal_passphrase(source, sink, passphrase, armored)
-            else:
-                pyrage.encrypt_io(source, sink, natives, armored=armored)
-        except VaultError:
-            raise  # ours, raised in Python before or after pyrage ran: already precise
-        except Exception as exc:
-            own = _tap_failure(source, sink)
-            if own is not None:
-                raise own from None
-            raise StorageError(f"age encryption failed: {exc}") from exc
-    return SealResult(Path(out_path), sink.size, sink.sha256.hexdigest(), source.size)
+    with atomic_output(Path(out_path), overwrite=overwrite) as out:
+        if passphrase is not None:
+            size, digest, plain = _seal_passphrase(_blocks(reader), out, passphrase, armored)
+        else:
+            size, digest, plain = _seal_in_helper(_blocks(reader), out, natives, armored)
+    return SealResult(Path(out_path), size, digest, plain)
 
 
 def _seal_plan(recipients: Sequence[Recipient | str], passphrase: str | None) -> list[Any]:
@@ -563,22 +682,113 @@ def _seal_plan(recipients: Sequence[Recipient | str], passphrase: str | None) ->
     return [r.native for r in parsed]
 
 
-def _seal_passphrase(source: _Tap, sink: _Tap, passphrase: str, armored: bool) -> None:
+def _seal_in_helper(
+    blocks: Iterator[bytes], out: BinaryIO, natives: list[Any], armored: bool
+) -> tuple[int, str, int]:
+    """Seal ``blocks`` into ``out``: (sealed size, sealed SHA-256, plaintext size).
+
+    This process produces the plaintext into a pipe while the helper runs age on it and writes
+    ``out``; between blocks, we hash what the helper has written so far (read back from the file:
+    the SHA-256 is that of the bytes on disk). Both sides block only in the kernel or in hashlib.
+    """
+    out_fd = out.fileno()
+
+    def work(data_fd: int) -> dict[str, Any]:  # pragma: no cover - runs in the helper process
+        # C-level reader and writer: pyrage's 8 KiB reads and 64 KiB writes cost no Python code.
+        sink = _Tap(open(out_fd, "wb", closefd=False), hashed=False)
+        try:
+            with open(data_fd, "rb") as source:
+                pyrage.encrypt_io(source, sink, natives, armored=armored)
+            sink.flush()
+        except Exception as exc:
+            if isinstance(sink.error, OSError):
+                raise _HelperFailed(
+                    {"kind": "io", "message": sink.error.strerror or str(sink.error)}
+                ) from None
+            raise _HelperFailed({"kind": "age", "message": _first_line(exc)}) from None
+        return {"size": sink.size}
+
+    helper = _fork_helper(work, parent_writes=True)
+    hasher = _WrittenHasher(out_fd)
+    fed = due = 0
+    try:
+        for block in blocks:
+            _write_all(helper.data_fd, block)
+            fed += len(block)
+            if fed >= due:  # every few MiB: hash what the helper wrote meanwhile
+                hasher.catch_up()
+                due = fed + _HASH_EVERY
+    except BrokenPipeError:
+        pass  # the helper stopped early: its report says why
+    except BaseException:
+        helper.kill()  # our side failed (a source that does not match, Ctrl-C): nothing is kept
+        raise
+    report = helper.finish()
+    if not report.get("ok"):
+        raise _seal_error(report)
+    hasher.catch_up()
+    if hasher.size != report.get("size"):
+        raise StorageError("the sealed file does not have the size age wrote", "try again")
+    return hasher.size, hasher.sha256.hexdigest(), fed
+
+
+class _WrittenHasher:
+    """The SHA-256 of a file another process appends to, as far as it has been written.
+
+    The helper only appends (age never seeks back), so bytes below the current size are final.
+    Once hashed, their write-back to disk is started (a hint to the kernel): the fsync before the
+    bundle gets its name then waits for the last few MiB instead of all of it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.size, self.sha256 = fd, 0, hashlib.sha256()
+        self._buffer = memoryview(bytearray(_BLOCK))
+
+    def catch_up(self) -> None:
+        start = self.size
+        try:
+            while n := os.preadv(self.fd, [self._buffer], self.size):
+                self.sha256.update(self._buffer[:n])
+                self.size += n
+        except OSError as exc:
+            raise StorageError(f"input/output error: {exc.strerror or exc}") from None
+        if self.size > start and hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fd, start, self.size - start, os.POSIX_FADV_DONTNEED)
+
+
+def _seal_error(report: dict[str, Any]) -> StorageError:
+    if report.get("kind") == "io":
+        return StorageError(f"input/output error: {report.get('message')}")
+    if report.get("kind") == "age":
+        return StorageError(f"age encryption failed: {report.get('message')}")
+    return StorageError("age encryption failed: the helper process stopped unexpectedly")
+
+
+def _seal_passphrase(
+    blocks: Iterator[bytes], out: BinaryIO, passphrase: str, armored: bool
+) -> tuple[int, str, int]:
     chunks: list[bytes] = []
     total = 0
-    # A raw reader may return short reads, so loop; stop one byte past the cap to detect overflow.
-    while chunk := source.read(min(1024 * 1024, PASSPHRASE_MAX_BYTES + 1 - total)):
-        chunks.append(chunk)
-        total += len(chunk)
+    for block in blocks:
+        total += len(block)
         if total > PASSPHRASE_MAX_BYTES:
             raise InvalidInput(
                 f"passphrase sealing is limited to {_size(PASSPHRASE_MAX_BYTES)}",
                 "seal to the successor's age or SSH public key instead (it streams without a limit)",
             )
-    sealed = _pyrage_passphrase.encrypt(b"".join(chunks), passphrase, armored=armored)
+        chunks.append(bytes(block))
+    try:
+        sealed = _pyrage_passphrase.encrypt(b"".join(chunks), passphrase, armored=armored)
+    except Exception as exc:
+        raise StorageError(f"age encryption failed: {exc}") from exc
     # rage calibrates the work factor to the machine; never write a file our own reader would refuse.
     read_header(io.BytesIO(sealed))
-    sink.write(sealed)
+    try:
+        out.write(sealed)
+    except OSError as exc:
+        raise StorageError(f"input/output error: {exc.strerror or exc}") from None
+    return len(sealed), hashlib.sha256(sealed).hexdigest(), total
 
 
 # --- Opening -------------------------------------------------------------------------------------------
@@ -643,21 +853,47 @@ def decrypt_to(
     identities: Sequence[Identity] = (),
     passphrase: str | None = None,
     hashed: bool = True,
+    observe: Callable[[memoryview], None] | None = None,
 ) -> OpenResult:
     """Low level :func:`open_stream`: check the header, then decrypt straight into ``dst``.
 
     ``dst`` receives plaintext chunks as they verify, so after an exception its content must be
     discarded; use it with a file that is thrown away on failure (an anonymous temp file).
-    ``hashed=False`` skips the plaintext's SHA-256 (the result's ``sha256`` is then empty): a
-    bundle verification hashes every member anyway. Raises as :func:`open_stream`.
+    ``hashed=False`` skips the plaintext's SHA-256 (the result's ``sha256`` is then empty).
+    ``observe`` is called with every block right after it was written to ``dst``, in order (a
+    view that is only valid during the call); like ``dst``, what it saw means nothing unless this
+    function returns. Raises as :func:`open_stream`.
     """
     _check_credentials(identities, passphrase)
+    sink = _PlainSink(dst, hashed, observe)
     with _open_input(in_path) as src:
         header = read_header(src)
         _check_header_matches(header, identities, passphrase)
         src.seek(0)
-        size, digest = _decrypt_into(src, dst, header, identities, passphrase, hashed)
-    return OpenResult(header, size, digest)
+        if passphrase is not None:
+            sink.write(memoryview(_open_passphrase(src, passphrase, header)))
+        else:
+            _open_in_helper(src, sink, identities, header)
+    return OpenResult(header, sink.size, sink.sha256.hexdigest() if sink.sha256 else "")
+
+
+class _PlainSink:
+    """Where decrypted blocks go: ``dst``, the optional hash and the optional observer."""
+
+    def __init__(self, dst: IO[bytes], hashed: bool, observe: Callable[[memoryview], None] | None) -> None:
+        self.dst, self.observe, self.size = dst, observe, 0
+        self.sha256 = hashlib.sha256() if hashed else None
+
+    def write(self, block: memoryview) -> None:
+        try:
+            self.dst.write(block)
+        except OSError as exc:
+            raise StorageError(f"input/output error: {exc.strerror or exc}") from None
+        self.size += len(block)
+        if self.sha256 is not None:
+            self.sha256.update(block)
+        if self.observe is not None:
+            self.observe(block)
 
 
 @contextmanager
@@ -688,29 +924,51 @@ def _check_header_matches(header: AgeHeader, identities: Sequence[Identity], pas
         )
 
 
-def _decrypt_into(
-    src: BinaryIO,
-    dst: IO[bytes],
-    header: AgeHeader,
-    identities: Sequence[Identity],
-    passphrase: str | None,
-    hashed: bool = True,
-) -> tuple[int, str]:
-    source, sink = _Tap(src, hashed=False), _Tap(dst, hashed=hashed)
+def _open_in_helper(
+    src: BinaryIO, sink: _PlainSink, identities: Sequence[Identity], header: AgeHeader
+) -> None:
+    """Decrypt ``src`` (at offset 0) in the helper; its plaintext comes back through the pipe."""
+    natives = [i.native for i in identities]
+
+    def work(data_fd: int) -> dict[str, Any]:  # pragma: no cover - runs in the helper process
+        # The helper reads ``src`` through the file description it shares with us; we do not touch
+        # it until the helper is gone. Its output needs no tap: it fails only if we stopped reading.
+        source = _Tap(src, hashed=False)
+        try:
+            with open(data_fd, "wb", buffering=_BLOCK) as out:
+                pyrage.decrypt_io(source, out, natives)
+        except (pyrage.DecryptError, OSError) as exc:
+            if isinstance(source.error, OSError):
+                message = source.error.strerror or str(source.error)
+                raise _HelperFailed({"kind": "io", "message": message}) from None
+            kind = "header" if isinstance(exc, pyrage.DecryptError) else "payload"
+            raise _HelperFailed({"kind": kind, "message": _first_line(exc)}) from None
+        return {}
+
+    helper = _fork_helper(work, parent_writes=False)
+    buffer = memoryview(bytearray(_BLOCK))
     try:
-        if passphrase is not None:
-            _open_passphrase(src, sink, passphrase)
-        else:
-            pyrage.decrypt_io(source, sink, [i.native for i in identities])
-    except (pyrage.DecryptError, OSError) as exc:
-        own = _tap_failure(source, sink)
-        if own is not None:
-            raise own from None
-        raise _decrypt_error(exc, header) from exc
-    return sink.size, sink.sha256.hexdigest() if hashed else ""
+        with open(helper.data_fd, "rb", buffering=0, closefd=False) as pipe:
+            while n := pipe.readinto(buffer):
+                sink.write(buffer[:n])
+    except BaseException:
+        helper.kill()
+        raise
+    report = helper.finish()
+    if not report.get("ok"):
+        raise _open_error(report, header)
 
 
-def _open_passphrase(src: BinaryIO, sink: _Tap, passphrase: str) -> None:
+def _open_error(report: dict[str, Any], header: AgeHeader) -> VaultError:
+    kind, message = report.get("kind"), str(report.get("message") or "")
+    if kind in ("header", "payload"):
+        return _decrypt_error(message, header, header_failure=kind == "header")
+    if kind == "io":
+        return StorageError(f"input/output error: {message}")
+    return StorageError("age decryption failed: the helper process stopped unexpectedly")
+
+
+def _open_passphrase(src: BinaryIO, passphrase: str, header: AgeHeader) -> bytes:
     # Ciphertext is the plaintext plus 16 bytes per 64 KiB chunk, a header, and armor's 4/3.
     limit = PASSPHRASE_MAX_BYTES * 4 // 3 + MAX_HEADER_BYTES * 2
     if os.fstat(src.fileno()).st_size > limit:
@@ -718,13 +976,23 @@ def _open_passphrase(src: BinaryIO, sink: _Tap, passphrase: str) -> None:
             f"passphrase-sealed files over {_size(PASSPHRASE_MAX_BYTES)} cannot be opened",
             "pyrage can only decrypt passphrase files in memory; use `age -d` for this one",
         )
-    sink.write(_pyrage_passphrase.decrypt(src.read(), passphrase))
+    try:
+        sealed = src.read()
+    except OSError as exc:
+        raise StorageError(f"input/output error: {exc.strerror or exc}") from None
+    try:
+        return bytes(_pyrage_passphrase.decrypt(sealed, passphrase))
+    except (pyrage.DecryptError, OSError) as exc:
+        raise _decrypt_error(_first_line(exc), header, isinstance(exc, pyrage.DecryptError)) from exc
 
 
-def _decrypt_error(exc: BaseException, header: AgeHeader) -> VaultError:
-    """Map pyrage's errors. It has no error codes, so this matches rage's fixed messages."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, pyrage.DecryptError):
+def _decrypt_error(message: str, header: AgeHeader, header_failure: bool) -> VaultError:
+    """Map pyrage's errors. It has no error codes, so this matches rage's fixed messages.
+
+    ``header_failure``: pyrage raised ``DecryptError`` (the header or the keys); otherwise it raised
+    ``OSError``, which it does for STREAM failures after releasing every chunk that verified.
+    """
+    if header_failure:
         if "No matching keys" in message or message == "Decryption failed":
             if header.is_passphrase:
                 return AuthenticationFailed("wrong passphrase")
@@ -733,7 +1001,6 @@ def _decrypt_error(exc: BaseException, header: AgeHeader) -> VaultError:
                 "it was sealed to other recipients; check the key file",
             )
         return IntegrityError(f"the age header is invalid or was modified ({message})")
-    # pyrage raises OSError for STREAM failures, after releasing every chunk that verified.
     return IntegrityError(
         f"the encrypted payload is truncated or was modified ({message})",
         "nothing was kept; ask the sender for a fresh copy",

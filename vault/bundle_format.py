@@ -45,10 +45,12 @@ from .tarsafe import (
     DEFAULT_LIMITS,
     BundleFile,
     CheckedTar,
+    MemberHasher,
     TarLimits,
     extract_files,
     name_problem,
     open_checked,
+    tar_parts,
     tar_stream,
 )
 
@@ -203,7 +205,8 @@ def seal_bundle(
     mtime: int = 0,
     overwrite: bool = False,
 ) -> SealResult:
-    """Assemble, tar and age-encrypt a bundle into ``out_path`` in one streamed pass.
+    """Assemble, tar and age-encrypt a bundle into ``out_path`` in one streamed pass (the tar is
+    produced here while age runs in a helper process: see :func:`vault.agefile.seal_stream`).
 
     Nothing is at ``out_path`` unless every file matched its declaration and encryption finished.
 
@@ -213,8 +216,8 @@ def seal_bundle(
         AlreadyExists, NotFound, StorageError: from the output file.
     """
     bundle = assemble_bundle(root, files, meta, sign=sign, signer_public_key=signer_public_key)
-    stream = tar_stream(root, bundle, mtime=mtime)
-    return seal_stream(stream, out_path, recipients, passphrase, overwrite=overwrite)
+    parts = tar_parts(root, bundle, mtime=mtime)
+    return seal_stream(parts, out_path, recipients, passphrase, overwrite=overwrite)
 
 
 # --- Verifying -------------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ def verify_bundle_tar(
         NotFound, StorageError: the archive cannot be read.
     """
     with _tar_source(tar) as f, open_checked(f, limits) as checked:
-        return _verify_checked(checked, expected_signer_fingerprint)
+        return _verify_checked(checked, expected_signer_fingerprint, None)
 
 
 def extract_bundle(
@@ -282,8 +285,18 @@ def extract_bundle(
         AlreadyExists: a file of the bundle already exists in the target.
         NotFound, StorageError: the archive cannot be read or the target written.
     """
+    return _extract(tar, to_dir, expected_signer_fingerprint, limits, None)
+
+
+def _extract(
+    tar: Path | IO[bytes],
+    to_dir: Path,
+    expected_signer: str | None,
+    limits: TarLimits,
+    hashed: MemberHasher | None,
+) -> VerifiedBundle:
     with _tar_source(tar) as f, open_checked(f, limits) as checked:
-        verified = _verify_checked(checked, expected_signer_fingerprint)
+        verified = _verify_checked(checked, expected_signer, hashed)
         wanted = {e.path: (e.size, e.sha256) for e in (*verified.files, *verified.format_files)}
         extract_files(checked, Path(to_dir), wanted)
     return verified
@@ -304,7 +317,11 @@ def _tar_source(tar: Path | IO[bytes]) -> Iterator[IO[bytes]]:
         yield f
 
 
-def _verify_checked(checked: CheckedTar, expected_signer: str | None) -> VerifiedBundle:
+def _verify_checked(
+    checked: CheckedTar, expected_signer: str | None, hashed: MemberHasher | None
+) -> VerifiedBundle:
+    """The checks of :func:`verify_bundle_tar`. ``hashed`` must have been fed this very file's
+    bytes as they were written (only :func:`_decrypted` makes one, with the file it fills)."""
     manifest_bytes = checked.read_member(MANIFEST_NAME, MAX_MANIFEST_BYTES)
     signature = checked.read_member(SIGNATURE_NAME, SIGNATURE_BYTES)
     pem = checked.read_member(SIGNER_NAME, MAX_SIGNER_PEM_BYTES)
@@ -330,7 +347,7 @@ def _verify_checked(checked: CheckedTar, expected_signer: str | None) -> Verifie
     _check_listing(checked, entries)
     _check_sums(entries)
     for entry in entries:
-        _check_file(checked, entry)
+        _check_file(checked, entry, hashed)
     return VerifiedBundle(
         root=checked.root,
         client=manifest["client"],
@@ -414,13 +431,19 @@ def _check_sums(entries: tuple[ManifestEntry, ...]) -> None:
         raise IntegrityError("SHA256SUMS does not agree with the manifest")
 
 
-def _check_file(checked: CheckedTar, entry: ManifestEntry) -> None:
-    if checked.files[entry.path].size != entry.size:
+def _check_file(checked: CheckedTar, entry: ManifestEntry, hashed: MemberHasher | None) -> None:
+    info = checked.files[entry.path]
+    if info.size != entry.size:
         raise IntegrityError(f"{entry.path} has the wrong size (manifest: {entry.size} bytes)")
-    digest = hashlib.sha256()
-    for chunk in checked.iter_member(entry.path):
-        digest.update(chunk)
-    if digest.hexdigest() != entry.sha256:
+    # The member's bytes as tarfile locates them, hashed while the spool was written when the
+    # walk saw the same offset and size (the usual case), or read again from the file.
+    known = hashed.digest_of(info.offset_data, info.size) if hashed is not None else None
+    if known is None:
+        digest = hashlib.sha256()
+        for chunk in checked.iter_member(entry.path):
+            digest.update(chunk)
+        known = digest.hexdigest()
+    if known != entry.sha256:
         raise IntegrityError(f"{entry.path} does not match its SHA-256 in the manifest")
 
 
@@ -429,17 +452,30 @@ def _check_file(checked: CheckedTar, entry: ManifestEntry) -> None:
 
 @contextmanager
 def _decrypted(
-    bundle_path: Path, identities: Sequence[Identity], passphrase: str | None, spool_dir: Path | None
-) -> Iterator[IO[bytes]]:
-    """The decrypted archive in an anonymous 0600 temp file that vanishes on close or crash."""
+    bundle_path: Path,
+    identities: Sequence[Identity],
+    passphrase: str | None,
+    spool_dir: Path | None,
+    limits: TarLimits,
+) -> Iterator[tuple[IO[bytes], MemberHasher]]:
+    """The decrypted archive in an anonymous 0600 temp file that vanishes on close or crash, and
+    its members' digests taken as it was written (used only once all of it authenticated)."""
     try:
         spool = tempfile.TemporaryFile(dir=spool_dir)
     except OSError as exc:
         raise StorageError(f"cannot create a temporary file: {exc.strerror}") from None
+    hashed = MemberHasher(limits)
     with spool:
-        decrypt_to(bundle_path, spool, identities=identities, passphrase=passphrase, hashed=False)
+        decrypt_to(
+            bundle_path,
+            spool,
+            identities=identities,
+            passphrase=passphrase,
+            hashed=False,
+            observe=hashed.feed,
+        )
         spool.seek(0)
-        yield spool
+        yield spool, hashed
 
 
 def verify_sealed_bundle(
@@ -457,8 +493,11 @@ def verify_sealed_bundle(
         AuthenticationFailed, IntegrityError, InvalidInput, NotFound, StorageError: as
             :func:`vault.agefile.open_stream` and :func:`verify_bundle_tar`.
     """
-    with _decrypted(Path(bundle_path), identities, passphrase, spool_dir) as spool:
-        return verify_bundle_tar(spool, expected_signer_fingerprint, limits=limits)
+    with (
+        _decrypted(Path(bundle_path), identities, passphrase, spool_dir, limits) as (spool, hashed),
+        open_checked(spool, limits) as checked,
+    ):
+        return _verify_checked(checked, expected_signer_fingerprint, hashed)
 
 
 def open_sealed_bundle(
@@ -476,5 +515,5 @@ def open_sealed_bundle(
     Raises:
         As :func:`verify_sealed_bundle` and :func:`extract_bundle` (including AlreadyExists).
     """
-    with _decrypted(Path(bundle_path), identities, passphrase, spool_dir) as spool:
-        return extract_bundle(spool, to_dir, expected_signer_fingerprint, limits=limits)
+    with _decrypted(Path(bundle_path), identities, passphrase, spool_dir, limits) as (spool, hashed):
+        return _extract(spool, to_dir, expected_signer_fingerprint, limits, hashed)

@@ -291,6 +291,19 @@ class TarStream(io.RawIOBase):
         return filled
 
 
+def tar_parts(top: str, files: Sequence[BundleFile], *, mtime: int = 0) -> Iterator[bytes]:
+    """The archive of :func:`tar_stream` as the blocks it is made of (headers, file chunks, padding).
+
+    No copy and no per-read call: what a writer to a pipe wants. Bad names raise
+    :class:`InvalidInput` here, not at the first block; a source that does not match its
+    declaration raises :class:`IntegrityError` from the iteration.
+    """
+    plan_entries(top, files)
+    if mtime < 0:
+        raise InvalidInput("the archive mtime must not be negative")
+    return _archive_parts(top, list(files), mtime)
+
+
 def tar_stream(top: str, files: Sequence[BundleFile], *, mtime: int = 0) -> TarStream:
     """The deterministic archive of ``files`` under the folder ``top`` (see :class:`TarStream`).
 
@@ -386,6 +399,85 @@ def _check_pax(buf: bytes, size: int) -> None:
         if key.decode("utf-8", "replace") not in _PAX_ALLOWED:
             raise _refuse(f"the archive uses the pax key {_shown(key.decode('utf-8', 'replace'))}")
         pos += length
+
+
+# --- Reader: member hashes while the archive is written -----------------------------------------------
+
+
+class MemberHasher:
+    """Hashes every regular file's data as the archive passes by, in the same pass as decryption.
+
+    Fed the archive's bytes in order (:meth:`feed`), it walks the 512-byte headers the simple way
+    (each header's size, padded to a block) and records ``(data offset, size) -> SHA-256`` for each
+    regular file. It decides nothing and is trusted with nothing: :meth:`digest_of` answers only
+    for the exact offset and size that ``tarfile``'s own reading reports later, after the file
+    authenticated and its structure was checked; a member it did not follow the same way (pax size
+    records, a corrupt header, an archive past its caps) is simply not known and is hashed again
+    from the file. The bytes fed are those written to the file, in order, so a digest equals that of
+    the same range read back.
+    """
+
+    def __init__(self, limits: TarLimits = DEFAULT_LIMITS) -> None:
+        self._cap = 2 * limits.max_members  # headers walked at most (a pax header each)
+        self._offset = 0  # archive offset of the next byte fed
+        self._header = bytearray()
+        self._skip = 0  # bytes still to pass without hashing (pax data, padding)
+        self._left = 0  # bytes of the current member still to hash
+        self._start = self._size = 0
+        self._digest = hashlib.sha256()
+        self._done = False
+        self._digests: dict[tuple[int, int], str] = {}
+
+    def feed(self, data: memoryview) -> None:
+        pos, n = 0, len(data)
+        while pos < n and not self._done:
+            if self._left:
+                take = min(self._left, n - pos)
+                self._digest.update(data[pos : pos + take])
+                self._left -= take
+                pos += take
+                if not self._left:
+                    self._member_done()
+            elif self._skip:
+                take = min(self._skip, n - pos)
+                self._skip -= take
+                pos += take
+            else:
+                take = min(BLOCK - len(self._header), n - pos)
+                self._header += data[pos : pos + take]
+                pos += take
+                if len(self._header) == BLOCK:
+                    self._next_header(self._offset + pos)
+        self._offset += n
+
+    def digest_of(self, offset: int, size: int) -> str | None:
+        """The SHA-256 of the ``size`` bytes at ``offset`` if they were a member walked here."""
+        return self._digests.get((offset, size))
+
+    def _next_header(self, data_offset: int) -> None:
+        block = bytes(self._header)
+        self._header.clear()
+        if block == _ZERO_BLOCK or len(self._digests) >= self._cap:
+            self._done = True
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError:
+            self._done = True
+            return
+        if info.size < 0:
+            self._done = True
+        elif info.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            self._start, self._size, self._left = data_offset, info.size, info.size
+            self._digest = hashlib.sha256()
+            if not info.size:
+                self._member_done()
+        else:
+            self._skip = _blocks(info.size)
+
+    def _member_done(self) -> None:
+        self._digests[(self._start, self._size)] = self._digest.hexdigest()
+        self._skip = -self._size % BLOCK
 
 
 # --- Reader: member checks -----------------------------------------------------------------------------
