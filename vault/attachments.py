@@ -38,6 +38,14 @@ def max_size() -> int:
 
 
 def chunk_aad(vault_id: str, client_id: str, record_id: str, seq: int) -> bytes:
+    """The AAD of chunk ``seq`` of attachment ``record_id``.
+
+    Each (record, position) is sealed exactly once: chunks are written only by :meth:`add_stream`,
+    for a record it has just created under a fresh random id, and never rewritten (the version is
+    fixed at 1 for that reason). The export relies on it (``chunks(verify_digest=False)``); a
+    feature that replaced an attachment's content in place would have to bind a content version
+    here first.
+    """
     return record_aad(vault_id, client_id, "chunk", f"{record_id}/{seq}", 1)
 
 
@@ -94,9 +102,23 @@ class Attachments(RecordService):
             self.after_write(s, client, rec, "add")
             return rec
 
-    def chunks(self, s: Session, client: ClientRef, rec: Rec) -> Iterator[bytes]:
-        """The decrypted content, chunk by chunk, checked against the stored count and hash."""
+    def chunks(
+        self, s: Session, client: ClientRef, rec: Rec, *, verify_digest: bool = True
+    ) -> Iterator[bytes]:
+        """The decrypted content, chunk by chunk, checked against the stored count and hash.
+
+        Every chunk authenticates (AES-GCM) under an AAD naming this record and its position, the
+        positions must run 0, 1, 2… without a gap and end at the authenticated count: the content
+        can only be the one sealed when the attachment was made, whose SHA-256 was stored with it
+        (:func:`chunk_aad`). ``verify_digest=False`` therefore skips recomputing that SHA-256
+        (the export, where the successor's verification hashes every file again); everything
+        else is checked either way (docs/security.md, "Attachments in the bundle").
+
+        Raises:
+            IntegrityError: a chunk missing, out of place or not authentic, the count or the hash wrong.
+        """
         digest, n = hashlib.sha256(), 0
+        update = digest.update if verify_digest else None
         rows = s.execute(
             select(Chunk.seq, Chunk.envelope)
             .where(Chunk.record_id == rec.id)
@@ -113,10 +135,13 @@ class Attachments(RecordService):
                 raise IntegrityError(
                     f"attachment {rec.id}: chunk {seq} does not decrypt (tampered)"
                 ) from None
-            digest.update(block)
+            if update is not None:
+                update(block)
             n += 1
             yield block
-        if n != rec.data.get("chunks") or digest.hexdigest() != rec.data.get("sha256"):
+        if n != rec.data.get("chunks") or (
+            update is not None and digest.hexdigest() != rec.data.get("sha256")
+        ):
             raise IntegrityError(f"attachment {rec.id} is incomplete or altered (chunks or hash differ)")
 
     def save_to(self, slug: str, ref: str, out: Path | str) -> Rec:

@@ -129,9 +129,9 @@ class BundleFile:
 
     ``chunks`` is called once, while the archive streams; the bytes it yields must add up to
     ``size`` and hash to ``sha256`` or the stream fails. ``source_checked`` says that ``chunks``
-    itself raises :class:`IntegrityError` at its end unless its bytes hash to ``sha256`` (an
-    attachment checks its stored hash as it decrypts): the stream then still counts the bytes but
-    does not hash them a second time.
+    itself guarantees its bytes are those ``sha256`` was computed over (an attachment's chunks
+    authenticate under their record and position, see :func:`vault.attachments.chunk_aad`), or
+    raises :class:`IntegrityError`: the stream then still counts the bytes but does not hash them.
     """
 
     name: str
