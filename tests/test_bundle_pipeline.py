@@ -57,7 +57,15 @@ def sealed(tmp: Path, recipient: str, data: bytes) -> Path:
 # --- Sealing ---------------------------------------------------------------------------------------------
 
 
-def test_sealed_bytes_round_trip_and_the_reported_hash_is_the_files(tmp_path: Path, keys) -> None:
+@pytest.fixture(params=["dev-fd", "no-dev-fd"])
+def fd_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The helper with pyrage's path-based calls on /dev/fd/N, and its fallback without /dev/fd."""
+    if request.param == "no-dev-fd":
+        monkeypatch.setattr(agefile, "_fd_paths", lambda *fds: False)
+    return str(request.param)
+
+
+def test_sealed_bytes_round_trip_and_the_reported_hash_is_the_files(tmp_path: Path, keys, fd_paths) -> None:
     ids, recipient = keys
     data = os.urandom(3 << 20)  # several pipe buffers
     parts = [data[i : i + 100_000] for i in range(0, len(data), 100_000)]
@@ -93,13 +101,13 @@ def test_a_failing_helper_is_a_storage_error_and_leaves_nothing(
     tmp_path: Path, keys, monkeypatch: pytest.MonkeyPatch, failure, message: str
 ) -> None:
     # The helper is a fork: it runs the patched pyrage of this process.
-    monkeypatch.setattr(pyrage, "encrypt_io", lambda *a, **k: failure())
+    monkeypatch.setattr(pyrage, "encrypt_file", lambda *a, **k: failure())
     with pytest.raises(StorageError, match=message):
         agefile.seal_stream(iter([b"y" * (3 << 20)]), tmp_path / "b.age", [keys[1]])
     assert files_of(tmp_path) == [] and no_children_left()
 
 
-def test_sealing_onto_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path, keys) -> None:
+def test_sealing_onto_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path, keys, fd_paths) -> None:
     with tmpfs(tmp_path / "disk", size_kib=2048) as disk:
         fill(disk, leave_kib=512)
         with pytest.raises(StorageError, match="No space left on device"):
@@ -128,13 +136,15 @@ def test_helper_failures_while_opening_map_to_the_same_errors_as_before(
     def fail(*_a: object, **_k: object) -> None:
         raise failure
 
-    monkeypatch.setattr(pyrage, "decrypt_io", fail)
+    monkeypatch.setattr(pyrage, "decrypt_file", fail)
     with pytest.raises(error, match=message):
         agefile.open_stream(out, tmp_path / "plain", identities=ids)
     assert files_of(tmp_path) == ["b.age"] and no_children_left()
 
 
-def test_a_truncated_payload_keeps_nothing_even_though_chunks_verified(tmp_path: Path, keys) -> None:
+def test_a_truncated_payload_keeps_nothing_even_though_chunks_verified(
+    tmp_path: Path, keys, fd_paths
+) -> None:
     ids, recipient = keys
     out = sealed(tmp_path, recipient, os.urandom(3 << 20))
     out.write_bytes(out.read_bytes()[: 2 << 20])
@@ -148,7 +158,7 @@ def test_a_truncated_payload_keeps_nothing_even_though_chunks_verified(tmp_path:
     assert files_of(tmp_path) == ["b.age"] and no_children_left()
 
 
-def test_a_full_disk_while_opening_is_a_storage_error(tmp_path: Path, keys) -> None:
+def test_a_full_disk_while_opening_is_a_storage_error(tmp_path: Path, keys, fd_paths) -> None:
     ids, recipient = keys
     out = sealed(tmp_path, recipient, os.urandom(2 << 20))
     with tmpfs(tmp_path / "disk", size_kib=2048) as disk:
