@@ -463,9 +463,10 @@ def _first_line(exc: BaseException) -> str:
 # fork, the helper already holds the recipients or identities: no key crosses a pipe, argv or the
 # environment. It uses only the descriptors it is given (never the SQLite connection it inherits),
 # reports its outcome as one small JSON object on a pipe of its own and leaves with os._exit (no
-# atexit, no buffer flushing). The process must not run other threads when it forks (the CLI runs
-# none). Sealing with a passphrase stays in this process: pyrage's passphrase API takes whole
-# byte strings.
+# atexit, no buffer flushing). Only the forking thread lives on in the helper, which runs nothing
+# but pyrage and system calls: another thread of ours blocked in a system call meanwhile (the warm
+# agent's watcher) does not matter. Sealing with a passphrase stays in this process: pyrage's
+# passphrase API takes whole byte strings.
 _PIPE_BYTES = 1024 * 1024  # pipe buffer: 1 MiB in flight rather than Linux's 64 KiB (kernel memory)
 _BLOCK = 256 * 1024  # what we read or hash at a time on our side: few calls, a small fixed buffer
 _HASH_EVERY = 1024 * 1024  # plaintext fed between catch-ups: small steps keep the helper fed
