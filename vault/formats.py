@@ -529,7 +529,7 @@ def write_keepass_xml(
     Raises:
         InvalidInput: a value holds characters XML 1.0 cannot carry (NUL and most control codes).
     """
-    from .formats_keepass import write_keepass_xml as _write
+    from .formats_keepass_write import write_keepass_xml as _write
 
     return _write(creds, exported_at=exported_at, name=name)
 
