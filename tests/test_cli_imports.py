@@ -22,7 +22,11 @@ def _kdbx_with_keepassxc(tmp: Path) -> Path:
     db = tmp / "made-by-keepassxc.kdbx"
     pw = f"{KDBX_PASSWORD}\n"
     subprocess.run(
-        [cli, "db-create", "-q", "-t", "100", "-p", str(db)], input=pw + pw, text=True, check=True, capture_output=True
+        [cli, "db-create", "-q", "-t", "100", "-p", str(db)],
+        input=pw + pw,
+        text=True,
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
         [cli, "mkdir", "-q", str(db), "Network"], input=pw, text=True, check=True, capture_output=True

@@ -894,7 +894,19 @@ def test_csv_mapping_case_and_semicolons(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "mapping", "message"),
     [
-        ("Name,Password\nA,Sup3r-S3cret\n", None, "the CSV has no label column (Name, Password)"),
+        ("Name,Password\nA,Sup3r-S3cret\n", None, "the CSV has no label column (columns: Name, Password)"),
+        # No header row: the first credential stands where the names should be, and is not quoted.
+        (
+            "Core switch,admin,Sup3r-S3cret\nNAS,root,x\n",
+            None,
+            "the CSV has no label column (columns: none recognised; 3 others not shown)",
+        ),
+        # A damaged header that ran into the first row (as found by tests/test_adversarial_fuzz.py).
+        (
+            "lable,password,Core switch,Sup3r-S3cret\n",
+            None,
+            "the CSV has no label column (columns: password; 3 others not shown)",
+        ),
         ("Name,Password\nA,x\n", {"Name": "title"}, "cannot map 'Name' to 'title'"),
         ("Name,Password\nA,x\n", {"Site": "label"}, "the CSV has no column 'Site' to map"),
         ("label,Title\nA,B\n", None, "the columns 'label' and 'Title' both give the label"),
@@ -937,7 +949,10 @@ def test_csv_errors_name_the_row_not_the_value(tmp_path: Path, text: str, mappin
 def test_csv_missing_label_hint_and_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as exc:
         read_csv(write(tmp_path, "x.csv", "Name,Password\n"))
-    assert exc.value.hints == ("name the column that holds each credential's title, e.g. --map Title=label",)
+    assert exc.value.hints == (
+        "name the column that holds each credential's title, e.g. --map Title=label; "
+        "check that the first line is the header row",
+    )
     with pytest.raises(InvalidInput) as exc:
         read_csv(write(tmp_path, "w.csv", "label,password\nCaf\xe9,x\n".encode("cp1252")))
     assert str(exc.value) == "the CSV file is not UTF-8 text (first bad byte at offset 18)"

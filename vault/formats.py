@@ -327,7 +327,10 @@ def check_otp_params(
 
 
 def _check_otpauth(uri: str, where: str) -> str:
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:  # e.g. "Invalid IPv6 URL" for an unbalanced "[": the URI is not quoted back
+        raise InvalidInput(f"{where}: the otpauth:// URI is malformed") from None
     if parts.netloc.lower() not in ("totp", "hotp"):
         raise InvalidInput(f"{where}: an otpauth:// URI must be otpauth://totp/… or otpauth://hotp/…")
     query = urllib.parse.parse_qs(parts.query)

@@ -78,6 +78,8 @@ _BITWARDEN = {
     "login_totp": "totp",
     "login_fido2credentials": IGNORE,
 }
+# Column names this reader knows: the only header cells an error message may quote back.
+_KNOWN_NAMES = {*_OURS, *_KEEPASSXC, *_BITWARDEN}
 _RECYCLE_BIN = "Recycle Bin"
 
 
@@ -160,9 +162,17 @@ def _targets(header: list[str], mapping: dict[str, str] | None) -> list[str]:
             )
         seen[target] = original.strip()
     if "label" not in seen:
+        # Only names we know are quoted back: a file without a header row, or whose header line
+        # ran into the first row, has a credential (and its password) where the names should be.
+        known = [h.strip() for n, h in zip(names, header, strict=True) if n in _KNOWN_NAMES or n in user]
+        others = len(header) - len(known)
+        listed = ", ".join(known) or "none recognised"
         raise InvalidInput(
-            "the CSV has no label column (" + ", ".join(h.strip() for h in header) + ")",
-            "name the column that holds each credential's title, e.g. --map Title=label",
+            f"the CSV has no label column (columns: {listed}"
+            + (f"; {others} other{'s' if others != 1 else ''} not shown" if others else "")
+            + ")",
+            "name the column that holds each credential's title, e.g. --map Title=label; "
+            "check that the first line is the header row",
         )
     return targets
 
