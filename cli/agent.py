@@ -280,6 +280,9 @@ def main() -> None:
     # pages the handlers share), then freeze what was loaded so that a handler's collections do
     # not write to every shared object's GC header and copy its page (milliseconds per command).
     gc.disable()
+    from cli.fast import no_tls
+
+    no_tls()  # as in a command run without the agent: no ssl module in a process holding keys
     _preload()
     gc.freeze()
     serve(sock_path, session_file, expires)

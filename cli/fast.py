@@ -75,10 +75,22 @@ def _wait(conn: socket.socket) -> int:
     return int(struct.unpack(">i", status)[0])
 
 
+def no_tls() -> None:
+    """Keep the TLS module out of this process: handover never opens a network connection.
+
+    SQLAlchemy imports asyncio whatever the driver, and asyncio imports ssl when it can (it works
+    without it). Not loading it keeps OpenSSL's TLS half out of a process that holds the vault's
+    keys, and saves 1.3 MiB of every command's memory (the 200 MiB export peaks at 65 MiB, not 66).
+    An import of ssl then raises ImportError, which asyncio, urllib and http.client expect.
+    """
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+
 def main() -> None:
     code = _via_agent(sys.argv[1:])
     if code is not None:
         sys.exit(code)
+    no_tls()
     from cli.main import main as run_here
 
     run_here()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -317,3 +318,17 @@ def test_vault_files_are_private_while_in_use(acme, vault_path: Path) -> None:
             path = Path(f"{vault_path}{suffix}")
             assert path.exists()
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, suffix
+
+
+def test_commands_run_without_the_tls_module() -> None:
+    """handover never opens a network connection: the ssl module SQLAlchemy's asyncio would load is
+    kept out (cli.fast.no_tls), and SQLAlchemy, asyncio and a vault still work without it."""
+    code = (
+        "import sys; from cli.fast import no_tls; no_tls(); "
+        "import asyncio, sqlalchemy.orm, vault.core, vault.export; "
+        "asyncio.run(asyncio.sleep(0)); "
+        "print(sys.modules['ssl'] is None, 'sqlalchemy' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.split() == ["True", "True"]
