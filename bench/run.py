@@ -259,7 +259,7 @@ def bench_export(cfg: Config) -> None:
         load = loadavg()
         a, b, c = alternate([ours, peer, warm], cfg.r(5))
         load = f"{load} → {loadavg()}"
-    mem = f"peak RSS {a.peak_mib:.0f} MiB (age {b.peak_mib:.0f} MiB)"
+    mem = f"peak RSS {a.peak_mib:.1f} MiB (age {b.peak_mib:.1f} MiB)"
     _row(cfg, "export", f"export, {mib} MiB attachments (no agent)", a, b, "≤ 1.3×, < 64 MiB", 1.3, load, mem)
     rows = cfg.rows
     rows[-1].met = rows[-1].met and a.peak_mib < 64
@@ -276,7 +276,7 @@ def bench_export(cfg: Config) -> None:
     load = loadavg()
     a, b = alternate([verify, peer_d], cfg.r(5))
     load = f"{load} → {loadavg()}"
-    mem = f"peak RSS {a.peak_mib:.0f} MiB (age {b.peak_mib:.0f} MiB)"
+    mem = f"peak RSS {a.peak_mib:.1f} MiB (age {b.peak_mib:.1f} MiB)"
     _row(cfg, "export", f"bundle verify, {mib} MiB bundle", a, b, "≤ 1.3×, < 64 MiB", 1.3, load, mem)
     rows[-1].met = rows[-1].met and a.peak_mib < 64
     shutil.rmtree(work, ignore_errors=True)
