@@ -164,6 +164,12 @@ class Mac:
         h.update(data)
         return h.finalize()
 
+    @property
+    def keyed(self) -> HMAC:
+        """The keyed state itself, for a loop that copies it per message (``copy``, ``update``,
+        ``finalize``): the audit walk, where this call's own overhead is a tenth of the time."""
+        return self._keyed
+
 
 def mac_equal(a: bytes, b: bytes) -> bool:
     return _hmac.compare_digest(a, b)
