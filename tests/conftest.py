@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -81,15 +82,20 @@ def acme(v):
     return v
 
 
+def unavailable(why: str, in_ci: str) -> NoReturn:
+    """Skip a test this machine cannot run; in CI (CI=true), fail it instead with ``in_ci``:
+    nothing may skip there, so a missing tool or privilege cannot hide a missing feature."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}: {in_ci}")
+    pytest.skip(why)
+
+
 def need(tool: str) -> str:
     """The path of an outside program. Missing in CI is a failure: interop tests never skip there."""
     path = shutil.which(tool)
     if path:
         return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{tool} is required in CI (.ci/run installs it)")
-    pytest.skip(f"{tool} is not installed on this machine")
-    raise AssertionError("unreachable")
+    unavailable(f"{tool} is not installed on this machine", ".ci/run must install it")
 
 
 def cli_env(vault: Path | None, passphrase: str | None, env: dict[str, str] | None) -> dict[str, str]:

@@ -20,9 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import PASSPHRASE, handover_cmd
+from tests.conftest import PASSPHRASE, cli_env, handover_cmd, unavailable
 
 SECRET_ENV = (
     "HANDOVER_PASSPHRASE",
@@ -124,14 +122,10 @@ def fault_env(tmp: Path, *specs: str, marker: Path | None = None) -> dict[str, s
 
 
 def base_env(vault: Path | None, passphrase: str | None = PASSPHRASE, **extra: str) -> dict[str, str]:
-    """The environment ``tests.conftest.run`` builds, for Popen-style use."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_") and k != "HV_FAULT"}
-    env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
-    env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
-    if vault is not None:
-        env["HANDOVER_VAULT"] = str(vault)
-    if passphrase is not None:
-        env["HANDOVER_PASSPHRASE"] = passphrase
+    """The environment ``tests.conftest.run`` builds (:func:`tests.conftest.cli_env`), for
+    Popen-style use, without a fault spec inherited from this process."""
+    env = cli_env(vault, passphrase, None)
+    env.pop("HV_FAULT", None)
     env.update(extra)
     return env
 
@@ -274,9 +268,7 @@ def _umount(where: Path) -> None:
 
 
 def _no_mount(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI runs as root and must exercise real file-system faults")
-    pytest.skip(why)
+    unavailable(why, "CI runs as root and must exercise real file-system faults")
 
 
 def fill(directory: Path, leave_kib: int = 0) -> Path:

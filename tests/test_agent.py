@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSPHRASE, handover_cmd
+from tests.conftest import PASSPHRASE, cli_env, handover_cmd, unavailable
 
 
 @pytest.fixture
@@ -26,12 +26,7 @@ def short_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def _env(vault: Path, runtime: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
-    env.update(
-        {"HANDOVER_KDF": "minimum", "HANDOVER_RUNTIME_DIR": str(runtime), "HANDOVER_VAULT": str(vault)}
-    )
-    env.update(extra)
-    return env
+    return cli_env(vault, None, {"HANDOVER_RUNTIME_DIR": str(runtime), **extra})
 
 
 def _h(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -112,9 +107,7 @@ def test_lock_stops_the_agent(session: dict[str, str], short_runtime: Path) -> N
 
 def test_another_user_cannot_use_the_agent(session: dict[str, str], short_runtime: Path) -> None:
     if os.getuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root: this test must run there")
-        pytest.skip("needs root to become another user")
+        unavailable("needs root to become another user", "CI runs as root: this test must run there")
     (sock,) = (short_runtime / "sessions").glob("*.sock")
     pid = os.fork()
     if pid == 0:

@@ -2,8 +2,8 @@
 
 Schema 0003 wrote a row per (token, record): about 58 per credential, 580,000 for a 10,000-entry
 import, and inserting them took longer than keepassxc-cli's whole import. A postings row holds up to
-256 sorted record ids (16 raw bytes each) for one token and a range of ids, so the same import writes about 32,000 rows and
-the file is about a third of the size (docs/performance.md gives the figures).
+256 sorted record ids (16 raw bytes each) for one token and a range of ids, so the same import
+writes about 32,000 rows and the file is about a third of the size (70 MB to 22 MB for it).
 
 The tokens need the client keys, so this migration only replaces the table and clears the
 ``search_index`` flag; the first unlocked search rebuilds every record's postings.
