@@ -117,7 +117,7 @@ def _row(
 @contextlib.contextmanager
 def session(vault: Path) -> Iterator[dict[str, str]]:
     """An unlocked session with its warm agent; yields the environment commands run with."""
-    from vault.paths import agent_socket
+    from handover_vault.paths import agent_socket
 
     RUNTIME.mkdir(mode=0o700, exist_ok=True)
     env = base_env(HANDOVER_VAULT=str(vault), HANDOVER_PASSPHRASE=PASSPHRASE)
@@ -149,7 +149,7 @@ def session(vault: Path) -> Iterator[dict[str, str]]:
 
 
 def agent_alive(env: dict[str, str]) -> bool:
-    from vault.paths import agent_socket
+    from handover_vault.paths import agent_socket
 
     sock = agent_socket(env["HANDOVER_SESSION"])
     return sock is not None and sock.exists()
@@ -292,9 +292,9 @@ def bench_audit(cfg: Config) -> None:
     from cryptography.hazmat.primitives import hmac as chmac
     from sqlalchemy import select
 
-    from vault import open_vault
-    from vault.audit import check_row, entry_bytes
-    from vault.models import AuditEntry
+    from handover_vault import open_vault
+    from handover_vault.audit import check_row, entry_bytes
+    from handover_vault.models import AuditEntry
 
     n = cfg.n(100_000, 10_000)
     path = datasets.audit(n, cfg.rebuild)
@@ -342,7 +342,7 @@ def bench_audit(cfg: Config) -> None:
             "runs_s": times[key],
         }
 
-    ours = series("vault.audit.verify()", "v.audit.verify()  # in process, vault open", "verify")
+    ours = series("handover_vault.audit.verify()", "v.audit.verify()  # in process, vault open", "verify")
     peers = (
         series(
             "raw HMAC, stdlib hmac.digest",
@@ -500,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         results = {"benches": {}}
     results["machine"] = machine()
-    import vault
+    import handover_vault
 
-    results["tree"] = str(Path(vault.__file__).resolve().parents[1])
+    results["tree"] = str(Path(handover_vault.__file__).resolve().parents[1])
     print(f"bench: handover from {results['tree']}", flush=True)
     print(f"bench: load average {loadavg()}; {results['machine']['cpu']}", flush=True)
     for name in names:

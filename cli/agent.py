@@ -35,29 +35,29 @@ from pathlib import Path
 MAX_HEADER = 1 << 20
 # Modules every command would import; loaded once here, shared copy-on-write by every fork.
 PRELOAD = (
-    "cli.main",
-    "cli.context",
-    "cli.vaultcmds",
-    "cli.clients",
-    "cli.docs",
-    "cli.creds",
-    "cli.inventory",
-    "cli.audit",
-    "cli.bundle",
-    "cli.agreement",
-    "cli.requests",
-    "cli.imports",
-    "vault.core",
-    "vault.records",
-    "vault.clients",
-    "vault.services",
-    "vault.creds",
-    "vault.audit",
-    "vault.search",
-    "vault.attachments",
-    "vault.store",
-    "vault.readiness",
-    "vault.agreement",
+    "handover_vault.cli.main",
+    "handover_vault.cli.context",
+    "handover_vault.cli.vaultcmds",
+    "handover_vault.cli.clients",
+    "handover_vault.cli.docs",
+    "handover_vault.cli.creds",
+    "handover_vault.cli.inventory",
+    "handover_vault.cli.audit",
+    "handover_vault.cli.bundle",
+    "handover_vault.cli.agreement",
+    "handover_vault.cli.requests",
+    "handover_vault.cli.imports",
+    "handover_vault.core",
+    "handover_vault.records",
+    "handover_vault.clients",
+    "handover_vault.services",
+    "handover_vault.creds",
+    "handover_vault.audit",
+    "handover_vault.search",
+    "handover_vault.attachments",
+    "handover_vault.store",
+    "handover_vault.readiness",
+    "handover_vault.agreement",
     "sqlalchemy.orm",
     "sqlalchemy.dialects.sqlite",
     "rich.console",
@@ -67,8 +67,8 @@ PRELOAD = (
     # What every handler or an unlocked command imports on first use:
     "getpass",
     "termios",
-    "vault.paths",
-    "vault.session",
+    "handover_vault.paths",
+    "handover_vault.session",
 )
 
 
@@ -92,8 +92,8 @@ def _warm_up() -> None:
 
     from sqlalchemy import func, select
 
-    from vault.models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchPosting
-    from vault.store import Store, schema_revision
+    from ..models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchPosting
+    from ..store import Store, schema_revision
 
     with tempfile.TemporaryDirectory(prefix="handover-agent-") as tmp:
         st = Store(Path(tmp) / "warm.db")
@@ -210,7 +210,7 @@ def handle(conn: socket.socket) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _watch_hangup(conn)
-        from cli.main import main
+        from .main import main
 
         argv = [str(a) for a in header["argv"]]  # type: ignore[union-attr]
         sys.argv = ["handover", *argv]
@@ -280,7 +280,7 @@ def main() -> None:
     # pages the handlers share), then freeze what was loaded so that a handler's collections do
     # not write to every shared object's GC header and copy its page (milliseconds per command).
     gc.disable()
-    from cli.fast import no_tls
+    from .fast import no_tls
 
     no_tls()  # as in a command run without the agent: no ssl module in a process holding keys
     _preload()
@@ -292,16 +292,16 @@ def start(token: str, seconds: int) -> Path | None:
     """Start an agent for a fresh session (detached); return its socket path, or None if not possible."""
     import subprocess
 
-    from vault.paths import agent_socket, session_id
+    from ..paths import agent_socket, session_id
 
     sock = agent_socket(token)
     sid = session_id(token)
     if sock is None or sid is None or os.environ.get("HANDOVER_NO_AGENT"):
         return None
-    from cli.context import child_env
+    from .context import child_env
 
     subprocess.Popen(
-        [sys.executable, "-m", "cli.agent", str(sock), str(sock.parent / sid), str(time.time() + seconds)],
+        [sys.executable, "-m", "handover_vault.cli.agent", str(sock), str(sock.parent / sid), str(time.time() + seconds)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.context import confirm, emit_json, fields, json_option, state
+from .context import confirm, emit_json, fields, json_option, state
 
 
 @click.command()
@@ -54,7 +54,7 @@ def end(
     The end is computed from the contract's notice terms (days or months, end-of-month rule); an
     end earlier than the notice allows is refused unless --by-agreement with --end-date.
     """
-    from vault.agreement import end_agreement, status_line
+    from ..agreement import end_agreement, status_line
 
     v = state().open()
     client, plan = end_agreement(
@@ -132,7 +132,7 @@ def letter(
     open issues to acknowledge, and how the client reaches you during the on-hand window and how
     their identity is checked. It never contains a secret. Files are written 0600.
     """
-    from vault import letter as letters
+    from .. import letter as letters
 
     if print_template:
         click.echo(letters.default_template(), nl=False)
@@ -170,9 +170,9 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
     The client's data key and every record are deleted in one transaction, then the vault is
     vacuumed and its write-ahead log truncated. Backups made earlier still hold the data.
     """
-    from vault import forget as forgetting
-    from vault.errors import AlreadyExists, StorageError, VaultError
-    from vault.letter import write_private_files
+    from .. import forget as forgetting
+    from ..errors import AlreadyExists, StorageError, VaultError
+    from ..letter import write_private_files
 
     v = state().open()
     client, status, counts = forgetting.preview(v, slug)
@@ -231,8 +231,8 @@ def certificate() -> None:
 @click.option("--signer", metavar="FINGERPRINT", help="The vault fingerprint (hv:...) you expect.")
 def certificate_verify(file: str, signer: str | None) -> None:
     """Check a certificate's signature (exit 4 when altered or signed by another key)."""
-    from vault.errors import InvalidInput
-    from vault.forget import MAX_CERTIFICATE, verify_certificate
+    from ..errors import InvalidInput
+    from ..forget import MAX_CERTIFICATE, verify_certificate
 
     try:
         with open(file, "rb") as fh:
@@ -264,9 +264,9 @@ def certificate_verify(file: str, signer: str | None) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def certificate_issue(seq: int, out: str, force: bool) -> None:
     """Write the certificate for the client.forget audit entry SEQ again."""
-    from vault.forget import certificate as make
-    from vault.forget import purge
-    from vault.letter import write_private_files
+    from ..forget import certificate as make
+    from ..forget import purge
+    from ..letter import write_private_files
 
     v = state().open()
     text = make(v, seq, purged=purge(v))

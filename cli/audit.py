@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, json_option, short, state, table
+from .context import emit_json, json_option, short, state, table
 
 
 @click.group()
@@ -50,7 +50,7 @@ def audit_list(slug: str | None, action: str | None) -> None:
 
 
 def _load_checkpoint(path: str) -> dict[str, Any]:
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     try:
         with open(path, "rb") as fh:
@@ -102,7 +102,7 @@ def audit_checkpoint(out: str | None) -> None:
     if not out:
         click.echo(text, nl=False)
         return
-    from vault.files import write_private
+    from ..files import write_private
 
     dest = write_private(out, text.encode("utf-8"), overwrite=True)
     click.echo(f"Wrote checkpoint of entry {cp['seq']} to {dest}.", err=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, json_option, new_secret, secret_env, state
+from .context import emit_json, json_option, new_secret, secret_env, state
 
 
 @click.command()
@@ -16,7 +16,7 @@ from cli.context import emit_json, json_option, new_secret, secret_env, state
 @json_option
 def check(slug: str) -> None:
     """Handover readiness: what a successor would miss. Exit 1 while blocking gaps remain."""
-    from vault.readiness import check as run_check
+    from ..readiness import check as run_check
 
     v = state().open()
     r = run_check(v, slug)
@@ -56,7 +56,7 @@ def successor_set(
     slug: str, name: str, org: str | None, email: str | None, phone: str | None, recipients: tuple[str, ...]
 ) -> None:
     """Record the successor and the public key(s) the bundle is sealed to."""
-    from vault.export import set_successor
+    from ..export import set_successor
 
     v = state().open()
     s = set_successor(v, slug, name, list(recipients), org=org, email=email, phone=phone)
@@ -87,7 +87,7 @@ def successor_show(slug: str) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write the identity to KEYFILE (0600).")
 def keygen(out: str | None) -> None:
     """Make an age identity for a successor who has none; prints the public key."""
-    from vault.export import keygen as make
+    from ..export import keygen as make
 
     text, public = make(Path(out) if out else None)
     if out:
@@ -103,8 +103,8 @@ def _bundle_passphrase(confirm: bool) -> str:
         return value
     if confirm:
         return new_secret("HANDOVER_BUNDLE_PASSPHRASE", "Bundle passphrase")
-    from cli.context import _tty
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
+    from .context import _tty
 
     if not _tty():
         raise InvalidInput(
@@ -135,7 +135,7 @@ def export(
     slug: str, recipients: tuple[str, ...], use_passphrase: bool, out: str | None, force: bool
 ) -> None:
     """Export the sealed handover bundle (age format; tar of docs, credentials, issues, report)."""
-    from vault.export import export as run_export
+    from ..export import export as run_export
 
     v = state().open()
     passphrase = _bundle_passphrase(confirm=True) if use_passphrase else None
@@ -189,7 +189,7 @@ def bundle() -> None:
 
 
 def _identities(identity: tuple[str, ...]) -> list[Any]:
-    from vault.agefile import load_identity_file
+    from ..agefile import load_identity_file
 
     out: list[Any] = []
     for path in identity:
@@ -198,8 +198,8 @@ def _identities(identity: tuple[str, ...]) -> list[Any]:
 
 
 def _decrypt_args(identity: tuple[str, ...], use_passphrase: bool, bundle: str) -> dict[str, Any]:
-    from cli.docs import _ram_dir
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
+    from .docs import _ram_dir
 
     if not identity and not use_passphrase:
         raise InvalidInput("give --identity KEYFILE or --passphrase to decrypt the bundle")
@@ -241,7 +241,7 @@ _signer_opt = click.option("--signer", metavar="FINGERPRINT", help="Require this
 @json_option
 def bundle_verify(file: str, identity: tuple[str, ...], use_passphrase: bool, signer: str | None) -> None:
     """Decrypt, check the signature and every file's size and SHA-256. Exit 4 naming what is wrong."""
-    from vault.bundle_format import verify_sealed_bundle
+    from ..bundle_format import verify_sealed_bundle
 
     vb = verify_sealed_bundle(
         Path(file), expected_signer_fingerprint=signer, **_decrypt_args(identity, use_passphrase, file)
@@ -280,7 +280,7 @@ def bundle_open(
     file: str, to: str, identity: tuple[str, ...], use_passphrase: bool, signer: str | None
 ) -> None:
     """Verify, then extract only regular files into DIR/<bundle folder>/ (0600)."""
-    from vault.bundle_format import open_sealed_bundle
+    from ..bundle_format import open_sealed_bundle
 
     target = Path(to)
     target.mkdir(parents=True, exist_ok=True, mode=0o700)

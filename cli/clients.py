@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, fields, json_option, short, state, table
+from .context import emit_json, fields, json_option, short, state, table
 
 
 def _terms(f: Any) -> Any:
@@ -47,7 +47,7 @@ def _notice(a: dict[str, Any]) -> str:
 def client_row_status(c: Any) -> str:
     """Status with the on-hand reminder (filled in by the agreement module when present)."""
     try:
-        from vault.agreement import status_line
+        from ..agreement import status_line
     except ImportError:
         return str(c.agreement.get("status", ""))
     return str(status_line(c))
@@ -81,7 +81,7 @@ def client_show(slug: str) -> None:
         for kind in ("contact", "doc", "asset", "cred", "issue", "attachment"):
             counts[kind] = v.records.count(s, c, kind)
     if state().as_json:
-        from vault.agreement import describe
+        from ..agreement import describe
 
         # The stored agreement plus what follows from today's date (status, on-hand window).
         emit_json({**c.to_json(), "counts": counts, "agreement_state": describe(c)})
@@ -183,7 +183,7 @@ def contact_edit(slug: str, ref: str, **kw: Any) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def contact_rm(slug: str, ref: str, yes: bool) -> None:
     """Remove a contact."""
-    from cli.context import confirm
+    from .context import confirm
 
     v = state().open()
     _, rec = v.contacts.get(slug, ref)

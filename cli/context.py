@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from vault.core import Vault
+    from ..core import Vault
 
 SECRET_ENV = (
     "HANDOVER_PASSPHRASE",
@@ -70,14 +70,14 @@ class State:
     def open(self) -> Vault:
         """Open and unlock the vault (session first, then the passphrase sources)."""
         if self._vault is None:
-            from vault.core import open_vault
+            from ..core import open_vault
 
             path = self.path()
             token = secret_env("HANDOVER_SESSION")
             if token:
                 self._vault = open_vault(path, session_token=token)
             else:
-                from vault.store import check_file
+                from ..store import check_file
 
                 check_file(path)  # say "no vault" before asking for a passphrase
                 self._vault = open_vault(path, passphrase=read_passphrase())
@@ -93,7 +93,7 @@ def state() -> State:
 
 def read_passphrase(prompt: str = "Vault passphrase") -> str:
     """First found wins: FILE, COMMAND, HANDOVER_PASSPHRASE, then a hidden TTY prompt."""
-    from vault.errors import AuthenticationFailed, InvalidInput
+    from ..errors import AuthenticationFailed, InvalidInput
 
     file = os.environ.get("HANDOVER_PASSPHRASE_FILE")
     if file:
@@ -124,7 +124,7 @@ def read_passphrase(prompt: str = "Vault passphrase") -> str:
 
 
 def _run_passphrase_command(command: str) -> str:
-    from vault.errors import AuthenticationFailed
+    from ..errors import AuthenticationFailed
 
     try:
         proc = subprocess.Popen(
@@ -187,7 +187,7 @@ def _tty() -> bool:
 
 def new_secret(env_name: str, prompt: str) -> str:
     """A new passphrase: from ``env_name`` if set, else prompted twice on a TTY."""
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     value = secret_env(env_name)
     if value:
@@ -199,7 +199,7 @@ def new_secret(env_name: str, prompt: str) -> str:
 
 def read_secret_lines(prompt: str, count: int = 1) -> list[str]:
     """Secret values from standard input (not a TTY: one per line) or hidden prompts."""
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     if not _stdin_tty():
         data = sys.stdin.buffer.read(MAX_STDIN + 1)
@@ -303,7 +303,7 @@ def short(rid: str) -> str:
 
 
 def confirm(question: str, yes: bool) -> None:
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     if yes:
         return
@@ -317,7 +317,7 @@ def confirm(question: str, yes: bool) -> None:
 
 def report_error(exc: BaseException, debug: bool) -> int:
     """Print ``Error: …`` and ``hint: …`` lines; return the exit code (DESIGN §9)."""
-    from vault.errors import VaultError
+    from ..errors import VaultError
 
     if debug:
         print_safe_traceback(exc)
@@ -337,7 +337,7 @@ def print_safe_traceback(exc: BaseException) -> None:
     our own errors: another library's message may quote the data it choked on, a secret included."""
     import traceback
 
-    from vault.errors import VaultError
+    from ..errors import VaultError
 
     seen: BaseException | None = exc
     while seen is not None:

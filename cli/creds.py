@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.context import confirm, emit_json, fields, json_option, read_secret_lines, short, state, table
+from .context import confirm, emit_json, fields, json_option, read_secret_lines, short, state, table
 
 
 @click.group()
@@ -39,8 +39,8 @@ def cred() -> None:
 )
 def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw: Any) -> None:
     """Add a credential. The secret comes from a hidden prompt or standard input (one line)."""
-    from vault.creds import generate_secret
-    from vault.errors import InvalidInput
+    from ..creds import generate_secret
+    from ..errors import InvalidInput
 
     v = state().open()
     v.clients.get(slug)
@@ -71,7 +71,7 @@ def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw:
 @json_option
 def cred_list(slug: str, needs_rotation: bool) -> None:
     """List credentials (never their secrets)."""
-    from vault.creds import public_view
+    from ..creds import public_view
 
     v = state().open()
     _, recs = v.creds.list(slug, needs_rotation=needs_rotation)
@@ -103,7 +103,7 @@ def cred_list(slug: str, needs_rotation: bool) -> None:
 @json_option
 def cred_show(slug: str, ref: str, reveal: bool) -> None:
     """Show a credential; the secret only with --reveal."""
-    from vault.creds import public_view
+    from ..creds import public_view
 
     v = state().open()
     if reveal:
@@ -166,7 +166,7 @@ def cred_totp(slug: str, ref: str) -> None:
 )
 def cred_rotate(slug: str, ref: str, generate: int | None) -> None:
     """Replace a secret (new one from stdin or a prompt); the old one stays in the history."""
-    from vault.creds import generate_secret
+    from ..creds import generate_secret
 
     v = state().open()
     v.creds.get(slug, ref)

@@ -404,7 +404,7 @@ def _fill(arg: str, work: Path) -> str:
 
 def _handover() -> list[str]:
     exe = shutil.which("handover", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "cli.main"]
+    return [exe] if exe else [sys.executable, "-m", "handover_vault.cli.main"]
 
 
 def _run(step: Step, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -435,7 +435,7 @@ def _show(step: Step, done: subprocess.CompletedProcess[str]) -> None:
 def demo(keep: str | None) -> None:
     """Walk a throwaway vault through the whole job: record, check, acknowledge, end, letter, export,
     verify, answer a request, verify the audit log, forget. No prompts; nothing outside the demo dir."""
-    from vault.errors import InvalidInput, VaultError
+    from ..errors import InvalidInput, VaultError
 
     if keep and Path(keep).exists() and any(Path(keep).iterdir()):
         raise InvalidInput(f"{keep} is not empty; give a new or empty folder to --keep")

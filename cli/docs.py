@@ -13,7 +13,7 @@ from typing import IO
 
 import click
 
-from cli.context import child_env, confirm, emit_json, json_option, printable, short, state, table
+from .context import child_env, confirm, emit_json, json_option, printable, short, state, table
 
 
 def _ram_dir(room: int = 0) -> str | None:
@@ -30,7 +30,7 @@ def _ram_dir(room: int = 0) -> str | None:
 
 def edit_in_editor(initial: str, suffix: str = ".md") -> str:
     """Open $EDITOR on a 0600 temp file in a RAM-backed dir; the file is removed afterwards."""
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if not editor:
@@ -71,8 +71,8 @@ def read_text_capped(fh: IO[bytes], what: str) -> str:
     The whole input is either taken or refused: reading a fixed number of bytes and ignoring the
     rest silently saved a truncated page (UTF-8 needs up to 4 bytes per character).
     """
-    from vault.errors import InvalidInput
-    from vault.validate import MAX_TEXT
+    from ..errors import InvalidInput
+    from ..validate import MAX_TEXT
 
     cap = 4 * MAX_TEXT
     data = fh.read(cap + 1)
@@ -96,7 +96,7 @@ def read_body(file: str | None, initial: str = "", optional: bool = False) -> st
     taking it as one silently emptied a page on ``doc edit --title``. With ``optional`` and no
     editor set, None means "keep the current body".
     """
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     if file:
         try:

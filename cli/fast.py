@@ -36,7 +36,7 @@ def _via_agent(argv: list[str]) -> int | None:
         or _needs_terminal(argv)
     ):
         return None
-    from vault.paths import agent_socket
+    from ..paths import agent_socket
 
     path = agent_socket(token)
     if path is None:
@@ -91,7 +91,7 @@ def main() -> None:
     if code is not None:
         sys.exit(code)
     no_tls()
-    from cli.main import main as run_here
+    from .main import main as run_here
 
     run_here()
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, secret_env, state, table
+from .context import emit_json, secret_env, state, table
 
 
 def _kdbx_password(keyfile: bool = False) -> str:
-    from cli.context import _tty
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
+    from .context import _tty
 
     value = secret_env("HANDOVER_IMPORT_PASSPHRASE")
     if value is not None:
@@ -32,7 +32,7 @@ def _kdbx_password(keyfile: bool = False) -> str:
 
 
 def _run(source: str, slug: str, file: str, dry_run: bool, **read: Any) -> None:
-    from vault import imports
+    from .. import imports
 
     v = state().open()
     v.clients.get(slug)
@@ -146,7 +146,7 @@ def import_bitwarden(slug: str, file: str, dry_run: bool) -> None:
 @_dry
 def import_csv(slug: str, file: str, maps: tuple[str, ...], dry_run: bool) -> None:
     """Import a spreadsheet (CSV with a header row; see docs/migrating.md for the columns)."""
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
 
     mapping = {}
     for m in maps:

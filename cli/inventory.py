@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, fields, json_option, printable, short, state, table
+from .context import emit_json, fields, json_option, printable, short, state, table
 
 
 @click.group()
@@ -111,7 +111,7 @@ def asset_edit(slug: str, ref: str, **kw: Any) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def asset_rm(slug: str, ref: str, yes: bool) -> None:
     """Remove an asset."""
-    from cli.context import confirm
+    from .context import confirm
 
     v = state().open()
     _, rec = v.assets.get(slug, ref)
@@ -136,7 +136,7 @@ def issue_add(
     slug: str, title: str, severity: str, risk: str | None, workaround: str | None, file: str | None
 ) -> None:
     """Record a known issue."""
-    from cli.docs import read_body
+    from .docs import read_body
 
     v = state().open()
     v.clients.get(slug)
@@ -152,7 +152,7 @@ def issue_add(
 @json_option
 def issue_list(slug: str) -> None:
     """List issues by severity."""
-    from vault.validate import SEVERITIES
+    from ..validate import SEVERITIES
 
     v = state().open()
     _, recs = v.issues.list(slug)
@@ -222,7 +222,7 @@ def issue_edit(
     file: str | None,
 ) -> None:
     """Change an issue (a changed issue needs the client's acknowledgement again)."""
-    from cli.docs import read_body
+    from .docs import read_body
 
     v = state().open()
     description = read_body(file) if file else None
@@ -340,7 +340,7 @@ def issue_ack(slug: str, by: str, role: str | None, date: str | None, method: st
 
     A later edit to an issue shows it as no longer acknowledged until it is acknowledged again.
     """
-    from vault.agreement import client_ack_state, record_ack
+    from ..agreement import client_ack_state, record_ack
 
     v = state().open()
     rec = record_ack(v, slug, by, role=role, date=date, method=method, scan=scan)

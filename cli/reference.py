@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import click
 
-from cli.main import cli
+from .main import cli
 
 
 def walk(cmd: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.context import emit_json, fields, json_option, short, state, table
+from .context import emit_json, fields, json_option, short, state, table
 
 CHANNELS = ("phone", "email", "in-person", "other")
 DECISIONS = ("granted", "denied", "referred")
@@ -63,14 +63,14 @@ def _pick_items(reqs: Any, slug: str) -> list[str]:
 
 
 def reqs_name(kind: str, rec: Any) -> str:
-    from vault.requests import item_name
+    from ..requests import item_name
 
     return item_name(kind, rec)
 
 
 def _ask(v: Any, slug: str, opts: dict[str, Any]) -> None:
     """Fill what the flags left out by prompting (only on a terminal)."""
-    from vault.requests import Requests
+    from ..requests import Requests
 
     reqs = Requests(v)
     if not opts["requester"]:
@@ -132,7 +132,7 @@ def request_log(slug: str, **opts: Any) -> None:
     (exit 1, nothing shown) unless --override REASON. A granted credential is shown once, here, and
     flagged for rotation; the request and the audit log never hold the secret.
     """
-    from vault.requests import Requests
+    from ..requests import Requests
 
     missing = [
         f"--{k.replace('_', '-')}" for k in ("requester", "channel", "verified_by", "decision") if not opts[k]
@@ -216,7 +216,7 @@ def _row(x: Any) -> dict[str, Any]:
 @json_option
 def request_list(slug: str | None) -> None:
     """List requests, of one client or of every client."""
-    from vault.requests import Requests, requester_name
+    from ..requests import Requests, requester_name
 
     v = state().open()
     linked = Requests(v).list(slug)
@@ -253,7 +253,7 @@ def request_list(slug: str | None) -> None:
 @json_option
 def request_show(ref: str) -> None:
     """Show one request (any client) by its id or a unique id prefix."""
-    from vault.requests import KIND_NAMES, Requests
+    from ..requests import KIND_NAMES, Requests
 
     v = state().open()
     x = Requests(v).get(ref)
@@ -309,7 +309,7 @@ def request_show(ref: str) -> None:
 )
 def request_report(slug: str, out: str | None) -> None:
     """A record of every request of a client, to send or file (Markdown and HTML; no secrets)."""
-    from vault.requests import Requests
+    from ..requests import Requests
 
     v = state().open()
     text, page = Requests(v).report(slug)
@@ -324,7 +324,7 @@ def request_report(slug: str, out: str | None) -> None:
             path,
             path.with_name(path.stem + ".html" if path.suffix == ".md" else path.name + ".html"),
         )
-    from vault.files import write_private
+    from ..files import write_private
 
     write_private(md_path, text.encode("utf-8"), overwrite=True)
     write_private(html_path, page.encode("utf-8"), overwrite=True)

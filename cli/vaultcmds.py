@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.context import new_secret, read_passphrase, secret_env, state
+from .context import new_secret, read_passphrase, secret_env, state
 
 
 @click.command()
@@ -14,8 +14,8 @@ def init() -> None:
     The passphrase comes from HANDOVER_NEW_PASSPHRASE, the usual passphrase sources, or a prompt
     (asked twice). Refuses to overwrite an existing vault.
     """
-    from vault.core import init_vault
-    from vault.errors import AlreadyExists
+    from ..core import init_vault
+    from ..errors import AlreadyExists
 
     path = state().path()
     if path.exists():
@@ -54,12 +54,12 @@ def unlock(duration: str) -> None:
 
     Use as: eval "$(handover unlock --for 30m)". Commands with a valid session skip the passphrase.
     """
-    from vault.session import parse_duration
+    from ..session import parse_duration
 
     seconds = parse_duration(duration)
     v = state().open()
     token = v.start_session(seconds)
-    from cli.agent import start
+    from .agent import start
 
     start(token, seconds)  # the warm agent: optional, commands work the same without it
     click.echo(f"export HANDOVER_SESSION={token}")
@@ -69,7 +69,7 @@ def unlock(duration: str) -> None:
 @click.command()
 def lock() -> None:
     """End the session named by HANDOVER_SESSION (deletes its key file)."""
-    from vault import session
+    from .. import session
 
     token = secret_env("HANDOVER_SESSION")
     if not token:
@@ -99,8 +99,8 @@ def recover() -> None:
     The code comes from HANDOVER_RECOVERY_CODE or a prompt; the new passphrase from
     HANDOVER_NEW_PASSPHRASE or a prompt (asked twice).
     """
-    from vault.core import recover_vault
-    from vault.store import check_file
+    from ..core import recover_vault
+    from ..store import check_file
 
     path = state().path()
     check_file(path)
@@ -112,8 +112,8 @@ def recover() -> None:
 
 
 def _prompt_code() -> str:
-    from cli.context import _tty
-    from vault.errors import InvalidInput
+    from ..errors import InvalidInput
+    from .context import _tty
 
     if not _tty():
         raise InvalidInput("no terminal to prompt for the recovery code", "set HANDOVER_RECOVERY_CODE")

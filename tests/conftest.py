@@ -47,7 +47,7 @@ def vault_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def new_vault(vault_path: Path) -> Iterator[tuple]:
     """(Vault, recovery code) for a fresh vault at the floor KDF cost."""
-    from vault import init_vault
+    from handover_vault import init_vault
 
     v, code = init_vault(vault_path, PASSPHRASE)
     try:
@@ -115,7 +115,7 @@ def cli_env(vault: Path | None, passphrase: str | None, env: dict[str, str] | No
 def handover_cmd() -> list[str]:
     """The installed console script when present, else the module (same code path)."""
     exe = shutil.which("handover", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "cli.main"]
+    return [exe] if exe else [sys.executable, "-m", "handover_vault.cli.main"]
 
 
 def run(

@@ -185,8 +185,8 @@ def integrity_check(path: Path) -> str:
 
 def which_opens(path: Path, candidates: Iterable[str]) -> list[str]:
     """The candidate passphrases that open the vault (each tried through the real library)."""
-    from vault import open_vault
-    from vault.errors import AuthenticationFailed
+    from handover_vault import open_vault
+    from handover_vault.errors import AuthenticationFailed
 
     opened = []
     for pw in candidates:
@@ -308,8 +308,8 @@ def audit_allows_inserts(path: Path) -> None:
 
 def snapshot(path: Path) -> dict[str, Any]:
     """Everything the library can read: clients, every record of every kind, audit length."""
-    from vault import open_vault
-    from vault.records import KINDS
+    from handover_vault import open_vault
+    from handover_vault.records import KINDS
 
     out: dict[str, Any] = {}
     with open_vault(path, passphrase=PASSPHRASE) as v:

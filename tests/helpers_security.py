@@ -160,14 +160,14 @@ def _preload() -> Any:
     """Import every command module once, so that forked runs start with them loaded."""
     import importlib
 
-    from cli import main as cli_main
+    from handover_vault.cli import main as cli_main
 
     for target in cli_main.COMMANDS.values():
         importlib.import_module(target.split(":")[0])
-    import vault.attachments
-    import vault.creds
-    import vault.search
-    import vault.services  # noqa: F401
+    import handover_vault.attachments
+    import handover_vault.creds
+    import handover_vault.search
+    import handover_vault.services  # noqa: F401
 
     return cli_main
 
@@ -207,7 +207,7 @@ def fork_run(
                 os.environ.clear()
                 os.environ.update(full_env)
                 sys.argv = ["handover", *args]
-                from cli import context
+                from handover_vault.cli import context
 
                 context._secrets.clear()
                 try:

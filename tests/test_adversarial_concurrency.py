@@ -22,7 +22,7 @@ SECRET = "Conc-s3cret-4242"
 # audit entry, printing a line only after the write committed.
 WORKER = r"""
 import os, sys
-from vault import open_vault
+from handover_vault import open_vault
 
 path, wid, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open_vault(path, passphrase=os.environ["HV_TEST_PASSPHRASE"]) as v:
@@ -39,7 +39,7 @@ with open_vault(path, passphrase=os.environ["HV_TEST_PASSPHRASE"]) as v:
 
 @pytest.fixture
 def conc_vault(tmp_path: Path) -> Path:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     path = tmp_path / "vault.db"
     v, _ = init_vault(path, PASSPHRASE)
@@ -67,7 +67,7 @@ def _workers(path: Path, count: int, n: int) -> list[subprocess.Popen[str]]:
 
 
 def _check_all(path: Path, oks: int, cli_labels: set[str], reveals: int) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     assert integrity_check(path) == "ok"
     with open_vault(path, passphrase=PASSPHRASE) as v:
@@ -130,8 +130,8 @@ def test_passphrase_change_while_others_write(conc_vault: Path) -> None:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err  # a writer that unlocked before the change keeps working
         oks += out.count("ok ")
-    from vault import open_vault
-    from vault.errors import AuthenticationFailed
+    from handover_vault import open_vault
+    from handover_vault.errors import AuthenticationFailed
 
     with pytest.raises(AuthenticationFailed):
         open_vault(conc_vault, passphrase=PASSPHRASE)
@@ -198,7 +198,7 @@ def test_readers_are_not_blocked_by_a_writer(conc_vault: Path) -> None:
 
 
 def test_hot_backup_while_others_write_opens_and_verifies(conc_vault: Path, tmp_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     procs = _workers(conc_vault, count=2, n=15)
     backups = []
@@ -240,7 +240,7 @@ def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert integrity_check(path) == "ok"
-    from vault.store import SCHEMA_HEAD
+    from handover_vault.store import SCHEMA_HEAD
 
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
@@ -255,7 +255,7 @@ def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path
 def test_hostile_busy_timeouts_still_give_a_bounded_wait(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     import math
 
-    from vault.store import busy_seconds
+    from handover_vault.store import busy_seconds
 
     monkeypatch.setenv("HANDOVER_BUSY_TIMEOUT", raw)
     seconds = busy_seconds()

@@ -34,7 +34,7 @@ SLOW = settings(max_examples=40, deadline=None, suppress_health_check=list(Healt
 
 def only_vault_errors(fn: Any, *args: Any, **kw: Any) -> Any:
     """Call ``fn``; a refusal must be a VaultError with a message, anything else is a crash."""
-    from vault.errors import VaultError
+    from handover_vault.errors import VaultError
 
     try:
         return fn(*args, **kw)
@@ -70,7 +70,7 @@ hostile_text = st.one_of(
 @FAST
 @given(hostile_text)
 def test_slugs(text: str) -> None:
-    from vault import validate
+    from handover_vault import validate
 
     out = only_vault_errors(validate.slug, text)
     if isinstance(out, str):
@@ -104,7 +104,7 @@ dates = st.one_of(
 def test_dates(text: str) -> None:
     import datetime as dt
 
-    from vault import validate
+    from handover_vault import validate
 
     out = only_vault_errors(validate.date, text)
     if isinstance(out, str):
@@ -130,7 +130,7 @@ otpauth = st.builds(
 @FAST
 @given(st.one_of(otpauth, st.text(max_size=300)))
 def test_otpauth_uris(uri: str) -> None:
-    from vault import creds
+    from handover_vault import creds
 
     out = only_vault_errors(creds.parse_otpauth, uri)
     if isinstance(out, dict):
@@ -142,7 +142,7 @@ def test_otpauth_uris(uri: str) -> None:
 @FAST
 @given(st.one_of(st.text(max_size=30), st.from_regex(r"\A\s*\d{1,9}\s*[smhdw]?\s*\Z")))
 def test_durations(text: str) -> None:
-    from vault.session import MAX_SECONDS, parse_duration
+    from handover_vault.session import MAX_SECONDS, parse_duration
 
     out = only_vault_errors(parse_duration, text)
     if isinstance(out, int):
@@ -158,7 +158,7 @@ def test_durations(text: str) -> None:
     )
 )
 def test_recipients(text: str) -> None:
-    from vault.agefile import parse_recipient
+    from handover_vault.agefile import parse_recipient
 
     only_vault_errors(parse_recipient, text)
 
@@ -269,14 +269,14 @@ def _problems(html: str) -> list[str]:
 @FAST
 @given(st.lists(st.one_of(st.sampled_from(ATTACKS), st.text(max_size=40)), max_size=8).map("\n".join))
 def test_markdown_renders_no_script_handler_or_external_url(text: str) -> None:
-    from vault.render import render_markdown
+    from handover_vault.render import render_markdown
 
     html = render_markdown(text)
     assert _problems(html) == [], (text, html)
 
 
 def test_every_attack_alone_is_neutralised() -> None:
-    from vault.render import html_page, render_markdown
+    from handover_vault.render import html_page, render_markdown
 
     for attack in ATTACKS:
         html = render_markdown(attack)
@@ -312,7 +312,7 @@ def _takes_two(fn: Any) -> bool:
     )
 )
 def test_age_headers(data: bytes) -> None:
-    from vault.agefile import read_header
+    from handover_vault.agefile import read_header
 
     only_vault_errors(read_header, io.BytesIO(data))
 
@@ -320,9 +320,9 @@ def test_age_headers(data: bytes) -> None:
 @pytest.fixture(scope="module")
 def bundle_tar() -> tuple[bytes, Any]:
     """A real, signed bundle archive made by the library, and its signing key."""
-    from vault import crypto
-    from vault.bundle_format import assemble_bundle
-    from vault.tarsafe import BundleFile, tar_stream
+    from handover_vault import crypto
+    from handover_vault.bundle_format import assemble_bundle
+    from handover_vault.tarsafe import BundleFile, tar_stream
 
     priv, pub = crypto.new_signing_key()
     root = "acme-handover-2026-11-26"
@@ -338,7 +338,7 @@ def bundle_tar() -> tuple[bytes, Any]:
 @SLOW
 @given(data=st.data())
 def test_mutated_bundle_archives_are_refused(bundle_tar: tuple[bytes, Any], data: st.DataObject) -> None:
-    from vault.bundle_format import verify_bundle_tar
+    from handover_vault.bundle_format import verify_bundle_tar
 
     raw = bytearray(bundle_tar[0])
     assert not isinstance(only_vault_errors(verify_bundle_tar, io.BytesIO(bytes(raw))), Exception)
@@ -394,8 +394,8 @@ HOSTILE_MEMBERS = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_MEMBERS))
 def test_hostile_tar_members_are_refused_before_anything_is_written(tmp_path: Path, name: str) -> None:
-    from vault.bundle_format import extract_bundle
-    from vault.errors import IntegrityError, VaultError
+    from handover_vault.bundle_format import extract_bundle
+    from handover_vault.errors import IntegrityError, VaultError
 
     raw = _tar([_member("r/index.html"), HOSTILE_MEMBERS[name]])
     target = tmp_path / "out"
@@ -407,8 +407,8 @@ def test_hostile_tar_members_are_refused_before_anything_is_written(tmp_path: Pa
 
 
 def test_duplicate_and_case_folded_members_are_refused(tmp_path: Path) -> None:
-    from vault.bundle_format import extract_bundle
-    from vault.errors import IntegrityError
+    from handover_vault.bundle_format import extract_bundle
+    from handover_vault.errors import IntegrityError
 
     for second in ("r/index.html", "r/INDEX.html", "r/inde\u0301x.html"):
         raw = _tar([_member("r/index.html", data=b"one"), _member(second, data=b"two")])
@@ -429,8 +429,8 @@ json_values = st.recursive(
 @given(data=st.data())
 def test_signed_but_hostile_manifests_are_refused(bundle_tar: tuple[bytes, Any], data: st.DataObject) -> None:
     """A manifest correctly signed (by an attacker's own key) but malformed in any way: only a clean refusal."""
-    from vault import crypto
-    from vault.bundle_format import verify_bundle_tar
+    from handover_vault import crypto
+    from handover_vault.bundle_format import verify_bundle_tar
 
     priv, pub, root = bundle_tar[1]
     good = {
@@ -465,8 +465,8 @@ def test_signed_but_hostile_manifests_are_refused(bundle_tar: tuple[bytes, Any],
 def test_sealed_bundle_garbage_leaves_nothing(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
     import pyrage
 
-    from vault.agefile import load_identity_file
-    from vault.bundle_format import open_sealed_bundle
+    from handover_vault.agefile import load_identity_file
+    from handover_vault.bundle_format import open_sealed_bundle
 
     d = tmp_path_factory.mktemp("sealed")
     ident = pyrage.x25519.Identity.generate()
@@ -514,7 +514,7 @@ IMPORTERS = [
 
 
 def _reader(kind: str) -> Any:
-    from vault import formats_bitwarden, formats_csv, formats_keepass
+    from handover_vault import formats_bitwarden, formats_csv, formats_keepass
 
     return {
         "csv": formats_csv.read_csv,
@@ -546,7 +546,7 @@ def test_mutated_import_files_are_refused_or_read_cleanly(
 @SLOW
 @given(st.binary(max_size=4096))
 def test_random_bytes_as_keepass_database(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
-    from vault.formats_keepass import read_keepass
+    from handover_vault.formats_keepass import read_keepass
 
     path = tmp_path_factory.mktemp("kdbx") / "x.kdbx"
     kdbx = (FIXTURES / "keepassxc-kdbx4.kdbx").read_bytes()
@@ -562,7 +562,7 @@ BIG_SECRET_MARK = "Huge-input-marker"
 
 @pytest.fixture
 def cli_vault(tmp_path: Path) -> Path:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     path = tmp_path / "vault.db"
     v, _ = init_vault(path, PASSPHRASE)
@@ -641,7 +641,7 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], bytes, dict[str, str], str]]
 
 
 def test_huge_and_binary_input_is_bounded_with_a_clear_error(cli_vault: Path, tmp_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     cases = _cases(tmp_path)
     procs = [start(args, base_env(cli_vault, **extra), stdin) for _, args, stdin, extra, _ in cases]
@@ -705,7 +705,7 @@ def test_bad_dates_slugs_and_duplicates_through_the_command(cli_vault: Path) -> 
         assert "Traceback" not in text and "internal error" not in text, (args, text)
         assert text.startswith(("Error: ", "Usage: ")), (args, text)
         assert fragment in text, (args, text)
-    from vault import open_vault
+    from handover_vault import open_vault
 
     with open_vault(cli_vault, passphrase=PASSPHRASE) as v:
         assert [c.slug for c in v.clients.list()] == ["acme"]
@@ -723,7 +723,7 @@ def test_duplicate_slugs_under_a_race(cli_vault: Path) -> None:
         if p.returncode:
             assert b"already exists" in err, err
     assert sorted(codes) == [0, 1, 1, 1, 1], codes
-    from vault import open_vault
+    from handover_vault import open_vault
 
     with open_vault(cli_vault, passphrase=PASSPHRASE) as v:
         assert [c.slug for c in v.clients.list()].count("raced") == 1
@@ -749,7 +749,7 @@ HOSTILE_NAMES = [
 def test_tables_and_fields_never_crash_or_pass_control_characters(
     capsys: pytest.CaptureFixture[str], cells: list[str]
 ) -> None:
-    from cli.context import fields, table
+    from handover_vault.cli.context import fields, table
 
     table(["name", "other"], [[c, c[::-1]] for c in cells], "things")
     fields([(f"k{i}", c) for i, c in enumerate(cells)])
@@ -817,11 +817,11 @@ def test_any_titles_and_attachment_names_give_a_bundle_the_successor_can_open(
     export verifies and opens, and every file lands inside the target folder."""
     import pyrage
 
-    from vault import init_vault
-    from vault.agefile import load_identity_file
-    from vault.bundle_format import open_sealed_bundle
-    from vault.errors import InvalidInput
-    from vault.export import export
+    from handover_vault import init_vault
+    from handover_vault.agefile import load_identity_file
+    from handover_vault.bundle_format import open_sealed_bundle
+    from handover_vault.errors import InvalidInput
+    from handover_vault.export import export
 
     d = tmp_path_factory.mktemp("names")
     ident = pyrage.x25519.Identity.generate()
@@ -849,9 +849,9 @@ def test_any_titles_and_attachment_names_give_a_bundle_the_successor_can_open(
 def test_bundle_signatures_forged_flipped_or_truncated_are_refused(bundle_tar: tuple[bytes, Any]) -> None:
     """manifest.sig must be the signer's signature of manifest.json's exact bytes; a bundle
     re-signed by someone else verifies only until the expected fingerprint is given."""
-    from vault import crypto
-    from vault.bundle_format import verify_bundle_tar
-    from vault.errors import IntegrityError
+    from handover_vault import crypto
+    from handover_vault.bundle_format import verify_bundle_tar
+    from handover_vault.errors import IntegrityError
 
     raw, (_priv, pub, root) = bundle_tar
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:

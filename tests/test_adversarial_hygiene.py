@@ -54,7 +54,7 @@ ALL = [
 
 @pytest.fixture
 def hv(tmp_path: Path) -> dict[str, Path | str]:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     path = tmp_path / "vault" / "vault.db"
     v, code = init_vault(path, PASSPHRASE)
@@ -105,7 +105,7 @@ def plaintext_files(root: Path, secrets: list[str], skip: tuple[Path, ...] = ())
 
 
 def test_planted_secrets_appear_only_where_the_command_shows_them(hv: dict, tmp_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     out = Path(hv["out"])
     csv_file = Path(hv["scripts"]) / "import.csv"
@@ -238,10 +238,10 @@ def test_planted_secrets_appear_only_where_the_command_shows_them(hv: dict, tmp_
 def test_debug_traceback_of_an_unexpected_exception_shows_no_secret(hv: dict, tmp_path: Path) -> None:
     """A bug raises while holding decrypted data: --debug shows the stack, never the message."""
     for hook, args in [
-        ("vault.records:Records.load:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
-        ("vault.records:Records.load:after:leak", ["cred", "list", "acme"]),
-        ("vault.crypto:Sealer.open:after:leak", ["doc", "show", "acme", "Network overview"]),
-        ("vault.creds:Creds.reveal:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
+        ("handover_vault.records:Records.load:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
+        ("handover_vault.records:Records.load:after:leak", ["cred", "list", "acme"]),
+        ("handover_vault.crypto:Sealer.open:after:leak", ["doc", "show", "acme", "Network overview"]),
+        ("handover_vault.creds:Creds.reveal:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
     ]:
         for debug in (["--debug"], []):
             env = private_env(hv, **fault_env(tmp_path, hook))
@@ -354,7 +354,7 @@ def test_editor_child_sees_no_secret_and_its_temp_file_is_private_and_gone(hv: d
     assert Path(name).parent == Path(hv["xdg"]), "the editor's file must be in the RAM-backed runtime dir"
     assert not Path(name).exists() and list(Path(hv["xdg"]).iterdir()) == []
     assert len(calls) == 2
-    from vault import open_vault
+    from handover_vault import open_vault
 
     with open_vault(Path(hv["path"]), passphrase=PASSPHRASE) as v:
         _, rec = v.docs.get("acme", "Network overview")
@@ -369,7 +369,7 @@ def _agents(sock_dir: Path) -> list[int]:
                 cmd = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"cli.agent" in cmd and str(sock_dir).encode() in cmd:
+            if b"handover_vault.cli.agent" in cmd and str(sock_dir).encode() in cmd:
                 pids.append(int(proc.name))
     return pids
 
@@ -469,7 +469,7 @@ def test_files_holding_secrets_are_private_even_with_umask_000(hv: dict, tmp_pat
 def test_vault_companion_files_are_private_while_the_vault_is_open(hv: dict, tmp_path: Path) -> None:
     """-wal and -shm exist only while a command runs: pause one inside its write and look at them."""
     marker = tmp_path / "paused"
-    env = private_env(hv, **fault_env(tmp_path, "vault.audit:AuditLog.append:after:sleep2", marker=marker))
+    env = private_env(hv, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:after:sleep2", marker=marker))
     proc = start(["cred", "show", "acme", "fw", "--reveal"], env)
     try:
         deadline = time.monotonic() + 30

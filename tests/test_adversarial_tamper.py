@@ -47,7 +47,7 @@ class Template:
 
 @pytest.fixture
 def template(tmp_path: Path) -> Template:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     path = tmp_path / "template.db"
     v, code = init_vault(path, PASSPHRASE)
@@ -90,20 +90,20 @@ def _sql(path: Path, statement: str, params: Any = ()) -> list[tuple[Any, ...]]:
 
 
 def _open(t: Template, path: Path) -> Any:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     return open_vault(path, session_token=t.token)
 
 
 def read_slot(t: Template, path: Path) -> Any:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     with open_vault(path, passphrase=PASSPHRASE) as v:
         return v.clients.list()
 
 
 def read_recovery(t: Template, path: Path) -> Any:
-    from vault.core import recover_vault
+    from handover_vault.core import recover_vault
 
     with recover_vault(path, t.recovery, "a new passphrase after recovery"):
         return None
@@ -241,7 +241,7 @@ def _expected_code(target: Target, value: Any) -> int:
 
 
 def _assert_detected(t: Template, target: Target, path: Path, expected: int) -> None:
-    from vault.errors import VaultError
+    from handover_vault.errors import VaultError
 
     try:
         result = target.read(t, path)

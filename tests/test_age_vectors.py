@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from vault import agefile
-from vault.errors import AuthenticationFailed, IntegrityError, InvalidInput, VaultError
+from handover_vault import agefile
+from handover_vault.errors import AuthenticationFailed, IntegrityError, InvalidInput, VaultError
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "age" / "testdata"
 

@@ -1,4 +1,4 @@
-"""vault.agreement: notice arithmetic (pure, with properties), derived status, end, acknowledgements."""
+"""handover_vault.agreement: notice arithmetic (pure, with properties), derived status, end, acknowledgements."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vault import agreement as ag
-from vault.errors import InvalidInput, NotFound, PolicyRefused
+from handover_vault import agreement as ag
+from handover_vault.errors import InvalidInput, NotFound, PolicyRefused
 
 D = dt.date
 dates = st.dates(min_value=D(1990, 1, 1), max_value=D(2400, 12, 31))
@@ -310,7 +310,7 @@ def test_ack_covers_open_issues_as_they_stand(acme, tmp_path) -> None:
 
 
 def test_editing_an_issue_withdraws_its_acknowledgement_and_readiness_sees_it(acme) -> None:
-    from vault.readiness import check
+    from handover_vault.readiness import check
 
     v = acme
     crit = v.issues.add("acme", title="No UPS", severity="critical", risk="outage", workaround="none")
@@ -349,7 +349,7 @@ def test_ack_refusals(acme, tmp_path) -> None:
 
 
 def test_fill_substitutes_once_and_reports_unknown_placeholders() -> None:
-    from vault.letter import fill
+    from handover_vault.letter import fill
 
     assert fill("Dear {{ name }}, {{name}}.", {"name": "{{evil}}"}) == "Dear {{evil}}, {{evil}}."
     assert fill("<!-- a note with {{whatever}} -->\nHello {{x}}\n", {"x": "you"}) == "Hello you\n"
@@ -390,7 +390,7 @@ def _letter_vault(v, secret: str = "Pl4nted-S3cret-Value"):
 
 
 def test_letter_content_and_no_secret(acme) -> None:
-    from vault.letter import compose
+    from handover_vault.letter import compose
 
     v = _letter_vault(acme)
     title, md, html = compose(
@@ -424,7 +424,7 @@ def test_letter_content_and_no_secret(acme) -> None:
 
 
 def test_letter_mentions_agreed_date_and_acknowledgements(acme) -> None:
-    from vault.letter import compose
+    from handover_vault.letter import compose
 
     v = acme
     ag.record_ack(v, "acme", "Jane Doe", date="2026-11-20", today=D(2026, 11, 26))
@@ -439,7 +439,7 @@ def test_letter_mentions_agreed_date_and_acknowledgements(acme) -> None:
 
 
 def test_letter_needs_notice_and_known_placeholders(acme, tmp_path) -> None:
-    from vault.letter import PLACEHOLDERS, compose, default_template
+    from handover_vault.letter import PLACEHOLDERS, compose, default_template
 
     with pytest.raises(NotFound) as err:
         compose(acme, "acme")
@@ -458,8 +458,8 @@ def test_write_letter_files_are_private_and_not_overwritten(acme, tmp_path) -> N
     import os
     import stat
 
-    from vault.errors import AlreadyExists
-    from vault.letter import write_letter
+    from handover_vault.errors import AlreadyExists
+    from handover_vault.letter import write_letter
 
     ag.end_agreement(acme, "acme", "2026-11-26", "Retiring")
     paths = write_letter(acme, "acme", tmp_path)

@@ -38,13 +38,13 @@ def rows(path: Path) -> list[tuple[Any, ...]]:
 
 
 def reopen(path: Path):
-    from vault import open_vault
+    from handover_vault import open_vault
 
     return open_vault(path, passphrase=PASSPHRASE)
 
 
 def verify_error(path: Path, checkpoint: dict[str, Any] | None = None) -> str:
-    from vault.errors import IntegrityError
+    from handover_vault.errors import IntegrityError
 
     with reopen(path) as v, pytest.raises(IntegrityError) as exc:
         v.audit.verify(checkpoint)
@@ -56,7 +56,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built once per module (copied per test): vault, client and record entries, ids present and absent."""
     import os
 
-    from vault import init_vault
+    from handover_vault import init_vault
 
     path = tmp_path_factory.mktemp("audit") / "template.db"
     saved = os.environ.get("HANDOVER_KDF")
@@ -210,7 +210,7 @@ def test_appending_a_forged_entry_at_the_end_is_caught(logged: Path) -> None:
 
 
 def test_wiping_the_log_and_its_head_is_caught_and_blocks_audited_actions(logged: Path) -> None:
-    from vault.errors import IntegrityError
+    from handover_vault.errors import IntegrityError
 
     sql(logged, "DELETE FROM audit", "DELETE FROM meta WHERE key = 'audit_head'")
     assert (
@@ -222,7 +222,7 @@ def test_wiping_the_log_and_its_head_is_caught_and_blocks_audited_actions(logged
 
 
 def test_a_tampered_head_record_is_caught_and_blocks_audited_actions(logged: Path) -> None:
-    from vault.errors import IntegrityError
+    from handover_vault.errors import IntegrityError
 
     sql(
         logged,
@@ -234,7 +234,7 @@ def test_a_tampered_head_record_is_caught_and_blocks_audited_actions(logged: Pat
 
 
 def test_a_removed_head_record_is_caught_and_blocks_audited_actions(logged: Path) -> None:
-    from vault.errors import IntegrityError
+    from handover_vault.errors import IntegrityError
 
     n = len(rows(logged))
     sql(logged, f"DELETE FROM audit WHERE seq = {n}", "DELETE FROM meta WHERE key = 'audit_head'")
@@ -304,8 +304,8 @@ def test_removing_the_newest_entry_is_caught_against_an_earlier_checkpoint(acme,
 
 
 def test_checkpoint_forms_other_vaults_and_signatures(acme, tmp_path: Path) -> None:
-    from vault import init_vault
-    from vault.errors import IntegrityError, InvalidInput
+    from handover_vault import init_vault
+    from handover_vault.errors import IntegrityError, InvalidInput
 
     cp = acme.audit.checkpoint()
     forged = {**cp, "seq": cp["seq"] - 1}
@@ -329,7 +329,7 @@ def test_checkpoint_forms_other_vaults_and_signatures(acme, tmp_path: Path) -> N
 
 WORKER = """
 import sys
-from vault import open_vault
+from handover_vault import open_vault
 path, n = sys.argv[1], int(sys.argv[2])
 for i in range(n):
     with open_vault(path, passphrase=sys.argv[3]) as v:
@@ -365,7 +365,7 @@ BLOCK = "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT
 
 
 def test_a_reveal_whose_entry_cannot_be_written_does_not_happen(acme, vault_path: Path) -> None:
-    from vault.errors import VaultError
+    from handover_vault.errors import VaultError
 
     acme.close()
     sql(vault_path, BLOCK)
@@ -381,7 +381,7 @@ def test_a_reveal_whose_entry_cannot_be_written_does_not_happen(acme, vault_path
 
 
 def test_first_release_entries_verify_and_new_entries_continue_the_chain(tmp_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     path = tmp_path / "old.db"
     shutil.copy(ROOT / "tests" / "golden" / "vault-0001.db", path)
@@ -396,7 +396,7 @@ def test_first_release_entries_verify_and_new_entries_continue_the_chain(tmp_pat
     con.commit()
     con.close()
     with open_vault(path, passphrase="golden vault passphrase") as v:
-        from vault.errors import IntegrityError
+        from handover_vault.errors import IntegrityError
 
         with pytest.raises(IntegrityError, match="head record is missing"):
             v.audit.verify()

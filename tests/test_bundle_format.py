@@ -28,10 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import need
-from vault import agefile, bundle_format, crypto, tarsafe
-from vault.bundle_format import BundleFile, TarLimits
-from vault.errors import (
+from handover_vault import agefile, bundle_format, crypto, tarsafe
+from handover_vault.bundle_format import BundleFile, TarLimits
+from handover_vault.errors import (
     AlreadyExists,
     AuthenticationFailed,
     IntegrityError,
@@ -39,6 +38,7 @@ from vault.errors import (
     NotFound,
     StorageError,
 )
+from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 26)
@@ -567,7 +567,7 @@ MEMORY_PROBE = r"""
 import io, json, resource, sys, tracemalloc
 from pathlib import Path
 import pyrage
-from vault import agefile
+from handover_vault import agefile
 
 class Zeros(io.RawIOBase):
     def __init__(self, n): self.left = n

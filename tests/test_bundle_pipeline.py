@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handover_vault import agefile, bundle_format, crypto, tarsafe
+from handover_vault.bundle_format import BundleFile
+from handover_vault.errors import AuthenticationFailed, IntegrityError, StorageError
 from tests.helpers_adversarial import fill, tmpfs
-from vault import agefile, bundle_format, crypto, tarsafe
-from vault.bundle_format import BundleFile
-from vault.errors import AuthenticationFailed, IntegrityError, StorageError
 
 DAY = date(2026, 11, 26)
 TOP = "acme-handover-2026-11-26"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from handover_vault.letter import default_template
 from tests.conftest import PASSPHRASE, run
 from tests.test_forget import client_blobs, found, vault_bytes
-from vault.letter import default_template
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ class Result:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """``cli(args, vault)``: run ``handover args`` in-process; a Result like subprocess's."""
-    from cli import context
-    from cli.main import main
+    from handover_vault.cli import context
+    from handover_vault.cli.main import main
 
     # main() moves secret variables into this module-level dict: keep ours from outliving the test.
     monkeypatch.setattr(context, "_secrets", {})

@@ -58,10 +58,10 @@ def ready(acme, vault_path: Path, tmp_path: Path):
         "acme", title="Core switch EOL", severity="critical", risk="outage", workaround="spare on shelf"
     )
     key, public = _age_keygen(tmp_path)
-    from vault.agreement import record_ack
+    from handover_vault.agreement import record_ack
 
     record_ack(v, "acme", by="Jane Doe", role="Office manager", date="2026-11-20", method="signed-form")
-    from vault.export import set_successor
+    from handover_vault.export import set_successor
 
     set_successor(v, "acme", "Next IT", [public])
     v.close()

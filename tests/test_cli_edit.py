@@ -35,14 +35,14 @@ def test_asset_show_edit_rm(acme, vault_path: Path) -> None:
 
 
 def test_editing_an_issue_withdraws_its_acknowledgement(acme, vault_path: Path) -> None:
-    from vault.agreement import ack_state, record_ack
+    from handover_vault.agreement import ack_state, record_ack
 
     record_ack(acme, "acme", by="Jane Doe", method="email")
     acme.close()
     done = run(["issue", "edit", "acme", "Backups untested", "--severity", "critical"], vault=vault_path)
     assert done.returncode == 0, done.stderr
+    from handover_vault import open_vault
     from tests.conftest import PASSPHRASE
-    from vault import open_vault
 
     with open_vault(vault_path, passphrase=PASSPHRASE) as v:
         (state,) = ack_state(v, v.clients.get("acme"))

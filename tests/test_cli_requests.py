@@ -70,7 +70,7 @@ def hv(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> C
     need no process boundary; the behaviour under test runs through ``run`` in a subprocess)."""
     import os
 
-    from cli.main import main
+    from handover_vault.cli.main import main
 
     def call(args: list[str], vault: Path) -> Done:
         monkeypatch.setenv("HANDOVER_VAULT", str(vault))
@@ -315,8 +315,8 @@ def test_two_dozen_requests_from_four_processes_at_once(ended: Path, hv) -> None
 def _interactive(ended: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: list[str]) -> Any:
     from click.testing import CliRunner
 
-    from cli import requests as cli_requests
-    from cli.main import cli
+    from handover_vault.cli import requests as cli_requests
+    from handover_vault.cli.main import cli
 
     monkeypatch.setattr(cli_requests, "_stdin_tty", lambda: True)
     pw = tmp_path / "pw"
@@ -341,7 +341,7 @@ def test_interactive_log_picks_the_requester_and_items_and_confirms(
 def test_interactive_refusal_when_no_override_is_given(
     ended: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vault.errors import PolicyRefused
+    from handover_vault.errors import PolicyRefused
 
     answers = ["Mallory", "phone", "none", "Firewall admin", "1", "", "granted", "", "", "y"]
     result = _interactive(ended, tmp_path, monkeypatch, answers)

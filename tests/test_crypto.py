@@ -16,10 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PASSPHRASE, run
-from tests.helpers_security import fork_run, one, sql
-from vault import crypto
-from vault.crypto import (
+from handover_vault import crypto
+from handover_vault.crypto import (
     DEFAULT_KDF,
     ENVELOPE_V1,
     MIN_KDF,
@@ -29,7 +27,9 @@ from vault.crypto import (
     KdfParams,
     Sealer,
 )
-from vault.errors import IntegrityError, InvalidInput
+from handover_vault.errors import IntegrityError, InvalidInput
+from tests.conftest import PASSPHRASE, run
+from tests.helpers_security import fork_run, one, sql
 
 KEY = bytes(range(32))
 OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE
@@ -182,7 +182,7 @@ def test_record_payload_round_trip(records_vault, data: dict, version: int) -> N
 
 def test_record_payload_is_json_inside_the_envelope(acme) -> None:
     """Documented in docs/spec.md: the plaintext of a record envelope is its JSON payload."""
-    from vault.keys import record_aad
+    from handover_vault.keys import record_aad
 
     client = acme.clients.get("acme")
     blob = acme.records.seal(client, "doc", "r1", 3, {"title": "T", "n": 1})
@@ -211,7 +211,7 @@ def test_defaults_are_rfc9106_second_option_and_owasp_floor() -> None:
     ids=["memory-below-floor", "one-iteration", "8MiB", "no-lanes"],
 )
 def test_kdf_below_the_floor_is_refused_at_create(params: KdfParams, vault_path: Path) -> None:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     with pytest.raises(InvalidInput) as err:
         crypto.check_kdf_for_create(params)
@@ -258,7 +258,7 @@ def test_kdf_parameters_of_the_wrong_type_are_refused(value: object) -> None:
 def test_vault_with_a_1_pib_slot_is_refused_at_open_before_the_kdf(
     new_vault: tuple, vault_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     new_vault[0].close()
     sql(vault_path, "UPDATE key_slots SET memory_kib = ? WHERE kind = 'passphrase'", (2**40,))
@@ -286,7 +286,7 @@ def test_real_default_cost_creates_and_unlocks_a_vault(
     vault_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The one test at RFC 9106's cost (64 MiB, t=3, p=4): no test hook between create and open."""
-    from vault import init_vault, open_vault
+    from handover_vault import init_vault, open_vault
 
     monkeypatch.delenv("HANDOVER_KDF")
     v, _code = init_vault(vault_path, PASSPHRASE)
@@ -310,7 +310,7 @@ def test_real_default_cost_creates_and_unlocks_a_vault(
 
 
 def test_hkdf_labels_give_independent_keys() -> None:
-    from vault import keys
+    from handover_vault import keys
 
     labels = [
         keys.INFO_AUDIT_MAC,

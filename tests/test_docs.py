@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.main import COMMANDS, SHORT_HELP, cli
-from cli.reference import reference, walk
+from handover_vault.cli.main import COMMANDS, SHORT_HELP, cli
+from handover_vault.cli.reference import reference, walk
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""vault.forget: crypto-shredding a client, the byte search of the files, and the signed certificate."""
+"""handover_vault.forget: crypto-shredding a client, the byte search of the files, and the signed certificate."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vault import agreement as ag
-from vault import forget as fg
-from vault.errors import IntegrityError, InvalidInput, NotFound, PolicyRefused
+from handover_vault import agreement as ag
+from handover_vault import forget as fg
+from handover_vault.errors import IntegrityError, InvalidInput, NotFound, PolicyRefused
 
 
 def client_blobs(path: Path, client_id: str) -> dict[str, bytes]:
@@ -119,7 +119,7 @@ def test_a_reader_delays_the_purge_and_says_so(acme, vault_path, monkeypatch) ->
 
 
 def test_forget_removes_the_client_from_every_listing(other, vault_path, tmp_path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     v = other
     make_ended(v, tmp_path)
@@ -239,7 +239,7 @@ def test_certificate_rejects_tampering_and_other_signers(cert) -> None:
         fg.verify_certificate(text, signer=other)
     assert str(err.value) == f"the certificate was signed by {v.fingerprint}, not by {other}"
     # A key swapped in must match the fingerprint claimed beside it.
-    from vault import crypto
+    from handover_vault import crypto
 
     _priv, pub = crypto.new_signing_key()
     pem = crypto.public_key_pem(v.signing_public).decode()

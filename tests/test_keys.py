@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from handover_vault import keys
+from handover_vault.errors import AuthenticationFailed, IntegrityError, InvalidInput
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import flip, fork_run, one, sql
-from vault import keys
-from vault.errors import AuthenticationFailed, IntegrityError, InvalidInput
 
 WRONG = "Error: wrong passphrase\nhint: check the passphrase source (prompt, file or command)\n"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -80,7 +80,7 @@ def test_malformed_recovery_code_is_the_same_failure_as_a_wrong_one(bad: str) ->
 
 
 def test_recovery_code_typed_sloppily_recovers_the_vault(new_vault: tuple, vault_path: Path) -> None:
-    from vault import open_vault, recover_vault
+    from handover_vault import open_vault, recover_vault
 
     v, code = new_vault
     v.clients.add("acme", name="ACME Ltd")
@@ -102,7 +102,7 @@ def test_recovery_code_typed_sloppily_recovers_the_vault(new_vault: tuple, vault
 
 
 def test_wrong_recovery_code_is_refused(new_vault: tuple, vault_path: Path) -> None:
-    from vault import recover_vault
+    from handover_vault import recover_vault
 
     new_vault[0].close()
     before = _slots(vault_path)
@@ -113,7 +113,7 @@ def test_wrong_recovery_code_is_refused(new_vault: tuple, vault_path: Path) -> N
 
 
 def test_the_passphrase_does_not_open_the_recovery_slot(new_vault: tuple, vault_path: Path) -> None:
-    from vault.core import _unlock_with
+    from handover_vault.core import _unlock_with
 
     v, code = new_vault
     with pytest.raises(AuthenticationFailed):
@@ -123,7 +123,7 @@ def test_the_passphrase_does_not_open_the_recovery_slot(new_vault: tuple, vault_
 
 
 def test_new_recovery_code_replaces_the_old_one(new_vault: tuple, vault_path: Path) -> None:
-    from vault import recover_vault
+    from handover_vault import recover_vault
 
     v, old = new_vault
     new = v.new_recovery_code()
@@ -150,7 +150,7 @@ def test_init_makes_one_passphrase_slot_and_one_recovery_slot(new_vault: tuple, 
 
 
 def test_passphrase_change_rewraps_only(acme, vault_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     tables = ("clients", "records", "record_versions", "chunks")
     before = {t: sql(vault_path, f"SELECT * FROM {t}") for t in tables}
@@ -171,7 +171,7 @@ def test_passphrase_change_rewraps_only(acme, vault_path: Path) -> None:
 
 
 def test_passphrase_is_nfc_normalised(vault_path: Path) -> None:
-    from vault import init_vault, open_vault
+    from handover_vault import init_vault, open_vault
 
     composed = unicodedata.normalize("NFC", "Café Müller ñandú")
     decomposed = unicodedata.normalize("NFD", composed)
@@ -183,7 +183,7 @@ def test_passphrase_is_nfc_normalised(vault_path: Path) -> None:
 
 
 def test_empty_passphrase_is_refused(vault_path: Path, new_vault: tuple) -> None:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     with pytest.raises(InvalidInput, match=r"^the passphrase is empty$"):
         init_vault(vault_path.with_name("other.db"), "")
@@ -220,7 +220,7 @@ def _edit_slot(path: Path, edit: str) -> None:
 @pytest.mark.parametrize("edit", list(SLOT_EDITS))
 def test_edited_slot_is_a_wrong_passphrase_not_a_crash(edit: str, new_vault: tuple, vault_path: Path) -> None:
     """Lowering the KDF cost (or any slot field) in the file makes the unwrap fail: exit 3."""
-    from vault import open_vault
+    from handover_vault import open_vault
 
     new_vault[0].close()
     _edit_slot(vault_path, edit)
@@ -257,7 +257,7 @@ def test_edited_slot_is_a_wrong_passphrase_not_a_crash(edit: str, new_vault: tup
 def test_malformed_slot_is_refused_as_corrupt(
     statement: str, message: str, new_vault: tuple, vault_path: Path
 ) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     new_vault[0].close()
     sql(vault_path, statement)
@@ -274,7 +274,7 @@ def test_malformed_slot_is_refused_as_corrupt(
 
 def test_slot_copied_from_another_vault_does_not_open(tmp_path: Path) -> None:
     """Same passphrase, same schema: vault B with vault A's slot must not unlock (vault id in the AAD)."""
-    from vault import init_vault, open_vault
+    from handover_vault import init_vault, open_vault
 
     a_path, b_path = tmp_path / "a.db", tmp_path / "b.db"
     for p in (a_path, b_path):
@@ -307,7 +307,7 @@ def test_no_passphrase_slot_at_all_is_a_wrong_passphrase(new_vault: tuple, vault
 
 def test_lookups_are_keyed_per_vault(tmp_path: Path) -> None:
     """The slug and title lookups are HMACs under vault keys: equal names in two vaults do not match."""
-    from vault import init_vault
+    from handover_vault import init_vault
 
     lookups = []
     for name in ("a.db", "b.db"):
@@ -329,7 +329,7 @@ def test_record_lookup_ignores_case_and_unicode_form(acme) -> None:
 
 
 def test_tampered_signing_key_is_an_integrity_error(v, vault_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     v.close()
     wrapped = one(vault_path, "SELECT value FROM meta WHERE key = 'signing_private'")

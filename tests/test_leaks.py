@@ -257,7 +257,7 @@ def _walk(cmd: click.Command, ctx: click.Context, path: list[str]):
 
 
 def _commands() -> list[tuple[list[str], click.Command]]:
-    from cli.main import cli
+    from handover_vault.cli.main import cli
 
     root = click.Context(cli, info_name="handover")
     return list(_walk(cli, root, []))
@@ -303,7 +303,7 @@ def test_the_walk_would_catch_a_secret_option() -> None:
 def test_every_command_has_help_and_no_secret_shows_in_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from handover_vault.cli.main import cli
 
     canary = "Help-canary-secret-0042"
     env = {

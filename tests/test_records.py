@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from handover_vault.errors import IntegrityError, NotFound
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import flip, flip_column, fork_run, one, sql, swap_column
-from vault.errors import IntegrityError, NotFound
 
 RECORD_HINT = "hint: every other record is unaffected; restore this one from a backup\n"
 CLIENT_KEY_HINT = "hint: the other clients are unaffected; restore this client from a backup\n"
@@ -37,7 +37,7 @@ class Ids:
 
 def _build_world(path: Path, scratch: Path) -> Ids:
     """ACME (as conftest's ``acme`` fixture) plus a second client, doc history and attachments."""
-    from vault import init_vault
+    from handover_vault import init_vault
 
     v, _ = init_vault(path, PASSPHRASE)
     with v:
@@ -93,7 +93,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _open(path: Path):
-    from vault import open_vault
+    from handover_vault import open_vault
 
     return open_vault(path, passphrase=PASSPHRASE)
 
@@ -391,7 +391,7 @@ def test_dropped_chunk(world: Ids, vault_path: Path, seq: int, message: str) -> 
 
 def test_record_payload_that_is_not_an_object(acme) -> None:
     """A validly sealed payload of the wrong JSON shape is refused, not half-loaded."""
-    from vault.keys import record_aad
+    from handover_vault.keys import record_aad
 
     client = acme.clients.get("acme")
     blob = client.keys.sealer.seal(b"[1, 2]", record_aad(acme.vault_id, client.id, "doc", "r1", 1))
@@ -415,7 +415,7 @@ def test_update_keeps_every_previous_version(acme) -> None:
 
 
 def test_stale_update_is_refused(acme) -> None:
-    from vault.errors import InvalidInput
+    from handover_vault.errors import InvalidInput
 
     _, rec = acme.docs.get("acme", "Network overview")
     acme.docs.edit("acme", rec.id, body="someone else was faster")

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault.render import CSP, escape, html_page, html_section, html_table, is_safe_link, render_markdown
+from handover_vault.render import (
+    CSP,
+    escape,
+    html_page,
+    html_section,
+    html_table,
+    is_safe_link,
+    render_markdown,
+)
 
 FORBIDDEN_TAGS = {
     "script",

@@ -18,7 +18,7 @@ VERIFIED = "called back on the number on file"
 
 @pytest.fixture
 def reqs(acme):
-    from vault.requests import Requests
+    from handover_vault.requests import Requests
 
     acme.contacts.add("acme", name="Bob Intern", email="bob@acme.example")
     acme.creds.add("acme", label="Wi-Fi", secret="wifi-s3cret", category="wifi")
@@ -61,7 +61,7 @@ def requests_of(v) -> list:
 
 
 def test_a_grant_to_an_authorised_verified_contact_after_the_end(reqs) -> None:
-    from vault.requests import ROTATE_AFTER_END, digest
+    from handover_vault.requests import ROTATE_AFTER_END, digest
 
     v = reqs.v
     end_agreement(v)
@@ -92,7 +92,7 @@ def test_a_grant_to_an_authorised_verified_contact_after_the_end(reqs) -> None:
 
 
 def test_a_request_during_the_agreement_is_allowed_and_noted(reqs) -> None:
-    from vault.requests import ROTATE_DURING
+    from handover_vault.requests import ROTATE_DURING
 
     done = grant(reqs)
     assert done.during_agreement
@@ -118,7 +118,7 @@ def test_a_request_during_the_agreement_is_allowed_and_noted(reqs) -> None:
 def test_an_unauthorised_or_unverified_grant_is_refused_and_nothing_disclosed(
     reqs, requester: str, verified_by: str, reasons: str
 ) -> None:
-    from vault.errors import PolicyRefused
+    from handover_vault.errors import PolicyRefused
 
     v = reqs.v
     before = v.audit.verify().seq
@@ -180,7 +180,7 @@ def test_requester_matching_by_email_id_prefix_and_name_with_email(reqs) -> None
 
 
 def test_two_contacts_with_the_same_name_must_be_named_by_id(reqs) -> None:
-    from vault.errors import InvalidInput
+    from handover_vault.errors import InvalidInput
 
     reqs.v.contacts.add("acme", name="Jane Doe", email="other@acme.example")
     with pytest.raises(InvalidInput, match="matches several contacts of acme"):
@@ -188,7 +188,7 @@ def test_two_contacts_with_the_same_name_must_be_named_by_id(reqs) -> None:
 
 
 def test_items_by_kind_id_and_name_and_their_errors(reqs) -> None:
-    from vault.errors import InvalidInput, NotFound
+    from handover_vault.errors import InvalidInput, NotFound
 
     v = reqs.v
     v.assets.add("acme", hostname="Wi-Fi")
@@ -221,7 +221,7 @@ def test_items_by_kind_id_and_name_and_their_errors(reqs) -> None:
 def test_bad_values_are_refused_before_anything_is_written(
     reqs, change: dict[str, Any], message: str
 ) -> None:
-    from vault.errors import InvalidInput
+    from handover_vault.errors import InvalidInput
 
     before = reqs.v.audit.verify().seq
     with pytest.raises(InvalidInput) as exc:
@@ -231,9 +231,9 @@ def test_bad_values_are_refused_before_anything_is_written(
 
 
 def test_fail_closed_when_the_audit_entry_cannot_be_written(reqs, vault_path: Path) -> None:
-    from vault import open_vault
-    from vault.errors import VaultError
-    from vault.requests import Requests
+    from handover_vault import open_vault
+    from handover_vault.errors import VaultError
+    from handover_vault.requests import Requests
 
     reqs.v.close()
     con = sqlite3.connect(vault_path)
@@ -249,7 +249,7 @@ def test_fail_closed_when_the_audit_entry_cannot_be_written(reqs, vault_path: Pa
 
 
 def test_list_show_and_the_link_to_the_audit_log(reqs) -> None:
-    from vault.errors import InvalidInput, NotFound
+    from handover_vault.errors import InvalidInput, NotFound
 
     v = reqs.v
     v.clients.add("beta", name="Beta GmbH")
@@ -278,7 +278,7 @@ def test_list_show_and_the_link_to_the_audit_log(reqs) -> None:
         rec = v.records.get(s, client, "request", second.request.id)
         v.records.update_in_place(s, client, rec, {**rec.data, "verified_by": "passport"})
     assert reqs.get(second.request.id).matches is False
-    from vault.errors import IntegrityError
+    from handover_vault.errors import IntegrityError
 
     with pytest.raises(IntegrityError, match="does not match its audit entry"):
         reqs.report("beta")

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vault import search
-from vault.errors import IntegrityError
+from handover_vault import search
+from handover_vault.errors import IntegrityError
 
 
 def _rows(path: Path) -> list[tuple[str, bytes, bytes, bytes]]:

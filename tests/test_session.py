@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from handover_vault import session
+from handover_vault.errors import AuthenticationFailed, InvalidInput
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import flip, fork_run, mode, session_token
-from vault import session
-from vault.errors import AuthenticationFailed, InvalidInput
 
 TOKEN_RE = re.compile(r"^hvs1\.[0-9a-f]{32}\.[A-Za-z0-9_-]{43}$")
 ENDED = "the session has ended (locked, expired or from another machine)"
@@ -24,7 +24,7 @@ def _file(token: str) -> Path:
 
 
 def _no_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vault import crypto
+    from handover_vault import crypto
 
     def never(*_a: object, **_kw: object) -> bytes:
         raise AssertionError("a session must not run the KDF")
@@ -35,7 +35,7 @@ def _no_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_session_opens_the_vault_without_the_kdf(
     acme, vault_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     token = acme.start_session(900)
     assert TOKEN_RE.match(token)
@@ -66,7 +66,7 @@ def test_session_file_is_private_and_holds_no_clear_key(acme) -> None:
 
 
 def test_lock_ends_the_session(acme, vault_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     token = acme.start_session(900)
     assert session.end(token) is True
@@ -80,7 +80,7 @@ def test_lock_ends_the_session(acme, vault_path: Path) -> None:
 def test_expired_session_is_refused_and_removed(
     acme, vault_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     token = acme.start_session(60)
     with open_vault(vault_path, session_token=token):
@@ -97,7 +97,7 @@ def test_expired_session_is_refused_and_removed(
 
 
 def test_session_of_another_vault_is_refused(acme, tmp_path: Path) -> None:
-    from vault import init_vault, open_vault
+    from handover_vault import init_vault, open_vault
 
     other, _ = init_vault(tmp_path / "other.db", PASSPHRASE)
     other.close()
@@ -118,7 +118,7 @@ def _tweak_key(token: str) -> str:
 
 
 def test_tampered_token_or_file_is_refused(acme, vault_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     token = acme.start_session(900)
     with pytest.raises(AuthenticationFailed, match=r"^HANDOVER_SESSION does not match its session file$"):
@@ -135,7 +135,7 @@ def test_tampered_token_or_file_is_refused(acme, vault_path: Path) -> None:
 
 
 def test_session_file_moved_to_another_session_id_is_refused(acme, vault_path: Path) -> None:
-    from vault import open_vault
+    from handover_vault import open_vault
 
     first, second = acme.start_session(900), acme.start_session(900)
     _file(first).replace(_file(second))  # first's file now sits under second's id
@@ -222,7 +222,7 @@ def test_expired_session_through_the_command(acme, vault_path: Path) -> None:
 
 
 def test_foreign_session_through_the_command(acme, vault_path: Path, tmp_path: Path) -> None:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     other, _ = init_vault(tmp_path / "other.db", PASSPHRASE)
     token = other.start_session(600)

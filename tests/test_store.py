@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from handover_vault import store
+from handover_vault.errors import Busy, IntegrityError, MigrationRequired, StorageError
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import digests, fork_run, mode, one, sql
-from vault import store
-from vault.errors import Busy, IntegrityError, MigrationRequired, StorageError
 
 GOLDEN = Path(__file__).parent / "golden" / "vault-0001.db"
 GOLDEN_PASSPHRASE = "golden vault passphrase"
@@ -202,7 +202,7 @@ def test_vault_without_its_format_marker(v, vault_path: Path) -> None:
 def test_directory_and_missing_file() -> None:
     with pytest.raises(Exception, match="is a directory, not a vault file"):
         store.check_file(Path(__file__).parent)
-    from vault.errors import NotFound
+    from handover_vault.errors import NotFound
 
     with pytest.raises(NotFound, match=r"^no vault at /nonexistent/vault\.db$"):
         store.check_file(Path("/nonexistent/vault.db"))
@@ -223,7 +223,7 @@ def test_vault_of_a_newer_program_is_refused_and_left_alone(v, vault_path: Path)
         f"{store.SCHEMA_HEAD}\nhint: upgrade handover-vault to open it\n",
     )
     assert digests(vault_path) == before
-    from vault import open_vault
+    from handover_vault import open_vault
 
     with pytest.raises(MigrationRequired, match="newer handover"):
         open_vault(vault_path, passphrase=PASSPHRASE)
@@ -256,7 +256,7 @@ def test_older_vault_is_upgraded_only_once_unlocked(tmp_path: Path) -> None:
 
 
 def test_older_vault_opened_with_a_session_or_recovery_code_is_upgraded(tmp_path: Path) -> None:
-    from vault import open_vault, recover_vault
+    from handover_vault import open_vault, recover_vault
 
     code = (GOLDEN.parent / "vault-0001.db.recovery").read_text().strip()
     path = tmp_path / "old.db"
@@ -272,7 +272,7 @@ def test_older_vault_opened_with_a_session_or_recovery_code_is_upgraded(tmp_path
 
 
 def test_init_failure_leaves_no_file_behind(vault_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vault import init_vault, keys
+    from handover_vault import init_vault, keys
 
     def broken(*_a: object, **_kw: object) -> None:
         raise RuntimeError("disk pulled out")

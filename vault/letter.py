@@ -57,7 +57,7 @@ PLACEHOLDERS = {
 
 def default_template() -> str:
     """The template shipped with the program (``vault/templates/letter.md``)."""
-    return resources.files("vault.templates").joinpath("letter.md").read_text(encoding="utf-8")
+    return resources.files("handover_vault.templates").joinpath("letter.md").read_text(encoding="utf-8")
 
 
 def read_template(path: Path | str) -> str:

@@ -338,7 +338,7 @@ def upgrade(store: Store, revision: str = "head") -> None:
     """Run Alembic's upgrade on the vault (imported here only: it is slow to import)."""
     from alembic import command
 
-    from migrations import alembic_config
+    from .migrations import alembic_config
 
     try:
         with store._writer.connect() as conn:

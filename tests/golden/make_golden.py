@@ -18,7 +18,7 @@ RECOVERY_FILE_SUFFIX = ".recovery"
 
 
 def main(out: str) -> None:
-    from vault import init_vault
+    from handover_vault import init_vault
 
     v, code = init_vault(Path(out), PASSPHRASE)
     with v:
