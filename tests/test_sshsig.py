@@ -119,3 +119,25 @@ def test_the_fingerprint_is_the_one_ssh_keygen_prints(key, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[1] == sshsig.ssh_fingerprint(key[1])
     assert done.stdout.split()[1].startswith("SHA256:")
+
+
+def test_bundle_verify_refuses_a_sums_signature_in_another_namespace(key, monkeypatch) -> None:
+    """The manifest covers SHA256SUMS.sig's bytes, so only the signer could make a wrong one; even
+    then ``bundle verify`` refuses what ``ssh-keygen -Y verify -n handover-bundle`` would."""
+    import io
+
+    from handover_vault import bundle_format, tarsafe
+    from handover_vault.tarsafe import BundleFile
+
+    priv, pub = key
+    real = sshsig.sign
+    monkeypatch.setattr(bundle_format.sshsig, "sign", lambda m, s, p: real(m, s, p, "file"))
+    files = [BundleFile.from_bytes("HANDOVER.md", b"# Acme\n")]
+    meta = {"client": "acme", "exported_at": "2026-11-26T09:30:00Z"}
+    root = "acme-handover-2026-11-26"
+    bundle = bundle_format.assemble_bundle(
+        root, files, meta, sign=lambda m: crypto.sign(priv, m), signer_public_key=pub
+    )
+    tar = tarsafe.tar_stream(root, bundle, mtime=0).read()
+    with pytest.raises(IntegrityError, match="not a 'handover-bundle' signature"):
+        bundle_format.verify_bundle_tar(io.BytesIO(tar))

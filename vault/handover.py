@@ -406,6 +406,7 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
         # The outgoing technician's audit head, signed: the client and successor hold proof of what
         # the request log contained at handover (``handover audit verify --checkpoint``).
         BundleFile.from_bytes("audit-checkpoint.json", json_bytes(v.audit.checkpoint())),
+        text("VERIFY.txt", verify_text(v, h, today)),
     ]
     files += _password_manager_files(h)
     for n, d in enumerate(h.docs, 1):
@@ -424,6 +425,15 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
             )
         )
     return files
+
+
+def verify_text(v: Vault, h: Handover, today: dt.date, technician: dict[str, str] | None = None) -> str:
+    """VERIFY.txt for this bundle (vault/verify_guide.py); ``technician`` names who to call."""
+    from .bundle_format import bundle_root
+    from .verify_guide import verify_txt
+
+    root = bundle_root(h.client.slug, today)
+    return verify_txt(root, v.fingerprint, v.ssh_fingerprint, v.ssh_public_key, technician=technician)
 
 
 def _chunks_of(v: Vault, s: Session, h: Handover, rec: Rec) -> Callable[[], Iterator[bytes]]:
