@@ -190,8 +190,13 @@ th { background: #f0f0f0; }
    wider than the whole line (break-word, unlike anywhere, leaves table columns their width). */
 th, td, p, li { overflow-wrap: break-word; word-break: normal; hyphens: none; }
 table.fields th { width: 9rem; white-space: nowrap; font-weight: 600; }
+/* Exact values keep every space and never wrap: a line break after the "-" of a host name or a
+   secret is one a reader would copy. Prose-like values (notes) and values too long for any line
+   (class long, set by the writer) wrap at spaces, and the long ones anywhere. */
 .v { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em;
-     white-space: pre-wrap; background: #f4f4f4; padding: 0 0.15em; }
+     white-space: pre; background: #f4f4f4; padding: 0 0.15em; }
+.v.notes, .v.field, .v.block { white-space: pre-wrap; }
+.v.long { white-space: pre-wrap; overflow-wrap: anywhere; }
 .v.block { display: block; padding: 0.4rem 0.6rem; margin: 0.3rem 0; }
 .nowrap { white-space: nowrap; }
 code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em; }

@@ -316,12 +316,19 @@ def _cls(*names: str) -> str:
     return f' class="{escape(joined)}"' if joined else ""
 
 
+# An exact value longer than this may not fit a printed line: it may wrap (class "long").
+LONG_VALUE = 60
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?Z)?\b")
+
+
 def _html_inline(part: Inline) -> str:
     if isinstance(part, str):
-        return escape(part)
+        # Dates inside ordinary text never break at their hyphens.
+        return _DATE.sub(lambda m: f'<span class="nowrap">{m.group(0)}</span>', escape(part))
     if isinstance(part, Exact):
         field_attr = f' data-field="{escape(part.kind)}"' if part.kind else ""
-        return f"<code{_cls('v', part.kind)}{field_attr}>{escape(part.text)}</code>"
+        long = "long" if len(part.text) > LONG_VALUE else ""
+        return f"<code{_cls('v', part.kind, long)}{field_attr}>{escape(part.text)}</code>"
     if isinstance(part, Strong):
         return f"<strong>{escape(part.text)}</strong>"
     if isinstance(part, Nowrap):
