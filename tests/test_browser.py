@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSPHRASE, need, run
+from tests.conftest import need, run
 from tests.test_bundle_exact import FIELDS, _Collect
 
 pytestmark = pytest.mark.interop
