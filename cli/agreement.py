@@ -147,6 +147,9 @@ def letter(
     )
     for path in paths:
         click.echo(f"Wrote {path}")
+    warning = letters.notice_warning(v, slug)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     blanks = [opt for opt, value in (("--sender", sender), ("--sender-contact", sender_contact)) if not value]
     if blanks:
         click.echo(

@@ -379,8 +379,11 @@ def test_a_real_export_counts_its_files_once(ready_bundle: tuple[Path, Path, str
 
     bundle, key, exported = ready_bundle
     count = int(re.search(r"\((\d+) bytes, (\d+) files\)", exported).group(2))  # type: ignore[union-attr]
+    key_line = re.search(r"Vault signing key: (ssh-ed25519 AAAA\S+ handover-vault)\n", exported)
+    assert key_line and re.search(r"Vault fingerprint: hv:[0-9a-f-]+  SHA256:[A-Za-z0-9+/]{43}\n", exported)
     verify = run(["bundle", "verify", str(bundle), "--identity", str(key)], passphrase=None)
     assert f", {count} files verified." in verify.stdout, verify.stdout + verify.stderr
+    assert re.search(r"Signed by vault hv:[0-9a-f-]+  SHA256:", verify.stdout)
     out = bundle.parent / "opened"
     opened = run(["bundle", "open", str(bundle), "--to", str(out), "--identity", str(key)], passphrase=None)
     assert f"Verified and extracted {count} files to" in opened.stdout, opened.stderr

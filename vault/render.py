@@ -230,7 +230,7 @@ p.note { background: #eef4ff; border-left: 4px solid #6b8fd6; padding: 0.3rem 0.
 """
 
 
-def html_page(title: str, body_html: str) -> str:
+def html_page(title: str, body_html: str, *, heading: bool = True) -> str:
     """A complete, self-contained HTML5 document: inline CSS, no JavaScript, a closed CSP.
 
     ``body_html`` must already be safe (from :func:`render_markdown`, :func:`escape` and friends).
@@ -242,5 +242,5 @@ def html_page(title: str, body_html: str) -> str:
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<h1>{escape(title)}</h1>\n{body_html}</main>\n</body>\n</html>\n"
+        f"{f'<h1>{escape(title)}</h1>' if heading else ''}\n{body_html}</main>\n</body>\n</html>\n"
     )
