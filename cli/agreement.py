@@ -251,10 +251,11 @@ def certificate_verify(file: str, signer: str | None) -> None:
         f"{facts.get('destroyed_at')}, audit entry {seq}."
     )
     if result.signer_checked:
-        click.echo(f"Signed by {result.signer} (the signer you expected).")
+        click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
     else:
         click.echo(
-            f"Signed by {result.signer}. Compare this fingerprint with the one the technician "
+            f"Signed by {result.signer}  {result.signer_ssh_fingerprint}. Compare this fingerprint with "
+            "the one the technician "
             "gave you, or pass --signer."
         )
 

@@ -408,3 +408,17 @@ def ready_bundle(acme, vault_path: Path, tmp_path: Path) -> tuple[Path, Path, st
     done = run(["export", "acme", "--out", str(bundle), "--force"], vault=vault_path)
     assert done.returncode == 0, done.stderr
     return bundle, key, done.stdout
+
+
+def test_the_technician_to_call_is_named_when_known() -> None:
+    from handover_vault.verify_guide import verify_txt
+
+    h = handover([])
+    assert "Call the outgoing technician on a number you already know" in index_html(h, TODAY)
+    h.technician = {"name": "Alex Tech", "phone": "+44 20 7946 0001"}
+    named = "The outgoing technician is Alex Tech (+44 20 7946 0001); call them on a number you already know"
+    assert named in index_html(h, TODAY) and named in handover_md(h, TODAY).replace("\\", "")
+    text = verify_txt(
+        "acme-handover-2026-12-01", "hv:1", "SHA256:2", "ssh-ed25519 AAAA x", technician=h.technician
+    )
+    assert named in " ".join(text.split())

@@ -40,6 +40,9 @@ class Handover:
     exported_at: str
     ssh_fingerprint: str = ""  # SHA256:… of the vault's signing key (ssh-keygen -lf)
     ssh_public_key: str = ""  # ssh-ed25519 AAAA… handover-vault
+    # The outgoing technician to call (keys name, phone, email), for VERIFY.txt and the report's
+    # "Checking this bundle"; None until the vault records a technician profile.
+    technician: dict[str, str] | None = None
     contacts: list[Rec] = field(default_factory=list)
     docs: list[Rec] = field(default_factory=list)
     assets: list[Rec] = field(default_factory=list)
@@ -279,12 +282,14 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
 
 
 def verify_text(v: Vault, h: Handover, today: dt.date, technician: dict[str, str] | None = None) -> str:
-    """VERIFY.txt for this bundle (vault/verify_guide.py); ``technician`` names who to call."""
+    """VERIFY.txt for this bundle (vault/verify_guide.py); ``technician`` (default: the
+    handover's) names who to call."""
     from .bundle_format import bundle_root
     from .verify_guide import verify_txt
 
     root = bundle_root(h.client.slug, today)
-    return verify_txt(root, v.fingerprint, v.ssh_fingerprint, v.ssh_public_key, technician=technician)
+    who = technician if technician is not None else h.technician
+    return verify_txt(root, v.fingerprint, v.ssh_fingerprint, v.ssh_public_key, technician=who)
 
 
 def _chunks_of(v: Vault, s: Session, h: Handover, rec: Rec) -> Callable[[], Iterator[bytes]]:

@@ -177,6 +177,11 @@ def md_text(text: str) -> str:
     characters backslash-escaped, line breaks as spaces. Leading and trailing spaces do not survive
     (Markdown trims them): exact values use :func:`md_code`."""
     text = _MD_SPECIAL.sub(r"\\\1", _LINE_END.sub(" ", text))
+    # Leading tabs or spaces could indent a list item's text into a code block: as character
+    # references they are the same characters, but no indentation.
+    lead = len(text) - len(text.lstrip(" \t"))
+    if "\t" in text[:lead] or lead > 1:
+        text = "".join(f"&#{ord(ch)};" for ch in text[:lead]) + text[lead:]
     return _MD_LEADING.sub(
         lambda m: m.group(1) + ("\\" + m.group(2) if m.group(2) else m.group(3) + "\\" + m.group(4)),
         text,

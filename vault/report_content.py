@@ -382,6 +382,8 @@ def attachments_section(h: Handover) -> Section:
 
 
 def checking_section(h: Handover) -> Section:
+    from .verify_guide import technician_line
+
     return Section(
         "Checking this bundle",
         (
@@ -389,7 +391,8 @@ def checking_section(h: Handover) -> Section:
                 (
                     "VERIFY.txt beside this report shows how to check the bundle with age, tar, ssh-keygen and "
                     "sha256sum alone. The key must come from the termination letter or a phone call, not from "
-                    "this bundle: instructions inside an unverified bundle prove nothing by themselves.",
+                    "this bundle: instructions inside an unverified bundle prove nothing by themselves. "
+                    + technician_line(h.technician),
                 )
             ),
             Bullets(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["RECIPE", "verify_txt"]
+__all__ = ["RECIPE", "technician_line", "verify_txt"]
 
 # No `a && b` lines: set -e ignores a failure on the left of && (POSIX), so each check is its own line.
 RECIPE = """\
@@ -58,7 +58,7 @@ def verify_txt(
     ``technician`` (keys ``name``, ``phone``, ``email``, all optional) names the outgoing technician
     to call; without it the reader is told to call them on a number they already know.
     """
-    who = _technician_line(technician)
+    who = technician_line(technician)
     indented = "".join(f"    {line}\n" for line in RECIPE.splitlines())
     return f"""\
 HOW TO CHECK THIS HANDOVER BUNDLE ({root})
@@ -113,7 +113,7 @@ credential listed under "Rotate on receipt", then delete the decrypted copies yo
 """
 
 
-def _technician_line(technician: Mapping[str, str] | None) -> str:
+def technician_line(technician: Mapping[str, str] | None) -> str:
     """Who to call. The number must be one the reader already has: the letter, a contract, a
     website; a phone number printed only inside an unverified bundle could be the forger's."""
     t = {k: v for k, v in (technician or {}).items() if v}
