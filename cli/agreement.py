@@ -150,6 +150,9 @@ def letter(
     )
     for path in paths:
         click.echo(f"Wrote {path}")
+    warning = letters.notice_warning(v, slug)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     blanks = [opt for opt, value in (("--sender", sender), ("--sender-contact", sender_contact)) if not value]
     if blanks:
         click.echo(
@@ -251,10 +254,11 @@ def certificate_verify(file: str, signer: str | None) -> None:
         f"{facts.get('destroyed_at')}, audit entry {seq}."
     )
     if result.signer_checked:
-        click.echo(f"Signed by {result.signer} (the signer you expected).")
+        click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
     else:
         click.echo(
-            f"Signed by {result.signer}. Compare this fingerprint with the one the technician "
+            f"Signed by {result.signer}  {result.signer_ssh_fingerprint}. Compare this fingerprint with "
+            "the one the technician "
             "gave you, or pass --signer."
         )
 
