@@ -487,14 +487,15 @@ class AuditLog:
             ).first()
         return Head(0, self.genesis) if last is None else Head(last.seq, bytes(last.mac))
 
-    def verify(self, checkpoint: dict[str, Any] | None = None) -> Head:
+    def verify(self, checkpoint: dict[str, Any] | None = None, pinned: Head | None = None) -> Head:
         """Walk the chain; raise IntegrityError naming the first broken entry.
 
         Also refuses a log whose newest entries no longer match the head record, and, with a
         checkpoint (from ``checkpoint()``), a log that no longer contains the checkpointed head:
-        truncation or rollback. Raises InvalidInput for a malformed checkpoint.
+        truncation or rollback. ``pinned`` is a head whose signature the caller checked already
+        (a receipt's: vault/receipts.py). Raises InvalidInput for a malformed checkpoint.
         """
-        cp = self.check_checkpoint_signature(checkpoint) if checkpoint is not None else None
+        cp = self.check_checkpoint_signature(checkpoint) if checkpoint is not None else pinned
         with self.v.read() as s:
             try:
                 with builtin_text(s):
