@@ -25,6 +25,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
 
     from .clients import ClientRef
     from .core import Vault
+    from .rekey import Epoch
 
 CHECKPOINT_FORMAT = "handover-audit-checkpoint/1"
+REKEY_ACTION = "vault.rekey"  # the entry that ends one key's epoch (vault/rekey.py)
 # Entries written since the head record exists use the v2 layout. v1 (the first release) encoded an
 # absent client or record id as an empty string, so NULL and "" had the same MAC; v2 marks presence.
 # A verifier accepts v1 entries only before the first v2 entry (vaults upgraded from the first schema).
@@ -249,6 +252,18 @@ def _check_row_slowly(raw: Any) -> Row:
     return Row(**values)
 
 
+def _epoch_sealer(epoch: Epoch, e: Row, cache: dict[str, Any]) -> Any:
+    """The key that sealed the detail of an entry written before a rekey (None: shredded)."""
+    name = f"{epoch.until}/{e.client_id if e.scope == 'client' and e.client_id else ''}"
+    if name not in cache:
+        if not name.endswith("/"):
+            key = epoch.clients.get(str(e.client_id))
+        else:
+            key = epoch.detail_key
+        cache[name] = None if key is None else crypto.Sealer(key)
+    return cache[name]
+
+
 @dataclass(frozen=True)
 class Head:
     seq: int
@@ -282,7 +297,32 @@ class AuditLog:
         self.v = vault
         self.key = vault.keys.audit_mac_key
         self.mac = crypto.Mac(self.key)  # keyed once: verify MACs every entry of the log
-        self.genesis = crypto.mac(self.key, b"handover-vault/v1/audit-genesis\x00" + vault.vault_id.encode())
+
+    # --- keys of earlier epochs (before a rekey: vault/rekey.py) -----------------------------------
+
+    @cached_property
+    def epochs(self) -> list[Epoch]:
+        """The audit keys before each rekey, oldest first (empty for a vault never rekeyed)."""
+        from .rekey import load_epochs
+
+        return load_epochs(self.v)
+
+    @cached_property
+    def genesis(self) -> bytes:
+        first = self.epochs[0].mac_key if self.epochs else self.key  # the key the log began under
+        return crypto.mac(first, b"handover-vault/v1/audit-genesis\x00" + self.v.vault_id.encode())
+
+    def _epoch_of(self, seq: int) -> Epoch | None:
+        """The earlier epoch an entry belongs to, or None for the current key's."""
+        for epoch in self.epochs:
+            if seq <= epoch.until:
+                return epoch
+        return None
+
+    def _key_changes(self) -> dict[int, crypto.Mac]:
+        """Entry ``vault.rekey`` number -> the MAC key the entries after it are chained under."""
+        macs = [crypto.Mac(e.mac_key) for e in self.epochs[1:]] + [self.mac]
+        return {e.until: m for e, m in zip(self.epochs, macs, strict=True)}
 
     # --- the head record --------------------------------------------------------------------------
 
@@ -326,9 +366,13 @@ class AuditLog:
         else:
             row.value = value
 
-    def _mac_of(self, prev: bytes, row: Row, v1: bool = False) -> bytes:
+    def adopt_head(self, s: Session, head: Head) -> None:
+        """Write the head record under this log's key (a rekey's new key: vault/rekey.py)."""
+        self._write_head(s, head)
+
+    def _mac_of(self, prev: bytes, row: Row, v1: bool = False, mac: crypto.Mac | None = None) -> bytes:
         data = entry_bytes_v1(self.v.vault_id, row) if v1 else entry_bytes(self.v.vault_id, row)
-        return self.mac(prev + data)
+        return (mac or self.mac)(prev + data)
 
     def _continue_legacy(self, s: Session, last_seq: int) -> Head:
         """Where to chain on in a vault without a head record: only after an intact v1 entry.
@@ -433,6 +477,9 @@ class AuditLog:
         yield from s.connection().execute(q.execution_options(yield_per=2000))
 
     def _sealer_for(self, s: Session, e: Row, cache: dict[str, Any]) -> Any:
+        epoch = self._epoch_of(e.seq) if self.epochs else None
+        if epoch is not None:  # sealed before a rekey, under that epoch's keys
+            return _epoch_sealer(epoch, e, cache)
         if e.scope == "vault" or not e.client_id:
             return self.v.keys.audit_detail
         if e.client_id not in cache:
@@ -519,7 +566,9 @@ class AuditLog:
         row, the keyed MAC state copied directly): it is most of the time ``audit verify`` takes.
         """
         prev, expected, v2_seen = self.genesis, 1, False
-        encode, keyed, equal = _entry_encoder(self.v.vault_id), self.mac.keyed, crypto.mac_equal
+        changes = self._key_changes() if self.epochs else {}
+        current = crypto.Mac(self.epochs[0].mac_key) if self.epochs else self.mac
+        encode, keyed, equal = _entry_encoder(self.v.vault_id), current.keyed, crypto.mac_equal
         cp_seq = cp.seq if cp is not None else -1
         for raw in scan(s, _select_entries().order_by(AuditEntry.seq)):
             row = raw if intact(raw) else check_row(raw)
@@ -530,7 +579,7 @@ class AuditLog:
             h.update(prev + encode(row))
             if equal(h.finalize(), mac):
                 v2_seen = True
-            elif v2_seen or not equal(self._mac_of(prev, Row._make(row), v1=True), mac):
+            elif v2_seen or not equal(self._mac_of(prev, Row._make(row), v1=True, mac=current), mac):
                 raise _broken(
                     seq,
                     "its MAC does not match (edited, inserted, reordered or an earlier entry deleted)",
@@ -539,6 +588,11 @@ class AuditLog:
                 raise _broken(1, f"the log does not start with {FIRST_ACTION}")
             if seq == cp_seq and cp is not None and not equal(mac, cp.mac):
                 raise IntegrityError(f"audit entry {seq} differs from the checkpoint: history rewritten")
+            if changes and seq in changes:  # a rekey: the entries after it chain on under the new key
+                if action != REKEY_ACTION:
+                    raise _broken(seq, f"the vault recorded a rekey here, but the entry is {action}")
+                current = changes[seq]
+                keyed = current.keyed
             prev, expected = mac, expected + 1
         return prev, expected, v2_seen
 

@@ -154,6 +154,9 @@ def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotte
         n = counts(v, s, client)
         a = client.agreement
         s.execute(delete(Client).where(Client.id == client.id))
+        from .rekey import forget_client_keys
+
+        forget_client_keys(v, s, client.id)  # its keys from before a rekey go with it
         s.flush()
         left = s.execute(select(func.count()).select_from(Record).where(Record.client_id == client.id))
         if left.scalar_one():
