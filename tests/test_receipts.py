@@ -177,8 +177,21 @@ def test_no_receipt_file_is_left_when_it_cannot_be_written_and_nothing_is_logged
     taken = tmp_path / "taken.md"
     taken.write_text("mine")
     done = run(
-        ["request", "log", "acme", "--requester", "Jane Doe", "--channel", "phone", "--verified-by", "x"]
-        + ["--decision", "denied", "--receipt", str(taken)],
+        [
+            "request",
+            "log",
+            "acme",
+            "--requester",
+            "Jane Doe",
+            "--channel",
+            "phone",
+            "--verified-by",
+            "x",
+            "--decision",
+            "denied",
+            "--receipt",
+            str(taken),
+        ],
         vault,
     )
     assert done.returncode == 1 and "already exists" in done.stderr

@@ -15,9 +15,21 @@ from tests.conftest import PASSPHRASE, run
 
 def log(vault: Path, requester: str, decision: str = "denied") -> None:
     done = run(
-        ["request", "log", "acme", "--requester", requester, "--channel", "email"]
-        + ["--verified-by", "mail from the address on file", "--item", "Firewall admin"]
-        + ["--decision", decision],
+        [
+            "request",
+            "log",
+            "acme",
+            "--requester",
+            requester,
+            "--channel",
+            "email",
+            "--verified-by",
+            "mail from the address on file",
+            "--item",
+            "Firewall admin",
+            "--decision",
+            decision,
+        ],
         vault,
     )
     assert done.returncode == 0, done.stderr
