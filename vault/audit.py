@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from .rekey import Epoch
 
 CHECKPOINT_FORMAT = "handover-audit-checkpoint/1"
-REKEY_ACTION = "vault.rekey"  # the entry that ends one key's epoch (vault/rekey.py)
 # Entries written since the head record exists use the v2 layout. v1 (the first release) encoded an
 # absent client or record id as an empty string, so NULL and "" had the same MAC; v2 marks presence.
 # A verifier accepts v1 entries only before the first v2 entry (vaults upgraded from the first schema).
@@ -589,8 +588,6 @@ class AuditLog:
             if seq == cp_seq and cp is not None and not equal(mac, cp.mac):
                 raise IntegrityError(f"audit entry {seq} differs from the checkpoint: history rewritten")
             if changes and seq in changes:  # a rekey: the entries after it chain on under the new key
-                if action != REKEY_ACTION:
-                    raise _broken(seq, f"the vault recorded a rekey here, but the entry is {action}")
                 current = changes[seq]
                 keyed = current.keyed
             prev, expected = mac, expected + 1

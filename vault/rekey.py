@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, select, update
 
 from . import crypto, keys
-from .audit import REKEY_ACTION
 from .crypto import DecryptFailed
 from .errors import AuthenticationFailed, IntegrityError
 from .models import AuditEntry, Chunk, Client, KeySlot, Meta, Record, RecordVersion, SearchPosting
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
 HISTORY_KEY = "key_history"
 HISTORY_FORMAT = 1
 KEY_CHECK = b"handover-vault/v1 audit key check"
+REKEY_ACTION = "vault.rekey"  # the entry that ends one key's epoch
 _SESSION_FILE = re.compile(r"^[0-9a-f]{32}$")
 BATCH = 1000  # records re-sealed per statement
 
