@@ -84,7 +84,8 @@ def audit_verify(checkpoint: str | None) -> None:
 
     Without --checkpoint this catches any edit, deletion, insertion or reordering, and the removal of
     the newest entries by anyone without the vault's key. Rolling the whole file back to an older
-    copy, or a rewrite by the vault's owner, is caught only against a checkpoint kept elsewhere.
+    copy, or a rewrite by the vault's owner, is caught only against a checkpoint kept elsewhere (a
+    request's receipt serves as one).
     """
     v = state().open()
     if not checkpoint:

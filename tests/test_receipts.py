@@ -96,7 +96,7 @@ def test_a_flipped_byte_or_another_signer_is_refused(vault: Path, tmp_path: Path
     flipped.write_bytes(data[:at] + b"Phone" + data[at + 5 :])
     bad = run(["certificate", "verify", str(flipped)], passphrase=None)
     assert bad.returncode == 4, bad.stdout + bad.stderr
-    assert "signature is not valid" in bad.stderr
+    assert "the receipt's signature is not valid" in bad.stderr
     # In the facts block too (what a script reads): the same refusal.
     at = data.index(b'"decision": "granted"')
     flipped.write_bytes(data[:at] + b'"decision": "denied" ' + data[at + len(b'"decision": "granted"') :])

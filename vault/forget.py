@@ -275,10 +275,19 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "its tamper-evident chain still verifies. Their details were encrypted under the destroyed key "
         "and can no longer be read. The entry named above records this destruction.",
         "",
-        "## Checking this certificate",
+        *checking_section("certificate", CERT_FORMAT, v.fingerprint, facts),
+    ]
+    return "\n".join(lines)
+
+
+def checking_section(what: str, fmt: str, fingerprint: str, facts: dict[str, Any]) -> list[str]:
+    """The closing lines of a signed document: how to check it, then its facts as JSON (last, after
+    every user-provided value, so the verifier reads the block the signer wrote)."""
+    return [
+        f"## Checking this {what}",
         "",
-        f"Run `handover certificate verify FILE --signer {v.fingerprint}`. Any Ed25519 tool will do: "
-        f"the signature below covers the text `{CERT_FORMAT}` and a line feed, followed by this "
+        f"Run `handover certificate verify FILE --signer {fingerprint}`. Any Ed25519 tool will do: "
+        f"the signature below covers the text `{fmt}` and a line feed, followed by this "
         "file up to the line that opens the signature block, with LF line endings.",
         "",
         "```json",
@@ -286,7 +295,6 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _one_line(text: str) -> str:
@@ -357,14 +365,13 @@ def verify_certificate(data: bytes | str, signer: str | None = None) -> Verified
         raise InvalidInput("the signature is not base64") from None
     public = crypto.public_key_from_pem(pem.encode("ascii"))
     actual = crypto.fingerprint(public)
+    what = "certificate" if fmt == CERT_FORMAT else "receipt"
     if fields.get("Signer") != actual:
-        raise IntegrityError("the certificate's stated signer does not match its public key")
+        raise IntegrityError(f"the {what}'s stated signer does not match its public key")
     if signer is not None and signer.strip().lower() != actual:
-        raise IntegrityError(f"the certificate was signed by {actual}, not by {signer.strip()}")
+        raise IntegrityError(f"the {what} was signed by {actual}, not by {signer.strip()}")
     if not crypto.verify_signature(public, sig, (fmt + "\n").encode() + body.encode("utf-8")):
-        raise IntegrityError(
-            "the certificate's signature is not valid: it was altered or not signed by this key"
-        )
+        raise IntegrityError(f"the {what}'s signature is not valid: it was altered or not signed by this key")
     return VerifiedCertificate(actual, _facts(body, fmt), signer is not None)
 
 

@@ -16,11 +16,10 @@ bundle's checkpoint covers them: a receipt is what does.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from .errors import IntegrityError, InvalidInput
-from .forget import sign_certificate, verify_certificate
+from .forget import checking_section, sign_certificate, verify_certificate
 
 if TYPE_CHECKING:
     from .audit import Head
@@ -98,16 +97,7 @@ def body(v: Vault, done: Logged) -> str:
         "`handover audit verify --checkpoint FILE` fails when the log no longer holds this entry "
         "with this MAC (entries removed or history rewritten).",
         "",
-        "## Checking this receipt",
-        "",
-        f"Run `handover certificate verify FILE --signer {f['vault_fingerprint']}`. Any Ed25519 tool "
-        f"will do: the signature below covers the text `{RECEIPT_FORMAT}` and a line feed, followed by "
-        "this file up to the line that opens the signature block, with LF line endings.",
-        "",
-        "```json",
-        json.dumps(f, indent=2, sort_keys=True, ensure_ascii=False),
-        "```",
-        "",
+        *checking_section("receipt", RECEIPT_FORMAT, f["vault_fingerprint"], f),
     ]
     return "\n".join(lines)
 
