@@ -164,8 +164,12 @@ def rekey() -> None:
     path = state().path()
     check_file(path)
     passphrase = read_passphrase()
-    with open_vault(path, passphrase=passphrase) as v:
-        done = do_rekey(v, passphrase)
+    v = open_vault(path, passphrase=passphrase)
+    try:
+        done = do_rekey(v, passphrase)  # shares v's store: the new vault object closes it
+    except BaseException:
+        v.close()
+        raise
     with done.vault:
         click.echo(
             f"Rekeyed {path}: {done.clients} clients, {done.records} records, {done.versions} previous "

@@ -272,3 +272,20 @@ def test_a_crash_mid_rekey_leaves_the_old_or_the_new_vault(
         # The session file survived the crash, but its key is the old one: refused.
         stale = run(["client", "list"], path, passphrase=None, env={"HANDOVER_SESSION": token})
         assert stale.returncode == 3, stale.stdout + stale.stderr
+
+
+def test_a_tampered_record_stops_the_rekey_and_changes_nothing(vault: tuple[Path, str]) -> None:
+    path, _ = vault
+    con = sqlite3.connect(path)
+    rid, blob = con.execute("SELECT id, envelope FROM records WHERE kind = 'asset'").fetchone()
+    con.execute(
+        "UPDATE records SET envelope = ? WHERE id = ?", (blob[:40] + bytes([blob[40] ^ 1]) + blob[41:], rid)
+    )
+    con.commit()
+    con.close()
+    before = blobs(path)
+    done = run(["rekey"], path)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"asset {rid} (version 1) does not decrypt" in done.stderr
+    assert "recovery code" not in done.stdout
+    assert blobs(path) == before

@@ -62,6 +62,7 @@ def reconcile(v: Vault, client: ClientRef) -> list[Linked]:
 def _from_entry(v: Vault, client: ClientRef, e: Event) -> Rec:
     """A stand-in request record made of what its audit entry kept (no record is written)."""
     from .records import Rec
+    from .requests import ENDED
 
     d: dict[str, Any] = dict(e.detail or {})
     items = [_item(v, client, i) for i in d.get("items") or [] if isinstance(i, dict)]
@@ -82,7 +83,7 @@ def _from_entry(v: Vault, client: ClientRef, e: Event) -> Rec:
         "policy": [],
         "agreement": {
             "status": str(d.get("agreement") or "unknown"),
-            "ended": d.get("agreement") != "active",
+            "ended": d.get("agreement") in ENDED,
         },
         "disclosed": items if decision == "granted" else [],
         "logged_at": e.at,
