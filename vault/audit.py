@@ -251,6 +251,21 @@ def _check_row_slowly(raw: Any) -> Row:
     return Row(**values)
 
 
+def head_tag(key: bytes, vault_id: str, seq: int, mac: bytes) -> bytes:
+    """The head record's tag (docs/spec.md): only the audit key can make it."""
+    msg = b"handover-vault/v2/audit-head\x00" + vault_id.encode() + b"\x00"
+    return crypto.mac(key, msg + struct.pack(">Q", seq) + mac)
+
+
+def head_verifies(key: bytes, vault_id: str, value: Any) -> bool:
+    """Whether a stored head record carries a valid tag under ``key``."""
+    value = bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+    if len(value) != HEAD_SIZE or value[0] != HEAD_VERSION:
+        return False
+    seq = struct.unpack(">Q", value[1:9])[0]
+    return crypto.mac_equal(head_tag(key, vault_id, seq, value[9:41]), value[41:])
+
+
 def _epoch_sealer(epoch: Epoch, e: Row, cache: dict[str, Any]) -> Any:
     """The key that sealed the detail of an entry written before a rekey (None: shredded)."""
     name = f"{epoch.until}/{e.client_id if e.scope == 'client' and e.client_id else ''}"
@@ -326,8 +341,7 @@ class AuditLog:
     # --- the head record --------------------------------------------------------------------------
 
     def _head_tag(self, seq: int, mac: bytes) -> bytes:
-        msg = b"handover-vault/v2/audit-head\x00" + self.v.vault_id.encode() + b"\x00"
-        return crypto.mac(self.key, msg + struct.pack(">Q", seq) + mac)
+        return head_tag(self.key, self.v.vault_id, seq, mac)
 
     def _read_head(self, s: Session) -> Head | None:
         """The recorded newest entry, or None when there is no head record (first release vaults).

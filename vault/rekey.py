@@ -83,6 +83,11 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+def _blob(value: Any) -> bytes:
+    """A blob column's value; anything else a raw edit stored there (text, a number) as no bytes."""
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+
+
 def history_aad(vault_id: str) -> bytes:
     return f"handover-vault/v1/key-history\x00{vault_id}".encode()
 
@@ -93,7 +98,7 @@ def read_epochs(s: Session, vk: keys.VaultKeys) -> list[Epoch]:
     if row is None:
         return []
     try:
-        data = json.loads(vk.vmk_sealer.open(bytes(row.value), history_aad(vk.vault_id)))
+        data = json.loads(vk.vmk_sealer.open(_blob(row.value), history_aad(vk.vault_id)))
         assert data["format"] == HISTORY_FORMAT
         return [
             Epoch(
@@ -142,15 +147,25 @@ def forget_client_keys(v: Vault, s: Session, client_id: str) -> None:
 def check_session_key(st: Store, vault_id: str, vmk: bytes) -> None:
     """Refuse a session whose VMK is not this vault's current one (made before a rekey).
 
-    The signing key is wrapped under the current VMK: one AES-GCM open of 32 bytes tells. Raises
-    AuthenticationFailed (exit 3).
+    The signing key is wrapped under the current VMK and the audit head record is tagged under a key
+    derived from it: after a rekey neither opens with the old VMK. Only when both fail is the
+    session stale; one of them failing alone is tampering with that value, reported (exit 4) where
+    it is used. Raises AuthenticationFailed (exit 3).
     """
+    from .audit import HEAD_KEY, head_verifies
+
     with st.read() as s:
         row = s.get(Meta, "signing_private")
-        wrapped = bytes(row.value) if row is not None else b""
+        wrapped = _blob(None if row is None else row.value)
+        head = s.get(Meta, HEAD_KEY)
+        head_value = None if head is None else head.value
+    k = keys.VaultKeys(vault_id, vmk)
     try:
-        keys.VaultKeys(vault_id, vmk).unwrap_signing_key(wrapped)
+        k.unwrap_signing_key(wrapped)
+        return
     except IntegrityError:
+        pass
+    if head_value is None or not head_verifies(k.audit_mac_key, vault_id, head_value):
         raise AuthenticationFailed(
             "the session no longer opens this vault: it was made before the vault was rekeyed",
             "unlock again with: eval $(handover unlock)",
@@ -219,7 +234,7 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
             old_clients[row.id] = _rekey_client(v, s, new, row, n)
         meta = s.get(Meta, "signing_private")
         assert meta is not None
-        meta.value = new.wrap_signing_key(v.keys.unwrap_signing_key(bytes(meta.value)))
+        meta.value = new.wrap_signing_key(v.keys.unwrap_signing_key(_blob(meta.value)))
         s.execute(delete(KeySlot))
         for slot in slots:
             s.add(_slot_row(slot))
