@@ -69,6 +69,7 @@ PRELOAD = (
     "termios",
     "handover_vault.paths",
     "handover_vault.session",
+    "handover_vault.rekey",  # checks every session's key on open
 )
 
 

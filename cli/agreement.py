@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .context import confirm, emit_json, fields, json_option, state
+from .context import confirm, emit_json, fields, json_option, printable, state
 from .params import DATE, DAYS
 
 
@@ -236,9 +237,10 @@ def certificate() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--signer", metavar="FINGERPRINT", help="The vault fingerprint (hv:...) you expect.")
 def certificate_verify(file: str, signer: str | None) -> None:
-    """Check a certificate's signature (exit 4 when altered or signed by another key)."""
+    """Check a certificate's or a request receipt's signature (exit 4 when altered or signed by
+    another key)."""
     from ..errors import InvalidInput
-    from ..forget import MAX_CERTIFICATE, verify_certificate
+    from ..forget import CERT_FORMAT, MAX_CERTIFICATE, verify_certificate
 
     try:
         with open(file, "rb") as fh:
@@ -249,10 +251,15 @@ def certificate_verify(file: str, signer: str | None) -> None:
     facts = result.facts
     who = facts.get("client") or {}
     seq = (facts.get("audit") or {}).get("seq")
-    click.echo(
-        f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
-        f"{facts.get('destroyed_at')}, audit entry {seq}."
-    )
+    if facts.get("format") == CERT_FORMAT:
+        click.echo(
+            printable(
+                f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
+                f"{facts.get('destroyed_at')}, audit entry {seq}."
+            )
+        )
+    else:
+        _receipt_summary(facts)
     if result.signer_checked:
         click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
     else:
@@ -261,6 +268,26 @@ def certificate_verify(file: str, signer: str | None) -> None:
             "the one the technician "
             "gave you, or pass --signer."
         )
+
+
+def _receipt_summary(facts: dict[str, Any]) -> None:
+    """What a verified receipt says; every value came from the file and passes printable()."""
+    items = facts.get("items") or []
+    labels = "; ".join(f"{i.get('label')} ({i.get('kind')} v{i.get('version')})" for i in items) or "none"
+    audit = facts.get("audit") or {}
+    client = facts.get("client") or {}
+    lines = [
+        f"Receipt valid: request {facts.get('request')} of {client.get('name')} ({client.get('slug')}), "
+        f"logged {facts.get('logged_at')}.",
+        f"  requester       {facts.get('requester')}",
+        f"  channel         {facts.get('channel')}",
+        f"  identity check  {facts.get('identity_check')}",
+        f"  decision        {facts.get('decision')}",
+        f"  items           {labels}",
+        f"  audit entry     {audit.get('seq')} (MAC {str(audit.get('mac'))[:16]}…)",
+    ]
+    for line in lines:
+        click.echo(printable(line))
 
 
 @certificate.command("issue")
