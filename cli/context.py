@@ -71,7 +71,9 @@ class State:
         """Open and unlock the vault (session first, then the passphrase sources)."""
         if self._vault is None:
             from ..core import open_vault
+            from ..process import forbid_core_dumps
 
+            forbid_core_dumps()  # before the key exists in this process (a no-op in the agent's forks)
             path = self.path()
             token = secret_env("HANDOVER_SESSION")
             if token:

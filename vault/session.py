@@ -4,6 +4,9 @@
 {vault id, vault path, expiry, VMK}) and prints ``HANDOVER_SESSION=hvs1.<id>.<session key>``. The file
 alone is useless without the token; the token alone is useless without the file; ``lock`` deletes
 the file. The expiry is inside the ciphertext, so it cannot be extended by editing the file.
+
+The file is deleted at ``lock``, by the warm agent when the session expires, and by any command that
+finds it expired. The folder is checked on every use (``vault.paths.checked_dir``).
 """
 
 from __future__ import annotations
@@ -27,16 +30,14 @@ _TOKEN_RE = re.compile(r"^hvs1\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$")
 
 
 def runtime_dir() -> Path:
-    """Where session files live (``vault.paths``), created 0700."""
-    from .paths import sessions_dir
+    """Where session files live (``vault.paths``): made 0700 if missing, checked on every call.
 
-    path = sessions_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create the session directory {path}: {exc.strerror}") from None
-    return path
+    Raises:
+        StorageError: the folder or its base is another user's, a symbolic link or not 0700.
+    """
+    from .paths import checked_dir
+
+    return checked_dir(create=True)
 
 
 def parse_duration(text: str) -> int:
