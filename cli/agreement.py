@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .context import confirm, emit_json, fields, json_option, state
+from .context import confirm, emit_json, fields, json_option, printable, state
 
 
 @click.command()
@@ -243,15 +243,18 @@ def certificate_verify(file: str, signer: str | None) -> None:
     facts = result.facts
     who = facts.get("client") or {}
     seq = (facts.get("audit") or {}).get("seq")
+    # Every fact comes from the file, whoever signed it: shown, never obeyed.
     click.echo(
-        f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
-        f"{facts.get('destroyed_at')}, audit entry {seq}."
+        printable(
+            f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
+            f"{facts.get('destroyed_at')}, audit entry {seq}."
+        )
     )
     if result.signer_checked:
-        click.echo(f"Signed by {result.signer} (the signer you expected).")
+        click.echo(f"Signed by {printable(str(result.signer))} (the signer you expected).")
     else:
         click.echo(
-            f"Signed by {result.signer}. Compare this fingerprint with the one the technician "
+            f"Signed by {printable(str(result.signer))}. Compare this fingerprint with the one the technician "
             "gave you, or pass --signer."
         )
 

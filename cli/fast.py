@@ -85,7 +85,9 @@ COMMAND_ENV_PREFIXES = ("HANDOVER_", "_HANDOVER_", "LC_", "XDG_", "COMP_")
 def command_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables of ``environ`` that cross the agent's socket (the allow-list above)."""
     return {
-        str(k): str(v) for k, v in environ.items() if k in COMMAND_ENV or str(k).startswith(COMMAND_ENV_PREFIXES)
+        str(k): str(v)
+        for k, v in environ.items()
+        if k in COMMAND_ENV or str(k).startswith(COMMAND_ENV_PREFIXES)
     }
 
 

@@ -201,7 +201,7 @@ def issue_show(slug: str, ref: str) -> None:
     )
     if d.get("description"):
         click.echo("")
-        click.echo(printable(d["description"]))
+        click.echo(printable(d["description"], multiline=True))
 
 
 @issue.command("edit")

@@ -60,7 +60,9 @@ def check_private_dir(path: Path) -> None:
         raise StorageError(f"the runtime folder {path} does not exist") from None
     except OSError as exc:
         raise StorageError(f"cannot inspect the runtime folder {path}: {exc.strerror}") from None
-    hint = "remove it (it is not one this tool made for you), or set HANDOVER_RUNTIME_DIR to a folder of yours"
+    hint = (
+        "remove it (it is not one this tool made for you), or set HANDOVER_RUNTIME_DIR to a folder of yours"
+    )
     if stat.S_ISLNK(st.st_mode):
         raise StorageError(f"the runtime folder {path} is a symbolic link; refusing to use it", hint)
     if not stat.S_ISDIR(st.st_mode):
@@ -105,7 +107,9 @@ def checked_dir(create: bool = False) -> Path:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 except OSError as exc:
-                    raise StorageError(f"cannot create the runtime folder {path.parent}: {exc.strerror}") from None
+                    raise StorageError(
+                        f"cannot create the runtime folder {path.parent}: {exc.strerror}"
+                    ) from None
             _make_private_dir(path)
         check_private_dir(path)
     return folder
