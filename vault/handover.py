@@ -362,7 +362,12 @@ def attachment_names(h: Handover) -> list[tuple[str, Rec]]:
 def cred_rows(h: Handover) -> list[dict[str, Any]]:
     return [
         {c_: cr.data.get(c_) for c_ in CRED_COLUMNS}
-        | {"id": cr.id, "tags": cr.data.get("tags") or [], "fields": cr.data.get("fields") or {}}
+        | {
+            "id": cr.id,
+            "tags": cr.data.get("tags") or [],
+            "fields": cr.data.get("fields") or {},
+            "secret_fields": cr.data.get("secret_fields") or {},
+        }
         for cr in h.creds
     ]
 
@@ -451,6 +456,7 @@ def _password_manager_files(h: Handover) -> list[BundleFile]:
             "totp": c.data.get("totp"),
             "expires": c.data.get("expires"),
             "fields": c.data.get("fields") or {},
+            "secret_fields": c.data.get("secret_fields") or {},
             "attachments": [],
         }
         for c in h.creds
