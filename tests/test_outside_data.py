@@ -197,3 +197,63 @@ def test_tar_names_with_format_or_c1_characters_are_refused(name: str, tmp_path:
         verify_bundle_tar(buf)
     assert "format character" in err.value.message or "control" in err.value.message
     _no_raw(err.value.message)
+
+
+# --- credentials.csv in a spreadsheet ------------------------------------------------------------
+
+_TRIGGERS = "=+-@"
+
+
+def _cell_starts(text: str) -> list[str]:
+    """Every place a spreadsheet may start a cell in ``text``: its start, and after a ``;``, ``,``,
+    tab or line break (another separator, or a line break whose quoting is not seen), whitespace
+    skipped."""
+    import re
+
+    return [m.group(1) for m in re.finditer(r"(?:^|[;,\t\r\n])[ \t\r\n]*(.?)", text)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "=1+1",
+        'x;=HYPERLINK("http://e")',
+        "  =cmd",
+        "\t=x",
+        "a,-2",
+        "ok\n@SUM(A1)",
+        "x;\t+1",
+        "\r=a",
+        "-",
+        "a\r\n=b",
+    ],
+)
+def test_the_csv_guard_leaves_no_cell_that_starts_a_formula(value: str) -> None:
+    from handover_vault.handover import csv_cell
+
+    guarded = csv_cell(value)
+    assert [c for c in _cell_starts(guarded) if c and c in _TRIGGERS] == [], repr(guarded)
+    assert guarded.replace("'", "") == value.replace("'", "")  # only apostrophes were added
+
+
+def test_the_csv_guard_keeps_ordinary_values_exact() -> None:
+    from handover_vault.handover import csv_cell
+
+    for value in ("plain", "p=q", "a-b", "user@example.com", "x;y", "Fw!2024", "café", ""):
+        assert csv_cell(value) == value
+
+
+def test_csv_guard_property() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from handover_vault.handover import csv_cell
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("ab =+-@;,\t\r\n'"))))
+    def check(value: str) -> None:
+        guarded = csv_cell(value)
+        assert [c for c in _cell_starts(guarded) if c and c in _TRIGGERS] == []
+        assert guarded.replace("'", "") == value.replace("'", "")
+
+    check()
