@@ -75,7 +75,6 @@ PRELOAD = (
     "termios",
     "handover_vault.paths",
     "handover_vault.session",
-    "ctypes",
 )
 
 
@@ -330,7 +329,6 @@ def start(token: str, seconds: int) -> Path | None:
     conf = {"socket": str(sock), "session_file": str(folder / sid), "expires": time.time() + seconds}
     with proc.stdin:
         proc.stdin.write(json.dumps(conf).encode())
-    proc.returncode = 0  # detached on purpose: never waited for (no "still running" warning)
     return sock
 
 
