@@ -515,3 +515,20 @@ def test_command_env_is_an_allow_list() -> None:
         "SSH_AUTH_SOCK": "s",
     }
     assert command_env(env) == {"PATH": "/bin", "HANDOVER_VAULT": "v", "LC_ALL": "C", "XDG_DATA_HOME": "/d"}
+
+
+def test_an_expired_session_file_nobody_uses_is_deleted_by_the_next_command(
+    vault_env: dict[str, str], runtime: Path
+) -> None:
+    """No agent (killed, or disabled) and the token never used again: the next command of any
+    session deletes the file, whose mtime is its expiry."""
+    cold = {**vault_env, "HANDOVER_NO_AGENT": "1"}
+    stale = _unlock(cold, duration="1s").split(".")[1]
+    made = time.monotonic()
+    assert (runtime / "sessions" / stale).exists()
+    live = _unlock(cold)
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - made)))
+    done = _h(["cred", "list", "acme"], {**cold, "HANDOVER_SESSION": live})
+    assert done.returncode == 0, done.stderr
+    assert not (runtime / "sessions" / stale).exists()
+    assert (runtime / "sessions" / live.split(".")[1]).exists()
