@@ -257,3 +257,13 @@ def test_csv_guard_property() -> None:
         assert guarded.replace("'", "") == value.replace("'", "")
 
     check()
+
+
+def test_an_attached_files_name_is_shown_not_obeyed(acme, vault_path: Path, tmp_path: Path) -> None:
+    acme.close()
+    hostile = tmp_path / "diagram\x1b[2J\u202egpj.exe"
+    hostile.write_bytes(b"png")
+    done = run(["attach", "add", "acme", str(hostile)], vault_path)
+    assert done.returncode == 0, done.stderr
+    assert "diagram\\x1b[2J\\u202egpj.exe" in done.stdout
+    _no_raw(done.stdout + done.stderr)
