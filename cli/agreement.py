@@ -171,11 +171,18 @@ def letter(
     type=click.Path(dir_okay=False),
     help="Where to write the signed certificate (default: SLUG-certificate-of-destruction.md).",
 )
-def forget(slug: str, yes: bool, cert_path: str | None) -> None:
+@click.option(
+    "--keep-backups",
+    is_flag=True,
+    help="Keep the copies schema upgrades made next to the vault (*.pre-NNNN.bak); they are listed.",
+)
+def forget(slug: str, yes: bool, cert_path: str | None, keep_backups: bool) -> None:
     """Crypto-shred a client whose agreement has ended; write a signed certificate of destruction.
 
     The client's data key and every record are deleted in one transaction, then the vault is
-    vacuumed and its write-ahead log truncated. Backups made earlier still hold the data.
+    vacuumed and its write-ahead log truncated. The copies schema upgrades made next to the vault
+    (VAULT.pre-NNNN.bak) hold the client too: they are deleted as well, unless --keep-backups.
+    Backups you made yourself still hold the data.
     """
     from .. import forget as forgetting
     from ..errors import AlreadyExists, StorageError, VaultError
@@ -194,11 +201,19 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
     records = forgetting.record_total(counts)
     until = client.agreement.get("on_hand_until")
     window = "" if status == "archived" else f" Its on-hand window runs until {until}."
+    copies = forgetting.upgrade_backups(v.path)
+    also = (
+        f" The {len(copies)} copies schema upgrades made ({', '.join(c.name for c in copies)}) are deleted too."
+        if copies and not keep_backups
+        else ""
+    )
     confirm(
-        f"Forget {client.slug} ({client.name}) for good: {_records(records)} are destroyed.{window} Continue?",
+        printable(
+            f"Forget {client.slug} ({client.name}) for good: {_records(records)} are destroyed.{window}{also} Continue?"
+        ),
         yes,
     )
-    done = forgetting.forget_client(v, slug)
+    done = forgetting.forget_client(v, slug, delete_backups=not keep_backups)
     try:
         text = forgetting.certificate(v, done.audit_seq, purged=done.purged)
         write_private_files({target: text.encode("utf-8")})
@@ -210,8 +225,10 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
         )
         raise
     click.echo(
-        f"Forgot {done.slug} ({done.name}): {_records(records)} and the client's key destroyed "
-        f"(audit entry {done.audit_seq})."
+        printable(
+            f"Forgot {done.slug} ({done.name}): {_records(records)} and the client's key destroyed "
+            f"(audit entry {done.audit_seq})."
+        )
     )
     click.echo(f"Certificate of destruction: {target}")
     if not done.purged:
@@ -221,7 +238,12 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
             f"`handover certificate issue {done.audit_seq} --out FILE` for a certificate that says so",
             err=True,
         )
-    click.echo("note: backups of the vault made before now still hold this client's data.", err=True)
+    for left in done.backups_left:
+        click.echo(f"note: {left} (made by a schema upgrade) still holds this client's data.", err=True)
+    gone = [b for b in done.backups if b not in done.backups_left]
+    if gone:
+        click.echo(f"Deleted the copies schema upgrades made: {', '.join(str(b) for b in gone)}.")
+    click.echo("note: backups of the vault you made before now still hold this client's data.", err=True)
 
 
 def _records(n: int) -> str:
@@ -251,6 +273,7 @@ def certificate_verify(file: str, signer: str | None) -> None:
     facts = result.facts
     who = facts.get("client") or {}
     seq = (facts.get("audit") or {}).get("seq")
+    # Every fact comes from the file, whoever signed it: shown, never obeyed.
     if facts.get("format") == CERT_FORMAT:
         click.echo(
             printable(
@@ -260,12 +283,12 @@ def certificate_verify(file: str, signer: str | None) -> None:
         )
     else:
         _receipt_summary(facts)
+    signed_by = f"{printable(str(result.signer))}  {printable(result.signer_ssh_fingerprint)}"
     if result.signer_checked:
-        click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
+        click.echo(f"Signed by {signed_by} (the signer you expected).")
     else:
         click.echo(
-            f"Signed by {result.signer}  {result.signer_ssh_fingerprint}. Compare this fingerprint with "
-            "the one the technician "
+            f"Signed by {signed_by}. Compare this fingerprint with the one the technician "
             "gave you, or pass --signer."
         )
 

@@ -32,7 +32,9 @@ def _pick_requester(contacts: list[Any]) -> str:
         d = c.data
         extra = ", ".join(x for x in (d.get("role"), d.get("email")) if x)
         auth = "authorised" if d.get("authorized") else "NOT authorised"
-        click.echo(f"  {n}) {d['name']}" + (f" ({extra})" if extra else "") + f" — {auth}", err=True)
+        click.echo(
+            printable(f"  {n}) {d['name']}" + (f" ({extra})" if extra else "") + f" — {auth}"), err=True
+        )
     answer = click.prompt("Requester (a number above, or type a name or email)", err=True).strip()
     if answer.isdigit() and 1 <= int(answer) <= len(contacts):
         return str(contacts[int(answer) - 1].id)
@@ -52,7 +54,7 @@ def _pick_items(reqs: Any, slug: str) -> list[str]:
             click.echo("  nothing matches; try another word", err=True)
             continue
         for n, (kind, rec) in enumerate(found, 1):
-            click.echo(f"  {n}) {kind:<5} {reqs_name(kind, rec)} ({short(rec.id)})", err=True)
+            click.echo(printable(f"  {n}) {kind:<5} {reqs_name(kind, rec)} ({short(rec.id)})"), err=True)
         picks = click.prompt(
             "Numbers to add (comma-separated, empty for none)", default="", show_default=False, err=True
         )
@@ -209,8 +211,10 @@ def _print_logged(done: Any) -> None:
         return
     who = d["contact"]["name"] if d.get("contact") else d["requester"]
     click.echo(
-        f"Logged request {short(done.request.id)} for {done.client.slug}: {d['decision']} "
-        f"({who}, {d['channel']}; audit entry {done.seq})."
+        printable(
+            f"Logged request {short(done.request.id)} for {done.client.slug}: {d['decision']} "
+            f"({who}, {d['channel']}; audit entry {done.seq})."
+        )
     )
     if done.during_agreement:
         click.echo(
@@ -226,20 +230,23 @@ def _print_logged(done: Any) -> None:
         )
     if d.get("override"):
         click.echo(
-            f"Policy overridden ({'; '.join(d['policy']) or 'no rule broken'}): {d['override']}", err=True
+            printable(f"Policy overridden ({'; '.join(d['policy']) or 'no rule broken'}): {d['override']}"),
+            err=True,
         )
     if not done.disclosed:
         return
     click.echo("\nDisclosed — shown this once; neither the request nor the audit log keeps it:")
     for r in done.disclosed:
-        click.echo(f"  {r.data.get('label')} (version {r.version})")
+        click.echo(printable(f"  {r.data.get('label')} (version {r.version})"))
         for key in ("username", "url"):
             if r.data.get(key):
-                click.echo(f"    {key:<9}{r.data[key]}")
+                click.echo(f"    {key:<9}{printable(str(r.data[key]))}")
         secret = r.data.get("secret")
         click.echo(f"    secret   {secret}" if secret else "    secret   (none stored)")
     labels = ", ".join(str(r.data.get("label")) for r in done.disclosed)
-    click.echo(f"\nFlagged for rotation: {labels} (handover cred list {done.client.slug} --needs-rotation).")
+    click.echo(
+        f"\nFlagged for rotation: {printable(labels)} (handover cred list {done.client.slug} --needs-rotation)."
+    )
 
 
 def _row(x: Any) -> dict[str, Any]:

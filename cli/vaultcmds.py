@@ -17,7 +17,9 @@ def init() -> None:
     """
     from ..core import init_vault
     from ..errors import AlreadyExists
+    from ..process import forbid_core_dumps
 
+    forbid_core_dumps()
     path = state().path()
     if path.exists():
         raise AlreadyExists(f"a vault already exists at {path}; refusing to overwrite it")
@@ -120,8 +122,10 @@ def recover() -> None:
     HANDOVER_NEW_PASSPHRASE or a prompt (asked twice).
     """
     from ..core import recover_vault
+    from ..process import forbid_core_dumps
     from ..store import check_file
 
+    forbid_core_dumps()
     path = state().path()
     check_file(path)
     code = secret_env("HANDOVER_RECOVERY_CODE") or _prompt_code()

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
@@ -82,6 +84,22 @@ class Forgotten:
     counts: dict[str, int]
     audit_seq: int
     purged: bool
+    backups: tuple[Path, ...] = ()  # the pre-upgrade copies found (see ``upgrade_backups``)
+    backups_left: tuple[Path, ...] = ()  # those still on disk afterwards (kept, or not deletable)
+
+
+def upgrade_backups(vault_path: Path) -> list[Path]:
+    """The copies a schema upgrade made next to the vault (``NAME.pre-NNNN[.n].bak``, vault/store.py).
+
+    Each is the whole vault as it was before that upgrade: a client that was in it then is in it
+    still, under the same keys, whatever ``forget`` does to the vault itself.
+    """
+    pattern = re.compile(re.escape(vault_path.name) + r"\.pre-[0-9a-z_]+(\.[0-9]+)?\.bak")
+    try:
+        names = sorted(p for p in vault_path.parent.iterdir() if pattern.fullmatch(p.name))
+    except OSError:
+        return []
+    return [p for p in names if p.is_file() and not p.is_symlink()]
 
 
 def counts(v: Vault, s: Session, client: ClientRef) -> dict[str, int]:
@@ -141,13 +159,20 @@ def preview(v: Vault, slug: str, today: dt.date | None = None) -> tuple[ClientRe
         return client, status, counts(v, s, client)
 
 
-def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotten:
+def forget_client(
+    v: Vault, slug: str, today: dt.date | None = None, delete_backups: bool = False
+) -> Forgotten:
     """Crypto-shred a client whose agreement has ended, then purge the deleted bytes from the files.
+
+    With ``delete_backups``, the pre-upgrade copies (:func:`upgrade_backups`) are deleted too, after
+    the forget is committed; the audit entry names every copy found, and the certificate says which
+    are still on disk when it is written.
 
     Raises NotFound, PolicyRefused (agreement not ended), Busy/StorageError (the write failed:
     nothing was deleted). ``purged`` is False when another process kept the write-ahead log from
     being truncated (the deletion itself is committed; ``purge`` may be run again).
     """
+    backups = upgrade_backups(v.path)
     with v.write("forgetting a client") as s:
         client = v.clients.get(slug, s)
         check_forgettable(client, today)
@@ -177,10 +202,17 @@ def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotte
                 "effective_end": a.get("effective_end"),
                 "on_hand_until": a.get("on_hand_until"),
                 "fingerprint": v.fingerprint,
+                "upgrade_backups": [b.name for b in backups],
             },
         )
     v.keys.forget_client(client.id)
-    return Forgotten(client.slug, client.name, client.id, n, seq, purge(v))
+    purged = purge(v)
+    if delete_backups:
+        for b in backups:
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                b.unlink()
+    left = tuple(b for b in backups if b.exists())
+    return Forgotten(client.slug, client.name, client.id, n, seq, purged, tuple(backups), left)
 
 
 def purge(v: Vault) -> bool:
@@ -231,6 +263,12 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
     """The Markdown of the certificate for the ``client.forget`` entry ``seq`` (unsigned)."""
     d, at, mac = _entry(v, seq)
     n: dict[str, int] = d.get("counts") or {}
+    names = [str(b) for b in d.get("upgrade_backups") or [] if "/" not in str(b)]
+    # Checked on disk as the certificate is written: it never says a copy is gone that is not.
+    copies = {
+        "deleted": [b for b in names if not (v.path.parent / b).exists()],
+        "still_holding_the_client": [b for b in names if (v.path.parent / b).exists()],
+    }
     facts = {
         "format": CERT_FORMAT,
         "client": {"name": d["name"], "slug": d["slug"], "id": d.get("client_id")},
@@ -239,13 +277,14 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "vault_fingerprint": v.fingerprint,
         "audit": {"seq": seq, "mac": mac.hex()},
         "storage_purged": purged,
+        "upgrade_backups": copies,
     }
     kinds = ["- the client's data key and its profile (name, agreement terms and dates)"]
     kinds += [f"- {KIND_LABELS.get(k, k)}: {c}" for k, c in sorted(n.items()) if c and k not in EXTRA_COUNTS]
     kinds += [f"- {k}: {n[k]}" for k in EXTRA_COUNTS if n.get(k)]
     storage = (
         "The vault file was then vacuumed and its write-ahead log checkpointed and truncated, so neither "
-        "the key nor any of the encrypted records remains in the vault's files."
+        "the key nor any of the encrypted records remains in the vault file or its write-ahead log."
         if purged
         else "Another program had the vault open, so the write-ahead log could not yet be truncated; the "
         "deleted bytes are overwritten at its next checkpoint."
@@ -268,6 +307,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "",
         "## What this does not cover",
         "",
+        *_backup_lines(copies),
         "- **Backups of the vault made before this date still hold the data**, encrypted under the same "
         "keys. They are not changed by this destruction; they are removed only when those backups are.",
         "- A handover bundle already delivered to the client's successor is theirs, not ours to destroy.",
@@ -295,6 +335,24 @@ def checking_section(what: str, fmt: str, fingerprint: str, facts: dict[str, Any
         "```",
         "",
     ]
+
+
+def _backup_lines(copies: dict[str, list[str]]) -> list[str]:
+    """What the certificate says of the copies schema upgrades made next to the vault."""
+    lines = []
+    if copies["still_holding_the_client"]:
+        names = ", ".join(f"`{n}`" for n in copies["still_holding_the_client"])
+        lines.append(
+            f"- **Copies this tool made before schema upgrades still hold the data:** {names}, next to "
+            "the vault file. They are deleted only when the technician deletes them."
+        )
+    if copies["deleted"]:
+        names = ", ".join(f"`{n}`" for n in copies["deleted"])
+        lines.append(
+            f"- The copies this tool made before schema upgrades ({names}) were deleted as files after "
+            "this destruction; the blocks they used on disk are not overwritten."
+        )
+    return lines
 
 
 def _one_line(text: str) -> str:
