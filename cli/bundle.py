@@ -77,14 +77,14 @@ def successor_show(slug: str) -> None:
         return
     if not s:
         click.echo(f"No successor recorded for {slug}.")
-        return
-    click.echo(
-        printable(
-            f"{s['name']}{' (' + s['org'] + ')' if s.get('org') else ''} {s.get('email') or ''}".rstrip()
+    else:
+        click.echo(
+            printable(
+                f"{s['name']}{' (' + s['org'] + ')' if s.get('org') else ''} {s.get('email') or ''}".rstrip()
+            )
         )
-    )
-    for key, fp in zip(s["recipients"], s["fingerprints"], strict=False):
-        click.echo(printable(f"  {fp}  {key[:60]}"))
+        for key, fp in zip(s["recipients"], s["fingerprints"], strict=False):
+            click.echo(printable(f"  {fp}  {key[:60]}"))
     click.echo("Give the successor this vault key outside the bundle (letter, phone); it signs the bundle:")
     _echo_vault_keys(v)
 

@@ -139,6 +139,9 @@ def test_ctrl_c_interrupts_the_command(session: dict[str, str]) -> None:
     )
     time.sleep(1.5)  # the handler is now blocked reading the secret from our stdin
     proc.send_signal(signal.SIGINT)
+    # Keep our end of stdin open until the command is over: closing it at once races the interrupt
+    # (the handler would read an empty secret and refuse it before the Ctrl-C reached it).
+    proc.wait(timeout=20)
     _out, err = proc.communicate(timeout=20)
     # As without the agent: click turns the interrupt into "Aborted." and exit 1; nothing was added.
     assert proc.returncode == 1, err

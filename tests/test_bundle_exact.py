@@ -290,7 +290,7 @@ def test_plain_text_never_becomes_markup(text: str) -> None:
 
 def test_a_spreadsheet_guarded_value_is_explained_where_the_successor_reads_it() -> None:
     h = handover([{"username": "admin", "secret": "=HYPERLINK(1)", "url": "https://x.example", "notes": "n"}])
-    note = "credentials.csv writes the secret of this credential with a leading '"
+    note = "credentials.csv writes the secret of this credential with an apostrophe (') before what"
     for text in (handover_md(h, TODAY), index_html(h, TODAY)):
         assert note in text.replace("&#x27;", "'")
         assert "credentials.csv differs" in text

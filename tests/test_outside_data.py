@@ -79,10 +79,9 @@ def test_a_forged_manifests_escape_sequences_are_shown_not_obeyed(tmp_path: Path
     assert "\x07" not in done.stdout
     lines = done.stdout.splitlines()
     assert len(lines) == 2  # the client's newline did not make a line of its own
-    assert [line for line in lines if line.startswith("Signed by vault")] == [
-        f"Signed by vault {attacker} (compare it with the fingerprint the outgoing technician told you, "
-        "or pass --signer)"
-    ]
+    (signed,) = [line for line in lines if line.startswith("Signed by vault")]
+    assert signed.startswith(f"Signed by vault {attacker}  SHA256:")  # the attacker's key, in both forms
+    assert signed.endswith(" (compare it with the fingerprint the outgoing technician told you, or pass --signer)")
     assert lines[0].startswith("Bundle OK: acme\\x1b[2K\\x0d\\x1b[1ASigned by vault hv:0000")
     # --json carries the exact value, escaped so that a terminal shows it too.
     as_json = run(["bundle", "verify", str(bundle), "--identity", str(key), "--json"], passphrase=None)
@@ -117,7 +116,7 @@ def test_a_forged_certificates_facts_are_shown_not_obeyed(v, tmp_path: Path) -> 
     _no_raw(done.stdout)
     lines = done.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[1].startswith(f"Signed by {v.fingerprint}. Compare")
+    assert lines[1].startswith(f"Signed by {v.fingerprint}  {v.ssh_fingerprint}. Compare")
 
 
 # --- vault content and error messages ------------------------------------------------------------
