@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .context import confirm, emit_json, fields, json_option, state
+from .context import confirm, emit_json, fields, json_option, printable, profile_warnings, state
 
 
 @click.command()
@@ -114,8 +114,11 @@ def end(
     help="Your own Markdown template (start from --print-template).",
 )
 @click.option("--print-template", is_flag=True, help="Print the built-in template and exit.")
-@click.option("--sender", help="Your name, as the letter is signed.")
-@click.option("--sender-contact", help="How the client reaches you after the end (phone, email).")
+@click.option("--sender", help="Your name, as the letter is signed (default: the technician profile's).")
+@click.option(
+    "--sender-contact",
+    help="How the client reaches you after the end (default: the profile's telephone and email).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing letter files.")
 def letter(
     slug: str | None,
@@ -130,7 +133,8 @@ def letter(
 
     It states the reasons, the effective date and the clause it follows, the handover plan, the
     open issues to acknowledge, and how the client reaches you during the on-hand window and how
-    their identity is checked. It never contains a secret. Files are written 0600.
+    their identity is checked. It is signed with your technician profile (`handover profile set`).
+    It never contains a secret. Files are written 0600.
     """
     from .. import letter as letters
 
@@ -147,12 +151,7 @@ def letter(
     )
     for path in paths:
         click.echo(f"Wrote {path}")
-    blanks = [opt for opt, value in (("--sender", sender), ("--sender-contact", sender_contact)) if not value]
-    if blanks:
-        click.echo(
-            f"note: the letter has blanks in [brackets]; fill them in or pass {' and '.join(blanks)}",
-            err=True,
-        )
+    profile_warnings(v)
 
 
 @click.command()
@@ -191,6 +190,7 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
         f"Forget {client.slug} ({client.name}) for good: {_records(records)} are destroyed.{window} Continue?",
         yes,
     )
+    profile_warnings(v)
     done = forgetting.forget_client(v, slug)
     try:
         text = forgetting.certificate(v, done.audit_seq, purged=done.purged)
@@ -247,6 +247,12 @@ def certificate_verify(file: str, signer: str | None) -> None:
         f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
         f"{facts.get('destroyed_at')}, audit entry {seq}."
     )
+    issuer = facts.get("issued_by") or {}
+    if isinstance(issuer, dict) and issuer.get("name"):
+        from ..profile import Profile, call_to_confirm
+
+        known = {k: str(x) for k, x in issuer.items() if k in ("name", "company", "phone") and x}
+        click.echo(f"Issued by {printable(call_to_confirm(Profile(**known)))}.")
     if result.signer_checked:
         click.echo(f"Signed by {result.signer} (the signer you expected).")
     else:
@@ -272,3 +278,4 @@ def certificate_issue(seq: int, out: str, force: bool) -> None:
     text = make(v, seq, purged=purge(v))
     write_private_files({Path(out): text.encode("utf-8")}, force=force)
     click.echo(f"Wrote {out}")
+    profile_warnings(v)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .context import emit_json, json_option, new_secret, secret_env, state
+from .context import emit_json, json_option, new_secret, profile_warnings, secret_env, state
 
 
 @click.command()
@@ -145,6 +145,9 @@ def export(
         click.echo(
             f"warning: exported despite {len(r.readiness.blocking)} blocking gap(s) (--force)", err=True
         )
+    from ..readiness import PROFILE_CODES
+
+    profile_warnings(v, [g for g in r.readiness.warnings if g.code in PROFILE_CODES])
     click.echo(f"Wrote {r.path} ({r.size} bytes, {r.files} files).")
     click.echo(f"Bundle SHA-256:    {r.sha256}")
     click.echo(f"Vault fingerprint: {r.fingerprint}")

@@ -298,6 +298,14 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def profile_warnings(v: Vault, gaps: list[Any] | None = None) -> None:
+    """Say on stderr when documents cannot name who is handing over (no or incomplete profile)."""
+    from ..readiness import profile_gaps
+
+    for gap in profile_gaps(v.profile.get()) if gaps is None else gaps:
+        click.echo(f"warning: {gap.message}", err=True)
+
+
 def short(rid: str) -> str:
     return rid[:8]
 

@@ -223,8 +223,11 @@ def _entry(v: Vault, seq: int) -> tuple[dict[str, Any], str, bytes]:
 
 def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
     """The Markdown of the certificate for the ``client.forget`` entry ``seq`` (unsigned)."""
+    from .profile import technician_md
+
     d, at, mac = _entry(v, seq)
     n: dict[str, int] = d.get("counts") or {}
+    issuer = v.profile.get()
     facts = {
         "format": CERT_FORMAT,
         "client": {"name": d["name"], "slug": d["slug"], "id": d.get("client_id")},
@@ -233,6 +236,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "vault_fingerprint": v.fingerprint,
         "audit": {"seq": seq, "mac": mac.hex()},
         "storage_purged": purged,
+        "issued_by": issuer.values() if issuer.is_set else None,
     }
     kinds = ["- the client's data key and its profile (name, agreement terms and dates)"]
     kinds += [f"- {KIND_LABELS.get(k, k)}: {c}" for k, c in sorted(n.items()) if c and k not in EXTRA_COUNTS]
@@ -260,6 +264,9 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "",
         *kinds,
         "",
+        "## Issued by",
+        "",
+        technician_md(issuer),
         "## What this does not cover",
         "",
         "- **Backups of the vault made before this date still hold the data**, encrypted under the same "

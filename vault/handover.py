@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from .clients import ClientRef
     from .core import Vault
+    from .profile import Profile
     from .records import Rec
     from .tarsafe import BundleFile
 
@@ -46,6 +47,7 @@ class Handover:
     attachments: list[Rec] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
     ack_records: list[Rec] = field(default_factory=list)
+    technician: Profile | None = None  # who hands over (the vault's technician profile)
 
     @property
     def open_issues(self) -> list[Rec]:
@@ -61,7 +63,7 @@ class Handover:
 
 def collect(v: Vault, s: Session, client: ClientRef, exported_at: str) -> Handover:
     """Read (and decrypt) everything the bundle needs inside one read transaction."""
-    h = Handover(client, v.fingerprint, exported_at)
+    h = Handover(client, v.fingerprint, exported_at, technician=v.profile.get(s))
     for kind, attr in (
         ("contact", "contacts"),
         ("doc", "docs"),
@@ -232,6 +234,20 @@ def _issues_md(h: Handover) -> str:
     return "\n".join(out) + "\n"
 
 
+def _confirm_md(h: Handover) -> str:
+    """Whom the successor calls to check the fingerprint (from the technician profile)."""
+    from .profile import Profile, call_to_confirm
+
+    call = call_to_confirm(h.technician or Profile(), markdown=True)
+    return f"Before trusting this bundle, call the outgoing technician, {call}, to confirm that fingerprint."
+
+
+def _technician_md(h: Handover) -> str:
+    from .profile import Profile, technician_md
+
+    return "Outgoing technician (handing over):\n\n" + technician_md(h.technician or Profile())
+
+
 def report_sections(h: Handover, today: dt.date) -> list[tuple[str, str]]:
     """(heading, Markdown) pairs shared by HANDOVER.md and index.html."""
     c = h.client
@@ -250,9 +266,10 @@ def report_sections(h: Handover, today: dt.date) -> list[tuple[str, str]]:
             "Summary",
             (
                 f"Handover of **{md_cell(c.name)}** ({md_cell(c.slug)}), exported {h.exported_at} from vault "
-                f"`{h.fingerprint}`. Check that fingerprint with the outgoing technician by phone before trusting "
-                f"this bundle.\n\nSuccessor: {md_cell(successor.get('name') or 'not named')}"
-                f"{' (' + md_cell(successor['org']) + ')' if successor.get('org') else ''}.\n"
+                f"`{h.fingerprint}`. {_confirm_md(h)}\n\nSuccessor: "
+                f"{md_cell(successor.get('name') or 'not named')}"
+                f"{' (' + md_cell(successor['org']) + ')' if successor.get('org') else ''}.\n\n"
+                f"{_technician_md(h)}"
             ),
         ),
         ("Agreement", _agreement_md(h)),
@@ -374,6 +391,7 @@ def client_json(h: Handover) -> dict[str, Any]:
         "agreement": c.agreement,
         "contacts": [r.data for r in h.contacts],
         "successor": c.data.get("successor"),
+        "technician": h.technician.values() if h.technician and h.technician.is_set else None,
         "exported_at": h.exported_at,
         "vault": h.fingerprint,
     }
