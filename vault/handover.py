@@ -239,7 +239,12 @@ def _confirm_md(h: Handover) -> str:
     from .profile import Profile, call_to_confirm
 
     call = call_to_confirm(h.technician or Profile(), markdown=True)
-    return f"Before trusting this bundle, call the outgoing technician, {call}, to confirm that fingerprint."
+    # Anyone who could alter the bundle could alter this number too: the reader is told to use one
+    # they already have (the letter, the contract) and to treat this one as a reminder only.
+    return (
+        f"Before trusting this bundle, call the outgoing technician, {call}, to confirm that fingerprint "
+        "(on a number you already have from the letter or the contract, not only the one printed here)."
+    )
 
 
 def _technician_md(h: Handover) -> str:
