@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .context import confirm, emit_json, fields, json_option, printable, profile_warnings, state
+from .params import DATE, DAYS
 
 
 @click.command()
@@ -15,6 +16,7 @@ from .context import confirm, emit_json, fields, json_option, printable, profile
     "--notice-given",
     "notice_given",
     required=True,
+    type=DATE,
     metavar="DATE",
     help="The date notice was given (YYYY-MM-DD).",
 )
@@ -27,13 +29,14 @@ from .context import confirm, emit_json, fields, json_option, printable, profile
 )
 @click.option(
     "--end-date",
+    type=DATE,
     metavar="DATE",
     help="An agreed end date; earlier than the notice allows needs --by-agreement.",
 )
 @click.option("--by-agreement", is_flag=True, help="The client agreed to the earlier --end-date.")
 @click.option(
     "--on-hand-days",
-    type=int,
+    type=DAYS,
     help="Days after the end to answer requests (default: the contract's, else 90).",
 )
 @click.option("--amend", is_flag=True, help="Correct notice already recorded (before the end date).")

@@ -84,7 +84,9 @@ def successor_show(slug: str) -> None:
 
 
 @click.command()
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write the identity to KEYFILE (0600).")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Write the identity to KEYFILE (0600)."
+)
 def keygen(out: str | None) -> None:
     """Make an age identity for a successor who has none; prints the public key."""
     from ..export import keygen as make

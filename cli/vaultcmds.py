@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .context import new_secret, read_passphrase, secret_env, state
+from .params import DURATION
 
 
 @click.command()
@@ -52,6 +53,7 @@ def _init_passphrase() -> str:
 @click.option(
     "--for",
     "duration",
+    type=DURATION,
     default="15m",
     show_default=True,
     help="How long the session lasts (e.g. 90s, 15m, 2h, 1d; at most 7 days).",

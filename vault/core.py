@@ -68,11 +68,11 @@ def _slot_data(row: KeySlot) -> keys.SlotData:
 def init_vault(path: Path | str, passphrase: str, kdf: KdfParams | None = None) -> tuple[Vault, str]:
     """Create a new vault at ``path``; return it, unlocked, and the recovery code (shown once).
 
-    Raises AlreadyExists if anything exists at ``path``; InvalidInput for an empty passphrase or a
-    KDF below the floor; StorageError if the file cannot be created.
+    Raises AlreadyExists if anything exists at ``path``; InvalidInput for a passphrase under 12
+    characters or a KDF below the floor; StorageError if the file cannot be created.
     """
     path = Path(path)
-    secret = keys.normalise_passphrase(passphrase)
+    secret = keys.new_passphrase(passphrase)
     params = kdf or kdf_params()
     crypto.check_kdf_for_create(params)
     if path.exists() or path.is_symlink():
@@ -320,7 +320,7 @@ class Vault:
         The new slot is written and the old ones deleted in one transaction, with the audit entry:
         after a crash either the old or the new passphrase opens the vault, never neither.
         """
-        secret = keys.normalise_passphrase(new_passphrase)
+        secret = keys.new_passphrase(new_passphrase)
         slot = keys.make_slot(self.vault_id, "passphrase", secret, self.keys.vmk, kdf_params())
         with self.store.write("changing the passphrase") as s:
             s.execute(delete(KeySlot).where(KeySlot.kind == "passphrase"))

@@ -102,9 +102,10 @@ def export(
 
     readiness = check(v, slug)
     if readiness.blocking and not force:
-        gaps = "; ".join(g.message for g in readiness.blocking)
+        # One gap a line, as `handover check` lists them: a list run together is unreadable.
+        gaps = "".join(f"\n  BLOCKING  {g.message}" for g in readiness.blocking)
         raise PolicyRefused(
-            f"{slug} is not ready to hand over: {gaps}",
+            f"{slug} is not ready to hand over ({len(readiness.blocking)} blocking gap(s)):{gaps}",
             f"fill the gaps (handover check {slug}) or export anyway with --force",
         )
     exported_at = utcnow()
