@@ -303,7 +303,14 @@ def start(token: str, seconds: int) -> Path | None:
     from .context import child_env
 
     subprocess.Popen(
-        [sys.executable, "-m", "handover_vault.cli.agent", str(sock), str(sock.parent / sid), str(time.time() + seconds)],
+        [
+            sys.executable,
+            "-m",
+            "handover_vault.cli.agent",
+            str(sock),
+            str(sock.parent / sid),
+            str(time.time() + seconds),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

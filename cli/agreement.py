@@ -154,6 +154,9 @@ def letter(
     )
     for path in paths:
         click.echo(f"Wrote {path}")
+    warning = letters.notice_warning(v, slug)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     profile_warnings(v)
 
 
@@ -257,10 +260,11 @@ def certificate_verify(file: str, signer: str | None) -> None:
         known = {k: str(x) for k, x in issuer.items() if k in ("name", "company", "phone") and x}
         click.echo(f"Issued by {printable(call_to_confirm(Profile(**known)))}.")
     if result.signer_checked:
-        click.echo(f"Signed by {result.signer} (the signer you expected).")
+        click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
     else:
         click.echo(
-            f"Signed by {result.signer}. Compare this fingerprint with the one the technician "
+            f"Signed by {result.signer}  {result.signer_ssh_fingerprint}. Compare this fingerprint with "
+            "the one the technician "
             "gave you, or pass --signer."
         )
 

@@ -25,7 +25,7 @@ def init() -> None:
     v, code = init_vault(path, passphrase)
     with v:
         click.echo(f"Created vault {path}")
-        click.echo(f"Vault fingerprint: {v.fingerprint}")
+        click.echo(f"Vault fingerprint: {v.fingerprint}  {v.ssh_fingerprint}")
     click.echo("")
     click.echo("Recovery code (shown once; write it down and keep it offline):")
     click.echo(f"    {code}")

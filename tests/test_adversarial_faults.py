@@ -142,7 +142,8 @@ def test_disk_fills_up_at_the_moment_of_the_audit_entry(
     the entry fails, so the secret is never shown."""
     marker = tmp_path / "at-append"
     env = base_env(
-        full_disk, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:before:sleep1.5", marker=marker)
+        full_disk,
+        **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:before:sleep1.5", marker=marker),
     )
     proc = start(args, env)
     deadline = time.monotonic() + 30

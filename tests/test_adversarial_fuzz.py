@@ -358,7 +358,12 @@ def test_mutated_bundle_archives_are_refused(bundle_tar: tuple[bytes, Any], data
     result = only_vault_errors(verify_bundle_tar, io.BytesIO(bytes(raw)))
     if not isinstance(result, Exception):
         # A change that still verifies can only be one tar ignores (padding, unused header bytes).
-        assert {f.path for f in result.files} == {"index.html", "docs/01-lan.md", "SHA256SUMS"}
+        assert {f.path for f in result.files} == {
+            "index.html",
+            "docs/01-lan.md",
+            "SHA256SUMS",
+            "SHA256SUMS.sig",
+        }
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:

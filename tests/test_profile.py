@@ -267,6 +267,7 @@ def _documents(vault: Path, tmp_path: Path, key: Path) -> tuple[dict[str, str], 
     raw["HANDOVER.md"] = next(opened.rglob("HANDOVER.md")).read_text()
     raw["index.html"] = next(opened.rglob("index.html")).read_text()
     raw["client.json"] = next(opened.rglob("client.json")).read_text()
+    raw["VERIFY.txt"] = next(opened.rglob("VERIFY.txt")).read_text()
     cert = tmp_path / "certificate.md"
     res = run(["forget", "acme", "--yes", "--certificate", str(cert)], vault)
     warnings["forget"] = res.stderr
@@ -278,6 +279,8 @@ def _documents(vault: Path, tmp_path: Path, key: Path) -> tuple[dict[str, str], 
             out[name] = md_text(text)
         elif name.endswith(".html"):
             out[name] = html_text(text)
+        elif name.endswith(".txt"):
+            out[name] = text
     return out, raw | {f"warning:{k}": w for k, w in warnings.items()}
 
 
@@ -293,7 +296,8 @@ def test_every_document_names_the_technician_exactly(vault_path: Path, tmp_path:
 
     texts, raw = _documents(vault_path, tmp_path, key)
     assert set(texts) == {
-        "letter.md", "letter.html", "report.md", "report.html", "HANDOVER.md", "index.html", "certificate.md"
+        "letter.md", "letter.html", "report.md", "report.html", "HANDOVER.md", "index.html", "VERIFY.txt",
+        "certificate.md",
     }  # fmt: skip
     for name, text in texts.items():
         assert_carries(text, name)
@@ -308,10 +312,10 @@ def test_every_document_names_the_technician_exactly(vault_path: Path, tmp_path:
         *(one_line(HOSTILE[f]) for f in ("name", "company", "address", "phone", "email", "website")),
     ]
     call = (
-        f"call the outgoing technician, {HOSTILE['name']} ({HOSTILE['company']}) on {HOSTILE['phone']}, "
-        "to confirm that fingerprint"
+        f"The outgoing technician is {HOSTILE['name']}, {HOSTILE['company']} ({HOSTILE['phone']}, "
+        f"{HOSTILE['email']}); call them on a number you already know"
     )
-    for name in ("HANDOVER.md", "index.html"):
+    for name in ("HANDOVER.md", "index.html", "VERIFY.txt"):
         assert call in " ".join(texts[name].split()), name
     facts = json.loads(raw["certificate.md"].split("```json\n")[-1].split("\n```")[0])
     assert facts["issued_by"] == HOSTILE
@@ -340,7 +344,8 @@ def test_without_a_profile_commands_warn_and_documents_keep_blanks(vault_path: P
     for name in ("letter.md", "letter.html", "HANDOVER.md", "index.html", "certificate.md", "report.md"):
         assert "[your name]" in texts[name], name
     assert "[your telephone number and email address]" in texts["letter.md"]
-    assert "call the outgoing technician, [your name] on [your telephone number], to" in texts["HANDOVER.md"]
+    for name in ("HANDOVER.md", "index.html", "VERIFY.txt"):
+        assert "Call the outgoing technician on a number you already know" in texts[name], name
     assert json.loads(raw["client.json"])["technician"] is None
 
 

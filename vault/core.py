@@ -307,6 +307,21 @@ class Vault:
     def fingerprint(self) -> str:
         return crypto.fingerprint(self.signing_public)
 
+    @property
+    def ssh_public_key(self) -> str:
+        """The signing key as an OpenSSH line (``ssh-ed25519 AAAA… handover-vault``): what the
+        successor puts in allowed_signers to check SHA256SUMS.sig with ``ssh-keygen -Y verify``."""
+        from .sshsig import public_key_line
+
+        return public_key_line(self.signing_public)
+
+    @property
+    def ssh_fingerprint(self) -> str:
+        """``SHA256:…`` as ``ssh-keygen -lf`` prints it for :attr:`ssh_public_key`."""
+        from .sshsig import ssh_fingerprint
+
+        return ssh_fingerprint(self.signing_public)
+
     def sign(self, data: bytes) -> bytes:
         """Ed25519 signature with the vault's key (the private key is unwrapped for this call only)."""
         priv = self.keys.unwrap_signing_key(self._meta["signing_private"])

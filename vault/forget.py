@@ -253,7 +253,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "",
         f"- **Client:** {_one_line(d['name'])} (`{d['slug']}`)",
         f"- **Destroyed at:** {at} (UTC)",
-        f"- **Vault:** `{v.fingerprint}` (the key that signs this certificate)",
+        f"- **Vault:** `{v.fingerprint}` (`{v.ssh_fingerprint}`; the key that signs this certificate)",
         f"- **Audit entry:** number {seq}, MAC `{mac.hex()}`",
         "",
         "All the data this vault held for the client was destroyed by crypto-shredding: the client's own "
@@ -323,6 +323,7 @@ class VerifiedCertificate:
     signer: str
     facts: dict[str, Any]
     signer_checked: bool
+    signer_ssh_fingerprint: str = ""  # SHA256:… of the same key, as ssh-keygen -lf prints it
 
 
 def verify_certificate(data: bytes | str, signer: str | None = None) -> VerifiedCertificate:
@@ -360,7 +361,9 @@ def verify_certificate(data: bytes | str, signer: str | None = None) -> Verified
         raise IntegrityError(
             "the certificate's signature is not valid: it was altered or not signed by this key"
         )
-    return VerifiedCertificate(actual, _facts(body), signer is not None)
+    from .sshsig import ssh_fingerprint
+
+    return VerifiedCertificate(actual, _facts(body), signer is not None, ssh_fingerprint(public))
 
 
 def _parse_block(block: str) -> tuple[dict[str, str], str]:

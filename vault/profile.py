@@ -76,6 +76,10 @@ class Profile:
     def values(self) -> dict[str, str | None]:
         return {f: getattr(self, f) for f in LABELS}
 
+    def present(self) -> dict[str, str]:
+        """The fields that are set (name, company, email, phone, address, website)."""
+        return {f: v for f, v in self.values().items() if v}
+
     def to_json(self) -> dict[str, Any]:
         return {**self.values(), "updated_at": self.updated_at}
 
@@ -169,12 +173,11 @@ def letter_values(profile: Profile, contact: str | None = None) -> dict[str, str
     }
 
 
-def call_to_confirm(profile: Profile, markdown: bool = False) -> str:
-    """Whom to call about the fingerprint: ``Name (Company) on PHONE`` (blanks where not known)."""
-    esc = md_literal if markdown else one_line
-    name, company = esc(profile.name), esc(profile.company)
+def call_to_confirm(profile: Profile) -> str:
+    """Whom to call: ``Name (Company) on PHONE`` (blanks where not known), as plain text."""
+    name, company = one_line(profile.name), one_line(profile.company)
     who = f"{name} ({company})" if name and company else name or company or BLANKS["name"]
-    return f"{who} on {esc(profile.phone) or BLANKS['phone']}"
+    return f"{who} on {profile.field('phone')}"
 
 
 class Profiles:
