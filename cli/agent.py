@@ -6,15 +6,19 @@ then ``fork()``s a copy for each request, so a command runs in a fresh process t
 every module loaded.
 
 Protocol (``cli/fast.py`` is the client): on a 0600 Unix socket in the 0700 session directory, the
-client sends a JSON header (argv, cwd, environment) together with its own stdin, stdout and stderr
-file descriptors (SCM_RIGHTS). The forked handler puts those descriptors on 0, 1 and 2, takes the
-client's cwd and environment, runs the command exactly as the console script would, and sends back
-its exit status (4 bytes). Closing the connection early (the client got Ctrl-C) interrupts it.
+client sends a JSON header (argv, cwd, the allow-listed environment variables of ``fast.command_env``)
+together with its own stdin, stdout and stderr file descriptors (SCM_RIGHTS). The forked handler puts
+those descriptors on 0, 1 and 2, takes the client's cwd and variables, runs the command exactly as the
+console script would, and sends back its exit status (4 bytes). Closing the connection early (the
+client got Ctrl-C) interrupts it.
 
-Security: the agent holds no key. Each command authenticates as usual (the session token or a
-passphrase from the client's own environment); the agent only saves the import time. It serves
-connections whose peer has its own uid (SO_PEERCRED) and exits when the session ends (lock, expiry
-or the session file's removal). See docs/security.md.
+Security (DESIGN §4, docs/security.md): every command that unlocks holds the master key in a fork of
+this process, so the agent is started isolated: ``python -I`` (no script folder, current folder,
+``PYTHON*`` variable or user site on ``sys.path``), in ``/``, with an environment of ``PATH`` alone, and
+its socket and session file named on standard input, never in argv (``ps`` shows only the folder).
+Core dumps are off (``vault.process``), inherited by every handler. It serves only peers with its own
+uid (SO_PEERCRED; the client checks the agent's uid the same way before sending anything), and when
+the session ends (lock, expiry or the file's removal) it exits and deletes the session file if expired.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from .fast import command_env, peer_uid
 
 MAX_HEADER = 1 << 20
 # Modules every command would import; loaded once here, shared copy-on-write by every fork.
@@ -71,6 +77,7 @@ PRELOAD = (
     "termios",
     "handover_vault.paths",
     "handover_vault.session",
+    "handover_vault.rekey",  # checks every session's key on open
 )
 
 
@@ -145,9 +152,7 @@ def recv_request(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
 
 
 def _peer_is_us(conn: socket.socket) -> bool:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+    return peer_uid(conn) == os.getuid()
 
 
 INTERRUPT = b"\x03"  # sent by the client when it got Ctrl-C (cli/fast.py)
@@ -205,7 +210,7 @@ def handle(conn: socket.socket) -> None:
         sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
         os.chdir(str(header["cwd"]))
         os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in dict(header["env"]).items()})  # type: ignore[call-overload]
+        os.environ.update(command_env(dict(header["env"])))  # type: ignore[call-overload]
         import getpass
 
         getpass.getpass = _hidden_prompt  # type: ignore[assignment]
@@ -268,15 +273,25 @@ def serve(sock_path: Path, session_file: Path, expires: float) -> None:
         server.close()
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()
+        if time.time() >= expires:
+            # The token in the user's shell still decrypts the file: an expired one must not stay.
+            with contextlib.suppress(FileNotFoundError):
+                session_file.unlink()
 
 
 def main() -> None:
-    """``python -m cli.agent SOCKET SESSION_FILE EXPIRES`` (started by ``handover unlock``)."""
-    sock_path, session_file, expires = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    """``python -I -m handover_vault.cli.agent FOLDER`` with ``{"socket", "session_file", "expires"}``
+    as JSON on standard input (started by ``handover unlock``; FOLDER is for ``ps`` only)."""
+    from ..process import forbid_core_dumps
+
+    forbid_core_dumps()
     os.chdir("/")
+    conf = json.loads(sys.stdin.buffer.read(MAX_HEADER))
+    sock_path, session_file = Path(conf["socket"]), Path(conf["session_file"])
+    expires = float(conf["expires"])
     # The agent's own environment carries nothing: each request brings the client's.
     for name in list(os.environ):
-        if name.startswith("HANDOVER_") and name not in ("HANDOVER_RUNTIME_DIR",):
+        if name != "PATH":
             del os.environ[name]
     # Python's advice for fork without exec: no collections while loading (no freed holes in the
     # pages the handlers share), then freeze what was loaded so that a handler's collections do
@@ -294,30 +309,29 @@ def start(token: str, seconds: int) -> Path | None:
     """Start an agent for a fresh session (detached); return its socket path, or None if not possible."""
     import subprocess
 
-    from ..paths import agent_socket, session_id
+    from ..paths import agent_socket, checked_dir, session_id
 
     sock = agent_socket(token)
     sid = session_id(token)
     if sock is None or sid is None or os.environ.get("HANDOVER_NO_AGENT"):
         return None
-    from .context import child_env
-
-    subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "handover_vault.cli.agent",
-            str(sock),
-            str(sock.parent / sid),
-            str(time.time() + seconds),
-        ],
-        stdin=subprocess.DEVNULL,
+    folder = checked_dir()
+    proc = subprocess.Popen(
+        # -I: nothing from the folder where unlock ran (nor PYTHONPATH, nor the user site) can be
+        # imported by a process that will hold the master key; cwd "/" for the same reason.
+        [sys.executable, "-I", "-m", "handover_vault.cli.agent", str(folder)],
+        cwd="/",
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         close_fds=True,
-        env=child_env(),
+        env={"PATH": os.defpath},
     )
+    assert proc.stdin is not None
+    conf = {"socket": str(sock), "session_file": str(folder / sid), "expires": time.time() + seconds}
+    with proc.stdin:
+        proc.stdin.write(json.dumps(conf).encode())
     return sock
 
 

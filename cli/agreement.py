@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -169,11 +170,18 @@ def letter(
     type=click.Path(dir_okay=False),
     help="Where to write the signed certificate (default: SLUG-certificate-of-destruction.md).",
 )
-def forget(slug: str, yes: bool, cert_path: str | None) -> None:
+@click.option(
+    "--keep-backups",
+    is_flag=True,
+    help="Keep the copies schema upgrades made next to the vault (*.pre-NNNN.bak); they are listed.",
+)
+def forget(slug: str, yes: bool, cert_path: str | None, keep_backups: bool) -> None:
     """Crypto-shred a client whose agreement has ended; write a signed certificate of destruction.
 
     The client's data key and every record are deleted in one transaction, then the vault is
-    vacuumed and its write-ahead log truncated. Backups made earlier still hold the data.
+    vacuumed and its write-ahead log truncated. The copies schema upgrades made next to the vault
+    (VAULT.pre-NNNN.bak) hold the client too: they are deleted as well, unless --keep-backups.
+    Backups you made yourself still hold the data.
     """
     from .. import forget as forgetting
     from ..errors import AlreadyExists, StorageError, VaultError
@@ -192,12 +200,20 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
     records = forgetting.record_total(counts)
     until = client.agreement.get("on_hand_until")
     window = "" if status == "archived" else f" Its on-hand window runs until {until}."
+    copies = forgetting.upgrade_backups(v.path)
+    also = (
+        f" The {len(copies)} copies schema upgrades made ({', '.join(c.name for c in copies)}) are deleted too."
+        if copies and not keep_backups
+        else ""
+    )
     confirm(
-        f"Forget {client.slug} ({client.name}) for good: {_records(records)} are destroyed.{window} Continue?",
+        printable(
+            f"Forget {client.slug} ({client.name}) for good: {_records(records)} are destroyed.{window}{also} Continue?"
+        ),
         yes,
     )
     profile_warnings(v)
-    done = forgetting.forget_client(v, slug)
+    done = forgetting.forget_client(v, slug, delete_backups=not keep_backups)
     try:
         text = forgetting.certificate(v, done.audit_seq, purged=done.purged)
         write_private_files({target: text.encode("utf-8")})
@@ -209,8 +225,10 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
         )
         raise
     click.echo(
-        f"Forgot {done.slug} ({done.name}): {_records(records)} and the client's key destroyed "
-        f"(audit entry {done.audit_seq})."
+        printable(
+            f"Forgot {done.slug} ({done.name}): {_records(records)} and the client's key destroyed "
+            f"(audit entry {done.audit_seq})."
+        )
     )
     click.echo(f"Certificate of destruction: {target}")
     if not done.purged:
@@ -220,7 +238,12 @@ def forget(slug: str, yes: bool, cert_path: str | None) -> None:
             f"`handover certificate issue {done.audit_seq} --out FILE` for a certificate that says so",
             err=True,
         )
-    click.echo("note: backups of the vault made before now still hold this client's data.", err=True)
+    for left in done.backups_left:
+        click.echo(f"note: {left} (made by a schema upgrade) still holds this client's data.", err=True)
+    gone = [b for b in done.backups if b not in done.backups_left]
+    if gone:
+        click.echo(f"Deleted the copies schema upgrades made: {', '.join(str(b) for b in gone)}.")
+    click.echo("note: backups of the vault you made before now still hold this client's data.", err=True)
 
 
 def _records(n: int) -> str:
@@ -236,9 +259,10 @@ def certificate() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--signer", metavar="FINGERPRINT", help="The vault fingerprint (hv:...) you expect.")
 def certificate_verify(file: str, signer: str | None) -> None:
-    """Check a certificate's signature (exit 4 when altered or signed by another key)."""
+    """Check a certificate's or a request receipt's signature (exit 4 when altered or signed by
+    another key)."""
     from ..errors import InvalidInput
-    from ..forget import MAX_CERTIFICATE, verify_certificate
+    from ..forget import CERT_FORMAT, MAX_CERTIFICATE, verify_certificate
 
     try:
         with open(file, "rb") as fh:
@@ -249,24 +273,55 @@ def certificate_verify(file: str, signer: str | None) -> None:
     facts = result.facts
     who = facts.get("client") or {}
     seq = (facts.get("audit") or {}).get("seq")
-    click.echo(
-        f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
-        f"{facts.get('destroyed_at')}, audit entry {seq}."
-    )
-    issuer = facts.get("issued_by") or {}
+    # Every fact comes from the file, whoever signed it: shown, never obeyed.
+    if facts.get("format") == CERT_FORMAT:
+        click.echo(
+            printable(
+                f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
+                f"{facts.get('destroyed_at')}, audit entry {seq}."
+            )
+        )
+    else:
+        _receipt_summary(facts)
+    issued_by(facts)
+    signed_by = f"{printable(str(result.signer))}  {printable(result.signer_ssh_fingerprint)}"
+    if result.signer_checked:
+        click.echo(f"Signed by {signed_by} (the signer you expected).")
+    else:
+        click.echo(
+            f"Signed by {signed_by}. Compare this fingerprint with the one the technician "
+            "gave you, or pass --signer."
+        )
+
+
+def _receipt_summary(facts: dict[str, Any]) -> None:
+    """What a verified receipt says; every value came from the file and passes printable()."""
+    items = facts.get("items") or []
+    labels = "; ".join(f"{i.get('label')} ({i.get('kind')} v{i.get('version')})" for i in items) or "none"
+    audit = facts.get("audit") or {}
+    client = facts.get("client") or {}
+    lines = [
+        f"Receipt valid: request {facts.get('request')} of {client.get('name')} ({client.get('slug')}), "
+        f"logged {facts.get('logged_at')}.",
+        f"  requester       {facts.get('requester')}",
+        f"  channel         {facts.get('channel')}",
+        f"  identity check  {facts.get('identity_check')}",
+        f"  decision        {facts.get('decision')}",
+        f"  items           {labels}",
+        f"  audit entry     {audit.get('seq')} (MAC {str(audit.get('mac'))[:16]}…)",
+    ]
+    for line in lines:
+        click.echo(printable(line))
+
+
+def issued_by(facts: dict[str, Any]) -> None:
+    """Who issued a certificate or receipt (the technician profile in its facts), when it says."""
+    issuer = facts.get("issued_by")
     if isinstance(issuer, dict) and issuer.get("name"):
         from ..profile import Profile, call_to_confirm
 
         known = {k: str(x) for k, x in issuer.items() if k in ("name", "company", "phone") and x}
         click.echo(f"Issued by {printable(call_to_confirm(Profile(**known)))}.")
-    if result.signer_checked:
-        click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
-    else:
-        click.echo(
-            f"Signed by {result.signer}  {result.signer_ssh_fingerprint}. Compare this fingerprint with "
-            "the one the technician "
-            "gave you, or pass --signer."
-        )
 
 
 @certificate.command("issue")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .context import emit_json, json_option, new_secret, profile_warnings, secret_env, state
+from .context import emit_json, json_option, new_secret, printable, profile_warnings, secret_env, state
 
 
 @click.command()
@@ -24,11 +24,11 @@ def check(slug: str) -> None:
         emit_json(r.to_json())
     else:
         for g in r.blocking:
-            click.echo(f"BLOCKING  {g.message}")
+            click.echo(f"BLOCKING  {printable(g.message)}")
         for g in r.warnings:
-            click.echo(f"warning   {g.message}")
+            click.echo(f"warning   {printable(g.message)}")
         if r.due_to_forget:
-            click.echo(f"reminder  {r.due_to_forget}")
+            click.echo(f"reminder  {printable(str(r.due_to_forget))}")
         click.echo("Ready to hand over." if r.ready else f"Not ready: {len(r.blocking)} blocking gap(s).")
     if not r.ready:
         click.get_current_context().exit(1)
@@ -60,7 +60,7 @@ def successor_set(
 
     v = state().open()
     s = set_successor(v, slug, name, list(recipients), org=org, email=email, phone=phone)
-    click.echo(f"Successor for {slug}: {s['name']} ({len(s['recipients'])} key(s)).")
+    click.echo(printable(f"Successor for {slug}: {s['name']} ({len(s['recipients'])} key(s))."))
     for fp in s["fingerprints"]:
         click.echo(f"  key {fp}")
 
@@ -77,12 +77,14 @@ def successor_show(slug: str) -> None:
         return
     if not s:
         click.echo(f"No successor recorded for {slug}.")
-    else:
-        click.echo(
+        return
+    click.echo(
+        printable(
             f"{s['name']}{' (' + s['org'] + ')' if s.get('org') else ''} {s.get('email') or ''}".rstrip()
         )
-        for key, fp in zip(s["recipients"], s["fingerprints"], strict=False):
-            click.echo(f"  {fp}  {key[:60]}")
+    )
+    for key, fp in zip(s["recipients"], s["fingerprints"], strict=False):
+        click.echo(printable(f"  {fp}  {key[:60]}"))
     click.echo("Give the successor this vault key outside the bundle (letter, phone); it signs the bundle:")
     _echo_vault_keys(v)
 
@@ -103,7 +105,11 @@ def _echo_vault_keys(v: Any) -> None:
 
 @click.command()
 @click.option(
-    "--out", "out", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Write the identity to KEYFILE (0600)."
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    metavar="KEYFILE",
+    help="Write the identity to KEYFILE (0600).",
 )
 def keygen(out: str | None) -> None:
     """Make an age identity for a successor who has none; prints the public key."""
@@ -285,9 +291,13 @@ def bundle_verify(file: str, identity: tuple[str, ...], use_passphrase: bool, si
             }
         )
         return
-    click.echo(f"Bundle OK: {vb.client}, exported {vb.exported_at}, {vb.file_count} files verified.")
+    # The manifest's client and date come from the bundle, whoever signed it: shown, never obeyed.
     click.echo(
-        f"Signed by vault {vb.signer_fingerprint}  {vb.signer_ssh_fingerprint}"
+        f"Bundle OK: {printable(str(vb.client))}, exported {printable(str(vb.exported_at))}, "
+        f"{vb.file_count} files verified."
+    )
+    click.echo(
+        f"Signed by vault {printable(str(vb.signer_fingerprint))}  {printable(str(vb.signer_ssh_fingerprint))}"
         + (
             ""
             if signer
@@ -316,8 +326,10 @@ def bundle_open(
         expected_signer_fingerprint=signer,
         **_decrypt_args(identity, use_passphrase, file),
     )
-    click.echo(f"Verified and extracted {vb.file_count} files to {target / vb.root}")
+    where = printable(str(target / vb.root))
+    click.echo(f"Verified and extracted {vb.file_count} files to {where}")
     click.echo(
-        f"Signed by vault {vb.signer_fingerprint}  {vb.signer_ssh_fingerprint}. Open {target / vb.root / 'index.html'} in a browser."
+        f"Signed by vault {printable(str(vb.signer_fingerprint))}  {printable(str(vb.signer_ssh_fingerprint))}. "
+        f"Open {where}/index.html in a browser."
     )
     click.echo("These files hold every secret in clear: rotate the credentials, then delete the folder.")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .context import emit_json, fields, json_option, short, state, table
+from .context import emit_json, fields, json_option, printable, short, state, table
 from .params import DATE, DAYS, MONTHS
 
 
@@ -36,7 +36,7 @@ def client_add(slug: str, name: str, **terms: Any) -> None:
     """Add a client named by a short SLUG (e.g. acme)."""
     v = state().open()
     c = v.clients.add(slug, name=name, **terms)
-    click.echo(f"Added client {c.slug} ({c.name}).")
+    click.echo(printable(f"Added client {c.slug} ({c.name})."))
 
 
 def _notice(a: dict[str, Any]) -> str:
@@ -113,7 +113,7 @@ def client_edit(slug: str, name: str | None, **terms: Any) -> None:
     """Change a client's name or agreement terms."""
     v = state().open()
     c = v.clients.edit(slug, name=name, **terms)
-    click.echo(f"Updated client {c.slug}.")
+    click.echo(printable(f"Updated client {c.slug}."))
 
 
 @click.group()
@@ -135,7 +135,7 @@ def contact_add(slug: str, **kw: Any) -> None:
     """Add a contact to a client."""
     v = state().open()
     rec = v.contacts.add(slug, **kw)
-    click.echo(f"Added contact {rec.data['name']} ({short(rec.id)}).")
+    click.echo(printable(f"Added contact {rec.data['name']} ({short(rec.id)})."))
 
 
 @contact.command("list")
@@ -178,7 +178,7 @@ def contact_edit(slug: str, ref: str, **kw: Any) -> None:
     v = state().open()
     rec = v.contacts.edit(slug, ref, **kw)
     who = "authorised" if rec.data.get("authorized") else "not authorised"
-    click.echo(f"Updated contact {rec.data['name']} ({who} to receive credentials).")
+    click.echo(printable(f"Updated contact {rec.data['name']} ({who} to receive credentials)."))
 
 
 @contact.command("rm")
@@ -193,4 +193,4 @@ def contact_rm(slug: str, ref: str, yes: bool) -> None:
     _, rec = v.contacts.get(slug, ref)
     confirm(f"Remove contact {rec.data['name']!r}?", yes)
     v.contacts.rm(slug, rec.id)
-    click.echo(f"Removed contact {rec.data['name']}.")
+    click.echo(printable(f"Removed contact {rec.data['name']}."))

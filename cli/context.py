@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -71,7 +70,9 @@ class State:
         """Open and unlock the vault (session first, then the passphrase sources)."""
         if self._vault is None:
             from ..core import open_vault
+            from ..process import forbid_core_dumps
 
+            forbid_core_dumps()  # before the key exists in this process (a no-op in the agent's forks)
             path = self.path()
             token = secret_env("HANDOVER_SESSION")
             if token:
@@ -274,7 +275,12 @@ def json_option(f: Any) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False))
+    """JSON for scripts; the characters a terminal would obey are written as ``\\uXXXX`` escapes,
+    which decode to the same value (JSON itself escapes C0 controls, not C1 or bidi overrides)."""
+    from ..validate import TERMINAL_UNSAFE
+
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False)
+    click.echo(TERMINAL_UNSAFE.sub(lambda m: json.dumps(m.group())[1:-1], text))
 
 
 def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
@@ -293,7 +299,7 @@ def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -
     for row in rows:
         # Text, not str: rich would parse "[...]" in a label as console markup (a label such as
         # "x[/y]" crashed every list with MarkupError; "[link=...]" made a hyperlink).
-        t.add_row(*[Text(printable("" if c is None else str(c))) for c in row])
+        t.add_row(*[Text(printable("" if c is None else str(c), multiline=True)) for c in row])
     # Piped output is not wrapped at 80 columns: scripts and pagers get whole lines.
     width = None if sys.stdout.isatty() else 400
     Console(no_color="NO_COLOR" in os.environ, soft_wrap=False, highlight=False, width=width).print(t)
@@ -306,18 +312,18 @@ def fields(pairs: list[tuple[str, Any]]) -> None:
             continue
         if isinstance(value, list):
             value = ", ".join(map(str, value))
-        click.echo(f"{key.ljust(width)}  {printable(str(value))}")
+        # A second line is indented under the first: a value cannot start a line of its own that
+        # reads as another field ("secret  ...").
+        lines = printable(str(value), multiline=True).split("\n")
+        click.echo(f"{key.ljust(width)}  " + ("\n" + " " * (width + 2)).join(lines))
 
 
-# C0 and C1 control characters except tab and newline, DEL, and the bidirectional overrides: data from
-# an imported file or a bundle could otherwise drive the terminal (clear the screen, retitle the
-# window, overwrite a line with a carriage return, reorder text) when it is listed.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+def printable(text: str, multiline: bool = False) -> str:
+    """``text`` with terminal controls, bidi overrides and format characters shown as escapes
+    (``vault.validate.printable``: the one function for everything that reaches a terminal)."""
+    from ..validate import printable as neutralised
 
-
-def printable(text: str) -> str:
-    """``text`` with terminal control characters shown as escapes (``\\x1b``) instead of obeyed."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return neutralised(text, multiline)
 
 
 def profile_warnings(v: Vault, gaps: list[Any] | None = None) -> None:
@@ -352,9 +358,10 @@ def report_error(exc: BaseException, debug: bool) -> int:
     if debug:
         print_safe_traceback(exc)
     if isinstance(exc, VaultError):
-        click.echo(f"Error: {exc.message}", err=True)
+        # Messages may quote outside values (a label, a file name, a manifest's field).
+        click.echo(f"Error: {printable(exc.message)}", err=True)
         for hint in exc.hints:
-            click.echo(f"hint: {hint}", err=True)
+            click.echo(f"hint: {printable(hint)}", err=True)
         return exc.exit_code
     # An unexpected error's message may quote data; it is never printed, even with --debug.
     click.echo(f"Error: internal error ({exc.__class__.__name__})", err=True)
@@ -374,6 +381,6 @@ def print_safe_traceback(exc: BaseException) -> None:
         click.echo("Traceback (most recent call last):", err=True)
         for frame in traceback.extract_tb(seen.__traceback__):
             click.echo(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}', err=True)
-        message = f": {seen}" if isinstance(seen, VaultError) else " (message withheld)"
+        message = f": {printable(str(seen))}" if isinstance(seen, VaultError) else " (message withheld)"
         click.echo(f"{seen.__class__.__module__}.{seen.__class__.__name__}{message}", err=True)
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)

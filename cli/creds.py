@@ -128,8 +128,10 @@ def cred_show(slug: str, ref: str, reveal: bool) -> None:
     else:
         _, rec = v.creds.get(slug, ref)
     view = public_view(rec.to_json())
+    hidden = rec.data.get("secret_fields") or {}
     if reveal:
         view["secret"] = rec.data.get("secret")
+        view["secret_fields"] = hidden
     if state().as_json:
         emit_json(view)
         return
@@ -153,6 +155,7 @@ def cred_show(slug: str, ref: str, reveal: bool) -> None:
                 if reveal
                 else ("(hidden; --reveal to show)" if d.get("secret") else "(none)"),
             ),
+            *[(name, value if reveal else "(hidden; --reveal to show)") for name, value in hidden.items()],
         ]
     )
 

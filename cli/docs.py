@@ -168,7 +168,7 @@ def doc_show(slug: str, ref: str) -> None:
     # gives the exact text.
     if not rec.data["body"].lstrip().startswith("#"):
         click.echo(f"# {printable(rec.data['title'])}\n")
-    click.echo(printable(rec.data["body"]))
+    click.echo(printable(rec.data["body"], multiline=True))
 
 
 @doc.command("edit")

@@ -13,9 +13,11 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Mapping
 
-# Commands that manage the session or the agent itself, or open an editor, always run here.
-LOCAL = frozenset({"unlock", "lock", "demo"})
+# Commands that manage the session or the agent itself (rekey ends every session), or open an editor,
+# always run here.
+LOCAL = frozenset({"unlock", "lock", "demo", "rekey"})
 
 
 def _needs_terminal(argv: list[str]) -> bool:
@@ -36,22 +38,64 @@ def _via_agent(argv: list[str]) -> int | None:
         or _needs_terminal(argv)
     ):
         return None
-    from ..paths import agent_socket
+    from ..errors import StorageError
+    from ..paths import agent_socket, checked_dir
 
     path = agent_socket(token)
     if path is None:
         return None
+    try:
+        checked_dir()
+    except StorageError:
+        return None  # run here: the session code then names the folder in a clear error
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(str(path))
     except OSError:
         conn.close()
         return None
-    header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    uid = peer_uid(conn)
+    if uid != os.getuid():
+        conn.close()
+        # Nothing was sent: not the session token, not a variable, not our terminal.
+        sys.stderr.write(
+            f"Error: the agent socket {path} is served by uid {uid}, not by you (uid {os.getuid()}); "
+            "refusing to use it\nhint: someone else controls your runtime folder: end the session "
+            "(handover lock) and check who owns that folder\n"
+        )
+        return 1
+    header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": command_env(os.environ)}).encode()
     fds = array.array("i", [0, 1, 2])
     conn.sendmsg([struct.pack(">I", len(header))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
     conn.sendall(header)
     return _wait(conn)
+
+
+# What a command may read from its environment (DESIGN §4: never the whole environment). Our own
+# variables, the locale, the terminal, the folders platformdirs and tempfile use, the editor, and the
+# shell completion's; anything else (cloud keys, tokens of other tools) stays in the caller.
+COMMAND_ENV = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+        "TERM", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES", "EDITOR", "VISUAL",
+    }
+)  # fmt: skip
+COMMAND_ENV_PREFIXES = ("HANDOVER_", "_HANDOVER_", "LC_", "XDG_", "COMP_")
+
+
+def command_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` that cross the agent's socket (the allow-list above)."""
+    return {
+        str(k): str(v)
+        for k, v in environ.items()
+        if k in COMMAND_ENV or str(k).startswith(COMMAND_ENV_PREFIXES)
+    }
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The uid of the process listening on the other end (SO_PEERCRED, from the kernel)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
 
 
 def _wait(conn: socket.socket) -> int:

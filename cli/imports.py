@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .context import emit_json, secret_env, state, table
+from .context import emit_json, printable, secret_env, state, table
 
 
 def _kdbx_password(keyfile: bool = False) -> str:
@@ -44,7 +44,7 @@ def _run(source: str, slug: str, file: str, dry_run: bool, **read: Any) -> None:
         emit_json({**p.to_json(), "dry_run": dry_run})
         return
     for w in p.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {printable(w)}", err=True)
     if p.duplicates:
         click.echo(f"{len(p.duplicates)} duplicate(s) (same label and username) will not be added:")
         table(["label", "username"], [[c["label"], c.get("username")] for c in p.duplicates], "duplicates")

@@ -30,7 +30,7 @@ def asset_add(slug: str, hostname: str, **kw: Any) -> None:
     """Add an asset."""
     v = state().open()
     rec = v.assets.add(slug, hostname=hostname, **kw)
-    click.echo(f"Added asset {rec.data['hostname']} ({short(rec.id)}).")
+    click.echo(printable(f"Added asset {rec.data['hostname']} ({short(rec.id)})."))
 
 
 @asset.command("list")
@@ -103,7 +103,7 @@ def asset_edit(slug: str, ref: str, **kw: Any) -> None:
     """Change an asset; the previous version is kept."""
     v = state().open()
     rec = v.assets.edit(slug, ref, **kw)
-    click.echo(f"Updated asset {rec.data['hostname']}.")
+    click.echo(printable(f"Updated asset {rec.data['hostname']}."))
 
 
 @asset.command("rm")
@@ -118,7 +118,7 @@ def asset_rm(slug: str, ref: str, yes: bool) -> None:
     _, rec = v.assets.get(slug, ref)
     confirm(f"Remove asset {rec.data['hostname']!r}?", yes)
     v.assets.rm(slug, rec.id)
-    click.echo(f"Removed asset {rec.data['hostname']}.")
+    click.echo(printable(f"Removed asset {rec.data['hostname']}."))
 
 
 @click.group()
@@ -222,7 +222,7 @@ def issue_show(slug: str, ref: str) -> None:
     )
     if d.get("description"):
         click.echo("")
-        click.echo(printable(d["description"]))
+        click.echo(printable(d["description"], multiline=True))
 
 
 @issue.command("edit")
@@ -277,7 +277,7 @@ def attach_add(slug: str, file: str, name: str | None, notes: str | None) -> Non
     """Encrypt FILE into the vault (streamed in chunks)."""
     v = state().open()
     rec = v.attachments.add_file(slug, file, name=name, notes=notes)
-    click.echo(f"Attached {rec.data['name']} ({rec.data['size']} bytes, {short(rec.id)}).")
+    click.echo(printable(f"Attached {rec.data['name']} ({rec.data['size']} bytes, {short(rec.id)})."))
 
 
 @attach.command("list")
@@ -307,7 +307,7 @@ def attach_get(slug: str, ref: str, out: str) -> None:
     """Decrypt an attachment to a file (refuses to overwrite)."""
     v = state().open()
     rec = v.attachments.save_to(slug, ref, out)
-    click.echo(f"Wrote {out} ({rec.data['size']} bytes, SHA-256 verified).")
+    click.echo(printable(f"Wrote {out} ({rec.data['size']} bytes, SHA-256 verified)."))
 
 
 @click.command()

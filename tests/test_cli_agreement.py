@@ -294,9 +294,8 @@ def test_forget_through_the_command(cli, cli_vault, acme, tmp_path) -> None:
     res = run(["forget", "old", "--yes", "--certificate", str(cert)], cli_vault)
     assert res.returncode == 0, res.stderr
     assert "Forgot old (Old Co): 3 records and the client's key destroyed (audit entry" in res.stdout
-    assert (
-        res.stderr
-        == NO_PROFILE + "note: backups of the vault made before now still hold this client's data.\n"
+    assert res.stderr == (
+        NO_PROFILE + "note: backups of the vault you made before now still hold this client's data.\n"
     )
     assert found(blobs, vault_bytes(cli_vault)) == []
     assert stat.S_IMODE(os.stat(cert).st_mode) == 0o600

@@ -43,3 +43,20 @@ def test_readme_quick_start_has_exactly_the_two_commands() -> None:
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = [line.strip() for line in section.splitlines() if line.strip().startswith("make ")]
     assert commands == ["make demo", "make test"]
+
+
+def test_the_spec_fingerprint_recipe_gives_the_codes_fingerprint() -> None:
+    """An independent verifier following docs/spec.md must get the fingerprint `handover` shows."""
+    import hashlib
+    import re
+
+    from handover_vault import crypto
+
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "spec.md").read_text()
+    m = re.search(r'`SHA-256\("([^"]+)" \|\| 0x00 \|\| public_raw\)`', spec)
+    assert m, "the spec no longer states the fingerprint's hash input"
+    _, public = crypto.new_signing_key()
+    digest = hashlib.sha256(m.group(1).encode("ascii") + b"\x00" + public).hexdigest()
+    groups = [digest[i : i + 4] for i in range(0, 32, 4)]
+    assert len(groups) == 8
+    assert "hv:" + "-".join(groups) == crypto.fingerprint(public)

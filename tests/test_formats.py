@@ -92,7 +92,8 @@ EDGE = cred(
     tags=["Network", "Firewalls", "edge", "wan"],
     totp="otpauth://totp/Edge%20firewall:admin?secret=JBSWY3DPEHPK3PXP&period=30&digits=6&issuer=Edge%20firewall",
     expires="2027-03-31",
-    fields={"Serial": "FGT60F-0001", "Enable password": "en-4bl3"},
+    fields={"Serial": "FGT60F-0001"},
+    secret_fields={"Enable password": "en-4bl3"},  # a protected string: a secret
     attachments=[{"name": "edge-fw1.conf", "data": b"hostname edge-fw1\ninterface wan0\n"}],
 )
 REGISTRAR = cred(
@@ -496,8 +497,15 @@ HANDOVER = [
 
 
 def after_keepass_round_trip(c: ImportedCredential) -> ImportedCredential:
-    """What reading our KeePass XML back gives: the group (category) leads the tags."""
-    return {**c, "tags": merge_tags([c["category"]] if c["category"] else [], c["tags"])}
+    """What reading our KeePass XML back gives: the group (category) leads the tags, and every
+    custom field comes back as a secret field (the writers mask them all: a vault imported before
+    secret fields existed holds hidden values among its plain fields)."""
+    return {
+        **c,
+        "tags": merge_tags([c["category"]] if c["category"] else [], c["tags"]),
+        "fields": {},
+        "secret_fields": {**c["fields"], **c["secret_fields"]},
+    }
 
 
 def test_keepass_xml_is_deterministic_and_shaped_as_keepass_expects() -> None:
@@ -528,7 +536,7 @@ def handover_after_keepass() -> dict[str, ImportedCredential]:
     expected = [after_keepass_round_trip(c) for c in HANDOVER]
     expected[0] = {
         **expected[0],
-        "fields": {"Serial": "FGT60F-0001", "Password (custom)": "shadowed name"},
+        "secret_fields": {"Serial": "FGT60F-0001", "Password (custom)": "shadowed name"},
         "attachments": [
             {"name": "fw.conf", "data": b"set hostname fw1\n"},
             {"name": "fw.conf (2)", "data": b"v2"},
@@ -551,10 +559,10 @@ def test_writers_rename_custom_fields_that_would_be_misread(tmp_path: Path) -> N
     keys = [s.findtext("Key") for s in root.iterfind(".//String")]
     assert keys[5:] == ["Password (custom)", "Password (custom) (2)", "TOTP Seed (custom)", "Tags", "Expires"]
     [back] = read_keepass_xml(write(tmp_path, "o.xml", write_keepass_xml([c], exported_at=WHEN)))
-    assert back["totp"] is None and back["fields"]["TOTP Seed (custom)"] == "c"
+    assert back["totp"] is None and back["secret_fields"]["TOTP Seed (custom)"] == "c"
     [bw] = read_bitwarden(write(tmp_path, "o.json", write_bitwarden_json([c])))
     assert (bw["tags"], bw["expires"]) == ([], None)
-    assert bw["fields"] == {
+    assert bw["secret_fields"] == {
         "Password": "a",
         "Password (custom)": "b",
         "TOTP Seed": "c",
@@ -655,10 +663,10 @@ BW_EDGE = cred(
     totp="otpauth://totp/Edge%20firewall:admin?secret=JBSWY3DPEHPK3PXP&issuer=Edge%20firewall",
     fields={
         "Serial": "FGT60F-0001",
-        "Enable password": "en-4bl3",
         "HA pair": "true",
         "URL 2": "https://fw1.acme.example",
     },
+    secret_fields={"Enable password": "en-4bl3"},  # a hidden field (type 1): a secret
 )
 BW_REGISTRAR = cred(
     "Domain registrar",
@@ -680,7 +688,8 @@ def test_bitwarden_export_reads_every_item_type() -> None:
         username="Acme Ltd",
         secret="4111111111111111",
         expires="2028-02-29",  # the last day of the card's expiry month
-        fields={"Brand": "Visa", "Security code": "123", "Expiry": "2/2028"},
+        fields={"Brand": "Visa", "Expiry": "2/2028"},
+        secret_fields={"Security code": "123"},
     )
     assert identity["username"] == "jdoe" and identity["secret"] is None
     assert identity["fields"]["First name"] == "Jane" and identity["fields"]["Email"] == "jane@acme.example"
@@ -861,11 +870,13 @@ def test_csv_bitwarden_export_is_recognised() -> None:
     assert creds == [
         {
             **BW_EDGE,
+            # Bitwarden's CSV does not say which fields are hidden.
             "fields": {
                 "Serial": "FGT60F-0001",
                 "Enable password": "en-4bl3",
                 "URL 2": "https://fw1.acme.example",
             },
+            "secret_fields": {},
         },
         BW_REGISTRAR,
         BW_NOTE,

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from handover_vault.cli.context import printable
 from handover_vault.errors import IntegrityError, InvalidInput
 from handover_vault.profile import md_literal, one_line
 from handover_vault.render import render_markdown
@@ -153,6 +154,23 @@ def test_profile_copied_into_another_vault_does_not_decrypt(v, vault_path: Path,
         assert other.profile.set(name="Someone else").name == "Someone else"
 
 
+def test_rekey_reseals_the_profile(v, vault_path: Path) -> None:
+    from handover_vault.rekey import rekey
+    from tests.conftest import PASSPHRASE
+
+    v.profile.set(name="Alex Tech", phone="+44 20 7946 0000")
+    db = sqlite3.connect(vault_path)
+    (before,) = db.execute("SELECT value FROM meta WHERE key = 'profile'").fetchone()
+    db.close()
+    done = rekey(v, PASSPHRASE)
+    with done.vault as renewed:
+        assert renewed.profile.get().present() == {"name": "Alex Tech", "phone": "+44 20 7946 0000"}
+        db = sqlite3.connect(vault_path)
+        (after,) = db.execute("SELECT value FROM meta WHERE key = 'profile'").fetchone()
+        db.close()
+        assert after != before  # sealed again under the new master key, not left under the old one
+
+
 # A small alphabet, mostly Markdown's own marks, so that emphasis, code, links, entities, lists,
 # headings, quotes and setext underlines all turn up; a few letters, digits and non-ASCII around them.
 def test_envelope_is_the_one_docs_spec_describes(v, vault_path: Path) -> None:
@@ -250,8 +268,12 @@ def _documents(vault: Path, tmp_path: Path, key: Path) -> tuple[dict[str, str], 
     ok(res)
     raw["letter.md"] = (letters / "acme-termination-letter.md").read_text()
     raw["letter.html"] = (letters / "acme-termination-letter.html").read_text()
+    receipt = tmp_path / "receipt.md"
     ok(run(["request", "log", "acme", "--requester", "Jane Doe", "--channel", "phone",
-            "--verified-by", "callback to the number on file", "--decision", "denied"], vault))  # fmt: skip
+            "--verified-by", "callback to the number on file", "--decision", "denied",
+            "--receipt", str(receipt)], vault))  # fmt: skip
+    raw["receipt.md"] = receipt.read_text()
+    raw["receipt verify"] = ok(run(["certificate", "verify", str(receipt)], None, passphrase=None))
     report = tmp_path / "requests.md"
     ok(run(["request", "report", "acme", "--out", str(report)], vault))
     raw["report.md"] = report.read_text()
@@ -297,11 +319,11 @@ def test_every_document_names_the_technician_exactly(vault_path: Path, tmp_path:
     texts, raw = _documents(vault_path, tmp_path, key)
     assert set(texts) == {
         "letter.md", "letter.html", "report.md", "report.html", "HANDOVER.md", "index.html", "VERIFY.txt",
-        "certificate.md",
+        "certificate.md", "receipt.md",
     }  # fmt: skip
     for name, text in texts.items():
         assert_carries(text, name)
-    for name in (*texts, "certificate verify"):
+    for name in (*texts, "certificate verify", "receipt verify"):
         assert "[your " not in raw[name], name
     for command in ("letter", "export", "forget", "check"):
         assert "technician profile" not in raw[f"warning:{command}"], command
@@ -317,13 +339,13 @@ def test_every_document_names_the_technician_exactly(vault_path: Path, tmp_path:
     )
     for name in ("HANDOVER.md", "index.html", "VERIFY.txt"):
         assert call in " ".join(texts[name].split()), name
-    facts = json.loads(raw["certificate.md"].split("```json\n")[-1].split("\n```")[0])
-    assert facts["issued_by"] == HOSTILE
+    for name in ("certificate.md", "receipt.md"):
+        facts = json.loads(raw[name].split("```json\n")[-1].split("\n```")[0])
+        assert facts["issued_by"] == HOSTILE, name
     assert json.loads(raw["client.json"])["technician"] == HOSTILE
-    assert (
-        f"Issued by {HOSTILE['name']} ({HOSTILE['company']}) on {HOSTILE['phone']}."
-        in raw["certificate verify"]
-    )
+    # On a terminal, format characters such as the RTL mark are shown escaped (printable()).
+    issued = printable(f"Issued by {HOSTILE['name']} ({HOSTILE['company']}) on {HOSTILE['phone']}.")
+    assert issued in raw["certificate verify"] and issued in raw["receipt verify"]
 
 
 def test_without_a_profile_commands_warn_and_documents_keep_blanks(vault_path: Path, tmp_path: Path) -> None:
@@ -341,7 +363,8 @@ def test_without_a_profile_commands_warn_and_documents_keep_blanks(vault_path: P
     for command in ("letter", "export", "forget"):
         assert f"warning: {warning}\n" in raw[f"warning:{command}"], command
     assert f"warning   {warning}\n" in raw["warning:check"]
-    for name in ("letter.md", "letter.html", "HANDOVER.md", "index.html", "certificate.md", "report.md"):
+    for name in ("letter.md", "letter.html", "HANDOVER.md", "index.html", "certificate.md", "report.md",
+                 "receipt.md"):  # fmt: skip
         assert "[your name]" in texts[name], name
     assert "[your telephone number and email address]" in texts["letter.md"]
     for name in ("HANDOVER.md", "index.html", "VERIFY.txt"):

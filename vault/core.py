@@ -178,6 +178,9 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
     try:
         if session_token:
             vmk = session.load(session_token, vault_id)
+            from .rekey import check_session_key
+
+            check_session_key(st, vault_id, vmk)  # a session made before a rekey is refused
         elif passphrase is not None:
             vmk = _unlock_with(st, vault_id, "passphrase", keys.normalise_passphrase(passphrase))
         else:

@@ -41,7 +41,9 @@ CATEGORIES = (
     "service",
     "other",
 )
-SECRET_FIELDS = ("secret", "totp")
+# Never shown without a reveal: the secret, the TOTP seed, and the custom fields the source marked
+# hidden or protected (``formats.ImportedCredential.secret_fields``).
+SECRET_FIELDS = ("secret", "totp", "secret_fields")
 GEN_ALPHABET = string.ascii_letters + string.digits + "-_.,:;!?@#%+="
 MAX_SECRET = 10_000
 
@@ -95,6 +97,7 @@ def public_view(data: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
     out["has_secret"] = bool(data.get("secret"))
     out["has_totp"] = bool(data.get("totp"))
+    out["hidden_fields"] = sorted(data.get("secret_fields") or {})  # their names only
     return out
 
 
@@ -126,6 +129,12 @@ class Creds(RecordService):
             "needs_rotation": bool(data.get("needs_rotation")),
             "rotation_reason": data.get("rotation_reason"),
             "fields": dict(data.get("fields") or {}),
+            "secret_fields": {
+                validate.text(k, "field name", 300, required=True): validate.text(
+                    v, "hidden field", MAX_SECRET
+                )
+                for k, v in dict(data.get("secret_fields") or {}).items()
+            },
         }
 
     def list(self, slug: str, needs_rotation: bool = False) -> tuple[ClientRef, builtins.list[Rec]]:
@@ -139,13 +148,11 @@ class Creds(RecordService):
         with self.v.write("revealing a credential") as s:
             client = self.v.clients.get(slug, s)
             rec = self.v.records.get(s, client, self.kind, ref)
-            self.v.audit.append(
-                s,
-                "cred.reveal",
-                client=client,
-                record_id=rec.id,
-                detail={"version": rec.version, "field": field, "purpose": purpose},
-            )
+            detail: dict[str, Any] = {"version": rec.version, "field": field, "purpose": purpose}
+            hidden = sorted(rec.data.get("secret_fields") or {})
+            if field == "secret" and hidden:
+                detail["hidden_fields"] = hidden  # revealed with the secret: named, never their values
+            self.v.audit.append(s, "cred.reveal", client=client, record_id=rec.id, detail=detail)
         return rec
 
     def totp(self, slug: str, ref: str) -> tuple[Rec, str, int]:

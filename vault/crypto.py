@@ -212,7 +212,8 @@ def verify_signature(public_raw: bytes, signature: bytes, data: bytes) -> bool:
 
 
 def fingerprint(public_raw: bytes) -> str:
-    """A vault's identity: SHA-256 of its Ed25519 public key, shown as ``hv:`` + 16 groups of 4 hex."""
+    """A vault's identity: SHA-256 of its Ed25519 public key, shown as ``hv:`` + 8 groups of 4 hex
+    (the digest's first 128 bits; docs/spec.md "Signing key")."""
     digest = hashlib.sha256(b"handover-vault signing key\x00" + public_raw).hexdigest()
     return "hv:" + "-".join(digest[i : i + 4] for i in range(0, 32, 4))
 

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
@@ -48,8 +50,11 @@ if TYPE_CHECKING:
 from .models import AuditEntry, Chunk, Client, Record, RecordVersion
 
 CERT_FORMAT = "handover-certificate/1"
+# Documents signed the same way: the certificate of destruction and a request's receipt
+# (vault/receipts.py). The format line is what the signature covers first, so a signature made for
+# one kind of document never verifies as the other.
+SIGNED_FORMATS = (CERT_FORMAT, "handover-receipt/1")
 SIG_OPEN = "```handover-signature\n"
-SIG_CONTEXT = (CERT_FORMAT + "\n").encode()
 FORGET_ACTION = "client.forget"
 MAX_CERTIFICATE = 1_000_000
 # A TRUNCATE checkpoint waits (busy handler) for readers of older snapshots to finish. The deletion is
@@ -79,6 +84,22 @@ class Forgotten:
     counts: dict[str, int]
     audit_seq: int
     purged: bool
+    backups: tuple[Path, ...] = ()  # the pre-upgrade copies found (see ``upgrade_backups``)
+    backups_left: tuple[Path, ...] = ()  # those still on disk afterwards (kept, or not deletable)
+
+
+def upgrade_backups(vault_path: Path) -> list[Path]:
+    """The copies a schema upgrade made next to the vault (``NAME.pre-NNNN[.n].bak``, vault/store.py).
+
+    Each is the whole vault as it was before that upgrade: a client that was in it then is in it
+    still, under the same keys, whatever ``forget`` does to the vault itself.
+    """
+    pattern = re.compile(re.escape(vault_path.name) + r"\.pre-[0-9a-z_]+(\.[0-9]+)?\.bak")
+    try:
+        names = sorted(p for p in vault_path.parent.iterdir() if pattern.fullmatch(p.name))
+    except OSError:
+        return []
+    return [p for p in names if p.is_file() and not p.is_symlink()]
 
 
 def counts(v: Vault, s: Session, client: ClientRef) -> dict[str, int]:
@@ -138,19 +159,29 @@ def preview(v: Vault, slug: str, today: dt.date | None = None) -> tuple[ClientRe
         return client, status, counts(v, s, client)
 
 
-def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotten:
+def forget_client(
+    v: Vault, slug: str, today: dt.date | None = None, delete_backups: bool = False
+) -> Forgotten:
     """Crypto-shred a client whose agreement has ended, then purge the deleted bytes from the files.
+
+    With ``delete_backups``, the pre-upgrade copies (:func:`upgrade_backups`) are deleted too, after
+    the forget is committed; the audit entry names every copy found, and the certificate says which
+    are still on disk when it is written.
 
     Raises NotFound, PolicyRefused (agreement not ended), Busy/StorageError (the write failed:
     nothing was deleted). ``purged`` is False when another process kept the write-ahead log from
     being truncated (the deletion itself is committed; ``purge`` may be run again).
     """
+    backups = upgrade_backups(v.path)
     with v.write("forgetting a client") as s:
         client = v.clients.get(slug, s)
         check_forgettable(client, today)
         n = counts(v, s, client)
         a = client.agreement
         s.execute(delete(Client).where(Client.id == client.id))
+        from .rekey import forget_client_keys
+
+        forget_client_keys(v, s, client.id)  # its keys from before a rekey go with it
         s.flush()
         left = s.execute(select(func.count()).select_from(Record).where(Record.client_id == client.id))
         if left.scalar_one():
@@ -171,10 +202,17 @@ def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotte
                 "effective_end": a.get("effective_end"),
                 "on_hand_until": a.get("on_hand_until"),
                 "fingerprint": v.fingerprint,
+                "upgrade_backups": [b.name for b in backups],
             },
         )
     v.keys.forget_client(client.id)
-    return Forgotten(client.slug, client.name, client.id, n, seq, purge(v))
+    purged = purge(v)
+    if delete_backups:
+        for b in backups:
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                b.unlink()
+    left = tuple(b for b in backups if b.exists())
+    return Forgotten(client.slug, client.name, client.id, n, seq, purged, tuple(backups), left)
 
 
 def purge(v: Vault) -> bool:
@@ -228,6 +266,12 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
     d, at, mac = _entry(v, seq)
     n: dict[str, int] = d.get("counts") or {}
     issuer = v.profile.get()
+    names = [str(b) for b in d.get("upgrade_backups") or [] if "/" not in str(b)]
+    # Checked on disk as the certificate is written: it never says a copy is gone that is not.
+    copies = {
+        "deleted": [b for b in names if not (v.path.parent / b).exists()],
+        "still_holding_the_client": [b for b in names if (v.path.parent / b).exists()],
+    }
     facts = {
         "format": CERT_FORMAT,
         "client": {"name": d["name"], "slug": d["slug"], "id": d.get("client_id")},
@@ -237,13 +281,14 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "audit": {"seq": seq, "mac": mac.hex()},
         "storage_purged": purged,
         "issued_by": issuer.values() if issuer.is_set else None,
+        "upgrade_backups": copies,
     }
     kinds = ["- the client's data key and its profile (name, agreement terms and dates)"]
     kinds += [f"- {KIND_LABELS.get(k, k)}: {c}" for k, c in sorted(n.items()) if c and k not in EXTRA_COUNTS]
     kinds += [f"- {k}: {n[k]}" for k in EXTRA_COUNTS if n.get(k)]
     storage = (
         "The vault file was then vacuumed and its write-ahead log checkpointed and truncated, so neither "
-        "the key nor any of the encrypted records remains in the vault's files."
+        "the key nor any of the encrypted records remains in the vault file or its write-ahead log."
         if purged
         else "Another program had the vault open, so the write-ahead log could not yet be truncated; the "
         "deleted bytes are overwritten at its next checkpoint."
@@ -269,6 +314,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         technician_md(issuer),
         "## What this does not cover",
         "",
+        *_backup_lines(copies),
         "- **Backups of the vault made before this date still hold the data**, encrypted under the same "
         "keys. They are not changed by this destruction; they are removed only when those backups are.",
         "- A handover bundle already delivered to the client's successor is theirs, not ours to destroy.",
@@ -276,10 +322,19 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "its tamper-evident chain still verifies. Their details were encrypted under the destroyed key "
         "and can no longer be read. The entry named above records this destruction.",
         "",
-        "## Checking this certificate",
+        *checking_section("certificate", CERT_FORMAT, v.fingerprint, facts),
+    ]
+    return "\n".join(lines)
+
+
+def checking_section(what: str, fmt: str, fingerprint: str, facts: dict[str, Any]) -> list[str]:
+    """The closing lines of a signed document: how to check it, then its facts as JSON (last, after
+    every user-provided value, so the verifier reads the block the signer wrote)."""
+    return [
+        f"## Checking this {what}",
         "",
-        f"Run `handover certificate verify FILE --signer {v.fingerprint}`. Any Ed25519 tool will do: "
-        f"the signature below covers the text `{CERT_FORMAT}` and a line feed, followed by this "
+        f"Run `handover certificate verify FILE --signer {fingerprint}`. Any Ed25519 tool will do: "
+        f"the signature below covers the text `{fmt}` and a line feed, followed by this "
         "file up to the line that opens the signature block, with LF line endings.",
         "",
         "```json",
@@ -287,23 +342,43 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
+
+
+def _backup_lines(copies: dict[str, list[str]]) -> list[str]:
+    """What the certificate says of the copies schema upgrades made next to the vault."""
+    lines = []
+    if copies["still_holding_the_client"]:
+        names = ", ".join(f"`{n}`" for n in copies["still_holding_the_client"])
+        lines.append(
+            f"- **Copies this tool made before schema upgrades still hold the data:** {names}, next to "
+            "the vault file. They are deleted only when the technician deletes them."
+        )
+    if copies["deleted"]:
+        names = ", ".join(f"`{n}`" for n in copies["deleted"])
+        lines.append(
+            f"- The copies this tool made before schema upgrades ({names}) were deleted as files after "
+            "this destruction; the blocks they used on disk are not overwritten."
+        )
+    return lines
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def sign_certificate(v: Vault, body: str) -> str:
-    """``body`` followed by its signature block (Ed25519 with the vault's signing key)."""
+def sign_certificate(v: Vault, body: str, fmt: str = CERT_FORMAT) -> str:
+    """``body`` followed by its signature block (Ed25519 with the vault's signing key).
+
+    ``fmt`` is one of :data:`SIGNED_FORMATS`; the signature covers it, a line feed and ``body``.
+    """
     body = body.replace("\r\n", "\n")
     if not body.endswith("\n"):
         body += "\n"
-    sig = v.sign(SIG_CONTEXT + body.encode("utf-8"))
+    sig = v.sign((fmt + "\n").encode() + body.encode("utf-8"))
     pem = crypto.public_key_pem(v.signing_public).decode("ascii")
     block = [
         SIG_OPEN.rstrip("\n"),
-        f"Format: {CERT_FORMAT}",
+        f"Format: {fmt}",
         f"Signer: {v.fingerprint}",
         f"Signature: {base64.b64encode(sig).decode('ascii')}",
         pem.rstrip("\n"),
@@ -327,7 +402,9 @@ class VerifiedCertificate:
 
 
 def verify_certificate(data: bytes | str, signer: str | None = None) -> VerifiedCertificate:
-    """Check a certificate's signature (and, with ``signer``, whose key made it).
+    """Check a certificate's (or a receipt's) signature (and, with ``signer``, whose key made it).
+
+    ``facts["format"]`` says which of :data:`SIGNED_FORMATS` it is.
 
     Raises InvalidInput (not a certificate, malformed block) and IntegrityError (bad signature,
     a signer other than the one expected, a key that does not match its stated fingerprint).
@@ -345,25 +422,25 @@ def verify_certificate(data: bytes | str, signer: str | None = None) -> Verified
         raise InvalidInput("no signature block found: not a handover certificate")
     body, block = text[: at + 1], text[at + 1 + len(SIG_OPEN) :]
     fields, pem = _parse_block(block)
-    if fields.get("Format") != CERT_FORMAT:
-        raise InvalidInput(f"unknown certificate format {fields.get('Format', '')[:40]!r}")
+    fmt = fields.get("Format", "")
+    if fmt not in SIGNED_FORMATS:
+        raise InvalidInput(f"unknown certificate format {fmt[:40]!r}")
     try:
         sig = base64.b64decode(fields.get("Signature", ""), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("the signature is not base64") from None
     public = crypto.public_key_from_pem(pem.encode("ascii"))
     actual = crypto.fingerprint(public)
+    what = "certificate" if fmt == CERT_FORMAT else "receipt"
     if fields.get("Signer") != actual:
-        raise IntegrityError("the certificate's stated signer does not match its public key")
+        raise IntegrityError(f"the {what}'s stated signer does not match its public key")
     if signer is not None and signer.strip().lower() != actual:
-        raise IntegrityError(f"the certificate was signed by {actual}, not by {signer.strip()}")
-    if not crypto.verify_signature(public, sig, SIG_CONTEXT + body.encode("utf-8")):
-        raise IntegrityError(
-            "the certificate's signature is not valid: it was altered or not signed by this key"
-        )
+        raise IntegrityError(f"the {what} was signed by {actual}, not by {signer.strip()}")
+    if not crypto.verify_signature(public, sig, (fmt + "\n").encode() + body.encode("utf-8")):
+        raise IntegrityError(f"the {what}'s signature is not valid: it was altered or not signed by this key")
     from .sshsig import ssh_fingerprint
 
-    return VerifiedCertificate(actual, _facts(body), signer is not None, ssh_fingerprint(public))
+    return VerifiedCertificate(actual, _facts(body, fmt), signer is not None, ssh_fingerprint(public))
 
 
 def _parse_block(block: str) -> tuple[dict[str, str], str]:
@@ -389,7 +466,7 @@ def _parse_block(block: str) -> tuple[dict[str, str], str]:
     return fields, "\n".join(pem) + "\n"
 
 
-def _facts(body: str) -> dict[str, Any]:
+def _facts(body: str, fmt: str = CERT_FORMAT) -> dict[str, Any]:
     # The last JSON block: the facts are written after every user-provided value.
     blocks = re.findall(r"^```json\n(.*?)^```$", body, re.S | re.M)
     if not blocks:
@@ -398,6 +475,8 @@ def _facts(body: str) -> dict[str, Any]:
         facts = json.loads(blocks[-1])
     except ValueError:
         raise InvalidInput("the certificate's facts block is not JSON") from None
-    if not isinstance(facts, dict) or facts.get("format") != CERT_FORMAT:
+    # The facts must be of the format the signature block names: a receipt's facts inside a
+    # certificate's block (or the other way round) is refused.
+    if not isinstance(facts, dict) or facts.get("format") != fmt:
         raise InvalidInput("the certificate's facts block has an unknown format")
     return facts

@@ -75,6 +75,10 @@ class ImportedCredential(TypedDict):
         ``YYYY-MM-DD`` or ``None``.
     ``fields``
         Custom fields, name to text. Names are unique: a repeated name gets `` (2)``, `` (3)``.
+    ``secret_fields``
+        The custom fields the source marks hidden or protected (Bitwarden hidden fields, card codes,
+        identity numbers; KeePass protected strings), kept apart so that they are treated like the
+        secret: never shown without ``--reveal``, every reveal audited, exported like the secret.
     ``attachments``
         Files, each at most :data:`MAX_ATTACHMENT_BYTES`.
     """
@@ -89,6 +93,7 @@ class ImportedCredential(TypedDict):
     totp: str | None
     expires: str | None
     fields: dict[str, str]
+    secret_fields: dict[str, str]
     attachments: list[ImportedAttachment]
 
 
@@ -108,6 +113,7 @@ def new_credential(label: str) -> ImportedCredential:
         "totp": None,
         "expires": None,
         "fields": {},
+        "secret_fields": {},
         "attachments": [],
     }
 

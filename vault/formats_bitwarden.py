@@ -49,6 +49,9 @@ FIELD_TEXT, FIELD_HIDDEN, FIELD_BOOLEAN, FIELD_LINKED = 0, 1, 2, 3
 TAGS_FIELD, EXPIRES_FIELD = "Tags", "Expires"
 
 _CARD_FIELDS = {"brand": "Brand", "code": "Security code"}
+# What Bitwarden itself hides (masked, "reprompt"-protected in its apps): secrets here too.
+_CARD_SECRETS = frozenset({"code"})
+_IDENTITY_SECRETS = frozenset({"ssn", "passportNumber", "licenseNumber"})
 _IDENTITY_FIELDS = {
     "title": "Title",
     "firstName": "First name",
@@ -179,7 +182,9 @@ def _item(item: dict[str, Any], groups: dict[str, str], where: str) -> ImportedC
     elif kind == CARD:
         _card(cred, _obj(item, "card", where), f"{where}.card")
     elif kind == IDENTITY:
-        _flatten(cred, _obj(item, "identity", where), _IDENTITY_FIELDS, f"{where}.identity")
+        _flatten(
+            cred, _obj(item, "identity", where), _IDENTITY_FIELDS, f"{where}.identity", _IDENTITY_SECRETS
+        )
         cred["username"] = text_or_none(_str(_obj(item, "identity", where), "username", f"{where}.identity"))
     elif kind == SSH_KEY:
         ssh = _obj(item, "sshKey", where)
@@ -234,6 +239,8 @@ def _custom_fields(cred: ImportedCredential, fields: list[Any], where: str) -> N
             cred["tags"] = merge_tags(cred["tags"], split_tags(value))
         elif kind == FIELD_TEXT and name == EXPIRES_FIELD and cred["expires"] is None and _is_date(value):
             cred["expires"] = value.strip()
+        elif kind == FIELD_HIDDEN:
+            add_field(cred["secret_fields"], name, value)
         else:
             add_field(cred["fields"], name, value)
 
@@ -273,7 +280,7 @@ def _card(cred: ImportedCredential, card: dict[str, Any], where: str) -> None:
     """
     cred["username"] = text_or_none(_str(card, "cardholderName", where))
     cred["secret"] = text_or_none(_str(card, "number", where))
-    _flatten(cred, card, _CARD_FIELDS, where)
+    _flatten(cred, card, _CARD_FIELDS, where, _CARD_SECRETS)
     month = (_str(card, "expMonth", where) or "").strip()
     year = (_str(card, "expYear", where) or "").strip()
     if month and year:
@@ -286,13 +293,19 @@ def _month_end(year: int, month: int) -> str:
     return f"{year:04d}-{month:02d}-{calendar.monthrange(year, month)[1]:02d}"
 
 
-def _flatten(cred: ImportedCredential, obj: dict[str, Any], names: dict[str, str], where: str) -> None:
+def _flatten(
+    cred: ImportedCredential,
+    obj: dict[str, Any],
+    names: dict[str, str],
+    where: str,
+    secrets: frozenset[str] = frozenset(),
+) -> None:
     for key, label in names.items():
         value = obj.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str) and value.strip():
-            add_field(cred["fields"], label, value)
+            add_field(cred["secret_fields" if key in secrets else "fields"], label, value)
         elif value is not None and not isinstance(value, str | list | dict | bool):
             raise InvalidInput(f"{where}.{key} must be text")
 
@@ -340,7 +353,7 @@ def _write_item(index: int, cred: ImportedCredential, folders: dict[str, str]) -
     # A custom field of the reserved names is renamed, so reading the file back cannot take it
     # for the tags or the expiry date.
     fields: list[dict[str, Any]] = []
-    for key, value in cred["fields"].items():
+    for key, value in [*cred["fields"].items(), *(cred.get("secret_fields") or {}).items()]:
         name = f"{key} (custom)" if key in (TAGS_FIELD, EXPIRES_FIELD) else key
         fields.append({"name": name, "value": value, "type": FIELD_HIDDEN, "linkedId": None})
     tags = [t for t in cred["tags"] if t != cred["category"]]

@@ -67,6 +67,33 @@ MAX_AES_ROUNDS = 1_000_000_000
 MAX_ARGON2_MEMORY = 2 * 1024**3
 MAX_ARGON2_LANES = 64
 MAX_ARGON2_WORK = 64 * 1024**3  # memory x iterations, in bytes
+# The decompressed payload (XML, and in KDBX 4 the inner header with its attachments) accepted from
+# a file of at most MAX_KDBX_BYTES. gzip expands up to about 1000:1, so a 64 MiB file could ask for
+# tens of GiB; twice the file cap is far above any real database (the XML of 10,000 entries is about
+# 10 MiB) and bounds the memory used while refusing one (docs/security.md).
+MAX_KDBX_PAYLOAD = 2 * MAX_KDBX_BYTES
+
+
+class _PayloadTooLarge(Exception):
+    """Raised inside pykeepass's parser; turned into InvalidInput by :func:`_open`."""
+
+
+def _bounded_gunzip(self: Any, data: bytes, con: Any, path: Any) -> bytes:
+    """pykeepass's ``Decompressed._decode`` (``zlib.decompress(data, 16 + 15)``, no limit), bounded:
+    at most MAX_KDBX_PAYLOAD + 1 bytes are ever produced, so a bomb costs that much memory at most."""
+    d = zlib.decompressobj(16 + 15)
+    out = d.decompress(data, MAX_KDBX_PAYLOAD + 1)
+    if len(out) > MAX_KDBX_PAYLOAD:
+        raise _PayloadTooLarge
+    if not d.eof:
+        raise zlib.error("truncated gzip stream")
+    return out
+
+
+def _bound_pykeepass() -> None:
+    from pykeepass.kdbx_parsing import common
+
+    common.Decompressed._decode = _bounded_gunzip
 
 
 Binaries = dict[str, Callable[[], bytes]]
@@ -206,11 +233,17 @@ def _open(data: bytes, password: str, key_data: bytes | None, header: Any) -> Py
         # pykeepass asserts on a key file whose checksum does not match, fails in bytes.fromhex on
         # a malformed one, and raises IOError for one it cannot read at all.
         raise InvalidInput("the key file is damaged or not a KeePass key file") from None
+    _bound_pykeepass()
     try:
         transformed = aes_kdf(aes[0], aes[1], composite) if aes is not None else None
         return PyKeePass(io.BytesIO(data), password=pw, keyfile=keyfile, transformed_key=transformed)
     except CredentialsError:
         raise AuthenticationFailed(WRONG_KEY) from None
+    except _PayloadTooLarge:
+        raise InvalidInput(
+            f"the KeePass database's contents expand to more than {MAX_KDBX_PAYLOAD // 1024**2} MiB; refused",
+            "a real database is far smaller: this file is damaged or built to exhaust memory",
+        ) from None
     except (HeaderChecksumError, PayloadChecksumError):
         raise InvalidInput("the KeePass database is damaged: a checksum does not match") from None
     except Exception:  # construct, zlib and lxml errors from a payload that decrypted to garbage
@@ -353,9 +386,17 @@ def _walk(start: Any, recycle_bin: bytes | None) -> Iterator[tuple[Any, list[str
 
 def _entry(entry: Any, path: list[str], binaries: Binaries, prefix: list[str]) -> ImportedCredential:
     strings: dict[str, str] = {}
+    protected: set[str] = set()
     for s in entry.iterfind("String"):
         # The first of duplicated keys wins, as in KeePass itself.
-        strings.setdefault(s.findtext("Key") or "", s.findtext("Value") or "")
+        key = s.findtext("Key") or ""
+        if key not in strings:
+            strings[key] = s.findtext("Value") or ""
+            value = s.find("Value")
+            # Protected (KDBX, encrypted with the inner stream) or ProtectInMemory (XML export):
+            # the user marked it secret.
+            if value is not None and "True" in (value.get("Protected"), value.get("ProtectInMemory")):
+                protected.add(key)
     cred = new_credential(strings.get("Title", "").strip() or UNTITLED)
     where = "entry '" + "/".join([*prefix, *path, cred["label"]]) + "'"  # for error messages
     cred["username"] = text_or_none(strings.get("UserName"))
@@ -368,7 +409,7 @@ def _entry(entry: Any, path: list[str], binaries: Binaries, prefix: list[str]) -
     skip = _STANDARD_KEYS | (KEEPASS_TOTP_KEYS if cred["totp"] else set())
     for key, value in strings.items():
         if key not in skip:
-            add_field(cred["fields"], key, value)
+            add_field(cred["secret_fields" if key in protected else "fields"], key, value)
     cred["expires"] = _expiry(entry, where)
     cred["attachments"] = _attachments(entry, binaries, where)
     return cred

@@ -110,7 +110,8 @@ def _check_xml_safe_text(text: str | None, where: str) -> None:
 def _check_xml_safe(cred: ImportedCredential, where: str) -> None:
     for key in ("label", "username", "secret", "url", "notes", "category", "totp"):
         _check_xml_safe_text(cred[key], f"{where}, {key}")
-    for text in [*cred["tags"], *cred["fields"], *cred["fields"].values()]:
+    hidden = cred.get("secret_fields") or {}
+    for text in [*cred["tags"], *cred["fields"], *cred["fields"].values(), *hidden, *hidden.values()]:
         _check_xml_safe_text(text, f"{where}, tags or custom fields")
     for attachment in cred["attachments"]:
         _check_xml_safe_text(attachment["name"], f"{where}, attachment name")
@@ -180,7 +181,7 @@ def _write_entry(group: Any, index: int, cred: ImportedCredential, when: str, st
     if cred["totp"]:
         _string(entry, "otp", cred["totp"], protect=True)
     used = {"Title", "UserName", "Password", "URL", "Notes", "otp"}
-    for key, value in cred["fields"].items():
+    for key, value in [*cred["fields"].items(), *(cred.get("secret_fields") or {}).items()]:
         # A custom field may not take a standard key, nor a TOTP one (KeePass would read it as
         # the entry's TOTP); and keys must stay unique within the entry.
         if not key.strip() or key in _RESERVED:

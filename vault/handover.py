@@ -95,10 +95,25 @@ def safe_filename(title: str, fallback: str = "untitled") -> str:
     return name or fallback
 
 
+# Spreadsheets run a cell as a formula when it starts with = + - or @ (or a tab or CR), also after spaces,
+# tabs or line breaks (CSV injection). A spreadsheet set to another separator (";" in most European
+# locales, or a tab when pasted) splits a cell at that separator, so what follows a ";", "," or tab
+# is a cell start too ("x;=HYPERLINK(...)" in one quoted CSV cell becomes a formula in ";" locales),
+# and so is what follows a line break (the quoting that kept it in the cell is not seen there).
+_CELL_START = re.compile(r"(^|[;,\t\r\n])([ \t\r\n]*)(?=[=+\-@\t\r])")
+CSV_NOTE = (
+    "credentials.csv and assets.csv are for spreadsheets: where a value could run as a formula "
+    "(it starts with = + - @, a tab or a line break, perhaps after spaces, or has one after a ; , or "
+    "tab), an apostrophe (') is put before it. credentials.json, credentials.keepass.xml and "
+    "credentials.bitwarden.json hold every value exactly: import from those."
+)
+
+
 def csv_cell(value: Any) -> str:
+    """``value`` for a CSV cell, with an apostrophe before every place a spreadsheet would start a
+    formula (:data:`CSV_NOTE` tells the successor; the JSON and password-manager files are exact)."""
     text = "" if value is None else str(value)
-    # Spreadsheets run cells starting with these as formulas (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return _CELL_START.sub(lambda m: f"{m.group(1)}{m.group(2)}'", text)
 
 
 def csv_bytes(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> bytes:
@@ -217,7 +232,12 @@ def attachment_names(h: Handover) -> list[tuple[str, Rec]]:
 def cred_rows(h: Handover) -> list[dict[str, Any]]:
     return [
         {c_: cr.data.get(c_) for c_ in CRED_COLUMNS}
-        | {"id": cr.id, "tags": cr.data.get("tags") or [], "fields": cr.data.get("fields") or {}}
+        | {
+            "id": cr.id,
+            "tags": cr.data.get("tags") or [],
+            "fields": cr.data.get("fields") or {},
+            "secret_fields": cr.data.get("secret_fields") or {},
+        }
         for cr in h.creds
     ]
 
@@ -319,6 +339,7 @@ def _password_manager_files(h: Handover) -> list[BundleFile]:
             "totp": c.data.get("totp"),
             "expires": c.data.get("expires"),
             "fields": c.data.get("fields") or {},
+            "secret_fields": c.data.get("secret_fields") or {},
             "attachments": [],
         }
         for c in h.creds

@@ -105,6 +105,7 @@ def _convert(item: ImportedCredential, warnings: list[str]) -> dict[str, Any]:
         "totp": totp,
         "expires": item.get("expires"),
         "fields": dict(item.get("fields") or {}),
+        "secret_fields": dict(item.get("secret_fields") or {}),
         "attachments": list(item.get("attachments") or []),
     }
 

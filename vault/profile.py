@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import validate
 from .crypto import DecryptFailed
-from .errors import IntegrityError, InvalidInput
+from .errors import IntegrityError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -193,20 +193,31 @@ class Profiles:
         if s is None:
             with self.v.read() as s2:
                 return self.get(s2)
-        row = s.get(Meta, META_KEY)
-        if row is None:
+        if s.get(Meta, META_KEY) is None:
             return Profile()
         try:
-            data = json.loads(self.v.keys.vmk_sealer.open(row.value, self.v.keys.profile_aad()))
-        except (DecryptFailed, ValueError):
-            raise IntegrityError(
-                "the technician profile does not decrypt: tampered or corrupt",
-                "set it again: handover profile set ...",
-            ) from None
+            data = json.loads(self.plaintext(s))
+        except ValueError:
+            data = None
         if not isinstance(data, dict):
             raise IntegrityError("the technician profile has a malformed payload")
         known = {f.name for f in fields(Profile)}
         return Profile(**{k: v for k, v in data.items() if k in known and isinstance(v, str)})
+
+    def plaintext(self, s: Session) -> bytes:
+        """The profile's JSON as stored (for ``rekey``). Raises IntegrityError, NotFound (none set)."""
+        from .models import Meta
+
+        row = s.get(Meta, META_KEY)
+        if row is None:
+            raise NotFound("no technician profile is set", f"set it: {SET_COMMAND}")
+        try:
+            return self.v.keys.vmk_sealer.open(row.value, self.v.keys.profile_aad())
+        except DecryptFailed:
+            raise IntegrityError(
+                "the technician profile does not decrypt: tampered or corrupt",
+                "set it again: handover profile set ...",
+            ) from None
 
     def set(self, **changes: str | None) -> Profile:
         """Update the given fields only (``None``: leave as is; ``""``: clear it); audited.

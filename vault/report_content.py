@@ -131,8 +131,8 @@ def summary_section(h: Handover, today: dt.date) -> Section:
         todo.append(
             (
                 Strong("credentials.csv differs: "),
-                f"{len(changed)} credential(s) hold a value that credentials.csv writes with a leading ' "
-                "so that a spreadsheet does not run it as a formula: ",
+                f"{len(changed)} credential(s) hold a value that credentials.csv writes with an apostrophe (') "
+                "before what a spreadsheet would run as a formula: ",
                 ", ".join(changed),
                 ". The values in this report and in credentials.json are exact.",
             )
@@ -299,8 +299,8 @@ def credential_record(cr: Rec) -> Record:
         notes.append(
             Para(
                 (
-                    f"credentials.csv writes the {', '.join(changed)} of this credential with a leading ' "
-                    "(so that a spreadsheet does not run it as a formula). The value shown here is exact; "
+                    f"credentials.csv writes the {', '.join(changed)} of this credential with an apostrophe (') "
+                    "before what a spreadsheet would run as a formula. The value shown here is exact; "
                     "remove that ' if you copy from the CSV.",
                 ),
                 css="note",

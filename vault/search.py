@@ -39,7 +39,7 @@ TITLE_FIELD = {
     "issue": "title",
     "attachment": "name",
 }
-NOT_SEARCHED = {"secret", "totp", "sha256", "fields"}
+NOT_SEARCHED = {"secret", "totp", "sha256", "fields", "secret_fields"}
 MIN_PREFIX, MAX_PREFIX = 2, 12
 _WORD = re.compile(r"\w+", re.UNICODE)
 INDEX_FLAG = "search_index"

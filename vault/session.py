@@ -4,6 +4,11 @@
 {vault id, vault path, expiry, VMK}) and prints ``HANDOVER_SESSION=hvs1.<id>.<session key>``. The file
 alone is useless without the token; the token alone is useless without the file; ``lock`` deletes
 the file. The expiry is inside the ciphertext, so it cannot be extended by editing the file.
+
+The file is deleted at ``lock``, by the warm agent when the session expires, and by any command that
+finds it expired: its modification time is set to the expiry, so a command can see that without the
+token (a hint for deleting only: the expiry that counts is the one inside the ciphertext). The folder
+is checked on every use (``vault.paths.checked_dir``).
 """
 
 from __future__ import annotations
@@ -24,19 +29,33 @@ from .errors import AuthenticationFailed, InvalidInput, StorageError
 TOKEN_PREFIX = "hvs1"  # noqa: S105 - a format tag, not a secret
 MAX_SECONDS = 7 * 24 * 3600
 _TOKEN_RE = re.compile(r"^hvs1\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})$")
+_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
-def runtime_dir() -> Path:
-    """Where session files live (``vault.paths``), created 0700."""
-    from .paths import sessions_dir
+def runtime_dir(sweep: bool = True) -> Path:
+    """Where session files live (``vault.paths``): made 0700 if missing, checked on every call.
 
-    path = sessions_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
-    except OSError as exc:
-        raise StorageError(f"cannot create the session directory {path}: {exc.strerror}") from None
-    return path
+    Raises:
+        StorageError: the folder or its base is another user's, a symbolic link or not 0700.
+    """
+    from .paths import checked_dir
+
+    folder = checked_dir(create=True)
+    if sweep:
+        _delete_expired(folder)
+    return folder
+
+
+def _delete_expired(folder: Path) -> None:
+    """Delete the session files whose expiry (their mtime) has passed: a file left by an agent that
+    was killed, or by a session nobody used again, would otherwise wait for the next reboot."""
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if _ID_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < now:
+                        os.unlink(entry.path)
 
 
 def parse_duration(text: str) -> int:
@@ -58,11 +77,12 @@ def create(vault_id: str, vault_path: Path, vmk: bytes, seconds: int) -> str:
     """Write a session file and return the token to export as ``HANDOVER_SESSION``."""
     session_id = secrets.token_hex(16)
     key = random_key()
+    expires = time.time() + seconds
     payload = json.dumps(
         {
             "vault_id": vault_id,
             "vault_path": str(vault_path.resolve()),
-            "expires": time.time() + seconds,
+            "expires": expires,
             "vmk": base64.b64encode(vmk).decode("ascii"),
         }
     ).encode()
@@ -72,6 +92,7 @@ def create(vault_id: str, vault_path: Path, vmk: bytes, seconds: int) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
+        os.utime(path, (expires, expires))  # for _delete_expired
     except OSError as exc:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -94,7 +115,8 @@ def _parse(token: str) -> tuple[str, bytes]:
 def load(token: str, vault_id: str) -> bytes:
     """The VMK held by a live session for this vault; AuthenticationFailed otherwise."""
     session_id, key = _parse(token)
-    path = runtime_dir() / session_id
+    folder = runtime_dir(sweep=False)  # our own file first: an expired one is then said to be so
+    path = folder / session_id
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
@@ -102,6 +124,8 @@ def load(token: str, vault_id: str) -> bytes:
             "the session has ended (locked, expired or from another machine)",
             "unlock again with: eval $(handover unlock)",
         ) from None
+    finally:
+        _delete_expired(folder)
     try:
         data = json.loads(Sealer(key).open(blob, _aad(session_id)))
     except (DecryptFailed, ValueError):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import AlreadyExists, IntegrityError, InvalidInput, StorageError
+from .validate import TERMINAL_UNSAFE
 
 BLOCK = tarfile.BLOCKSIZE  # 512: tar's unit
 RECORD = tarfile.RECORDSIZE  # 10240: archives are padded to whole records, as tar(1) and tarfile do
@@ -90,7 +91,7 @@ DEFAULT_LIMITS = TarLimits()
 def name_problem(name: str, limits: TarLimits = DEFAULT_LIMITS) -> str | None:
     """Why ``name`` is not a safe relative path inside an archive, or None when it is.
 
-    Refused: empty, NUL, backslash, control characters, a leading ``/``, empty, ``.`` or ``..``
+    Refused: empty, NUL, backslash, control and format characters (``validate.TERMINAL_UNSAFE``), a leading ``/``, empty, ``.`` or ``..``
     components, and names or components longer than the limits.
     """
     if not name:
@@ -101,6 +102,10 @@ def name_problem(name: str, limits: TarLimits = DEFAULT_LIMITS) -> str | None:
         return "a backslash in the name"
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         return "a control character in the name"
+    if TERMINAL_UNSAFE.search(name):
+        # C1 controls, bidi overrides (U+202E shows "gpj.exe" as "exe.jpg") and other format
+        # characters: the same set printable() neutralises on a terminal.
+        return "a control or format character (such as a bidi override) in the name"
     if name.startswith("/"):
         return "an absolute path"
     parts = name.split("/")

@@ -12,6 +12,38 @@ MAX_TEXT = 1_000_000  # 1 MB of Markdown per document is far more than any real 
 MAX_FIELD = 10_000  # single-line fields: names, labels, usernames, URLs, secrets.
 SEVERITIES = ("critical", "high", "medium", "low")
 
+# Characters that drive a terminal or reorder what it shows rather than being shown: C0 controls
+# but tab and newline, DEL, C1 controls (U+0080-U+009F: CSI U+009B starts an escape sequence on
+# its own), and every format character (Unicode category Cf: bidirectional embeddings, overrides
+# and isolates U+202A-U+202E and U+2066-U+2069, the marks U+200E/U+200F and U+061C, zero-width
+# characters, the BOM, tag characters) plus the line and paragraph separators (Zl, Zp). Written as
+# ranges so that importing this costs nothing; tests/test_outside_data.py checks it against
+# unicodedata's Cf, Zl and Zp for every code point.
+_UNSAFE_RANGES = (
+    "\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
+TERMINAL_UNSAFE = re.compile(f"[{_UNSAFE_RANGES}]")
+_UNSAFE_OR_NEWLINE = re.compile(f"[\n{_UNSAFE_RANGES}]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str, multiline: bool = False) -> str:
+    """``text`` with every character of :data:`TERMINAL_UNSAFE` shown as an escape (``\\x1b``,
+    ``\\u202e``) instead of obeyed; newlines too unless ``multiline``.
+
+    The one function that everything from outside (bundle manifests, certificates, receipts,
+    imported files, vault content) passes before it reaches a terminal: a value on one line cannot
+    start another (a forged "Signed by ..." line) nor hide or reorder the text around it.
+    """
+    return (TERMINAL_UNSAFE if multiline else _UNSAFE_OR_NEWLINE).sub(_escape, text)
+
 
 def slug(text: str) -> str:
     value = (text or "").strip()
