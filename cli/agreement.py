@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .context import confirm, emit_json, fields, json_option, printable, state
+from .context import confirm, emit_json, fields, json_option, printable, profile_warnings, state
 from .params import DATE, DAYS
 
 
@@ -118,8 +118,11 @@ def end(
     help="Your own Markdown template (start from --print-template).",
 )
 @click.option("--print-template", is_flag=True, help="Print the built-in template and exit.")
-@click.option("--sender", help="Your name, as the letter is signed.")
-@click.option("--sender-contact", help="How the client reaches you after the end (phone, email).")
+@click.option("--sender", help="Your name, as the letter is signed (default: the technician profile's).")
+@click.option(
+    "--sender-contact",
+    help="How the client reaches you after the end (default: the profile's telephone and email).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing letter files.")
 def letter(
     slug: str | None,
@@ -134,7 +137,8 @@ def letter(
 
     It states the reasons, the effective date and the clause it follows, the handover plan, the
     open issues to acknowledge, and how the client reaches you during the on-hand window and how
-    their identity is checked. It never contains a secret. Files are written 0600.
+    their identity is checked. It is signed with your technician profile (`handover profile set`).
+    It never contains a secret. Files are written 0600.
     """
     from .. import letter as letters
 
@@ -154,12 +158,7 @@ def letter(
     warning = letters.notice_warning(v, slug)
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    blanks = [opt for opt, value in (("--sender", sender), ("--sender-contact", sender_contact)) if not value]
-    if blanks:
-        click.echo(
-            f"note: the letter has blanks in [brackets]; fill them in or pass {' and '.join(blanks)}",
-            err=True,
-        )
+    profile_warnings(v)
 
 
 @click.command()
@@ -213,6 +212,7 @@ def forget(slug: str, yes: bool, cert_path: str | None, keep_backups: bool) -> N
         ),
         yes,
     )
+    profile_warnings(v)
     done = forgetting.forget_client(v, slug, delete_backups=not keep_backups)
     try:
         text = forgetting.certificate(v, done.audit_seq, purged=done.purged)
@@ -283,6 +283,7 @@ def certificate_verify(file: str, signer: str | None) -> None:
         )
     else:
         _receipt_summary(facts)
+    issued_by(facts)
     signed_by = f"{printable(str(result.signer))}  {printable(result.signer_ssh_fingerprint)}"
     if result.signer_checked:
         click.echo(f"Signed by {signed_by} (the signer you expected).")
@@ -313,6 +314,16 @@ def _receipt_summary(facts: dict[str, Any]) -> None:
         click.echo(printable(line))
 
 
+def issued_by(facts: dict[str, Any]) -> None:
+    """Who issued a certificate or receipt (the technician profile in its facts), when it says."""
+    issuer = facts.get("issued_by")
+    if isinstance(issuer, dict) and issuer.get("name"):
+        from ..profile import Profile, call_to_confirm
+
+        known = {k: str(x) for k, x in issuer.items() if k in ("name", "company", "phone") and x}
+        click.echo(f"Issued by {printable(call_to_confirm(Profile(**known)))}.")
+
+
 @certificate.command("issue")
 @click.argument("seq", type=int)
 @click.option(
@@ -329,3 +340,4 @@ def certificate_issue(seq: int, out: str, force: bool) -> None:
     text = make(v, seq, purged=purge(v))
     write_private_files({Path(out): text.encode("utf-8")}, force=force)
     click.echo(f"Wrote {out}")
+    profile_warnings(v)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .context import emit_json, json_option, new_secret, printable, secret_env, state
+from .context import emit_json, json_option, new_secret, printable, profile_warnings, secret_env, state
 
 
 @click.command()
@@ -105,7 +105,11 @@ def _echo_vault_keys(v: Any) -> None:
 
 @click.command()
 @click.option(
-    "--out", "out", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Write the identity to KEYFILE (0600)."
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    metavar="KEYFILE",
+    help="Write the identity to KEYFILE (0600).",
 )
 def keygen(out: str | None) -> None:
     """Make an age identity for a successor who has none; prints the public key."""
@@ -167,6 +171,9 @@ def export(
         click.echo(
             f"warning: exported despite {len(r.readiness.blocking)} blocking gap(s) (--force)", err=True
         )
+    from ..readiness import PROFILE_CODES
+
+    profile_warnings(v, [g for g in r.readiness.warnings if g.code in PROFILE_CODES])
     click.echo(f"Wrote {r.path} ({r.size} bytes, {r.files} files).")
     click.echo(f"Bundle SHA-256:    {r.sha256}")
     click.echo(f"Vault fingerprint: {r.fingerprint}  {v.ssh_fingerprint}")

@@ -326,6 +326,14 @@ def printable(text: str, multiline: bool = False) -> str:
     return neutralised(text, multiline)
 
 
+def profile_warnings(v: Vault, gaps: list[Any] | None = None) -> None:
+    """Say on stderr when documents cannot name who is handing over (no or incomplete profile)."""
+    from ..readiness import profile_gaps
+
+    for gap in profile_gaps(v.profile.get()) if gaps is None else gaps:
+        click.echo(f"warning: {gap.message}", err=True)
+
+
 def short(rid: str) -> str:
     return rid[:8]
 

@@ -55,6 +55,21 @@ def _steps(work: Path, today: dt.date) -> list[Step]:
     s = SLUG
     return [
         Step(
+            "Who is handing over: the letter, the bundle and the certificate are signed with it.",
+            [
+                "profile",
+                "set",
+                "--name",
+                "Sam Carter",
+                "--company",
+                "Carter Field IT",
+                "--email",
+                "sam@carter-field-it.example",
+                "--phone",
+                "+44 20 7946 0100",
+            ],
+        ),
+        Step(
             "Record the client and its contract (1 month notice, to the end of a month).",
             [
                 "client",

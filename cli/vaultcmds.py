@@ -32,6 +32,13 @@ def init() -> None:
     click.echo("Recovery code (shown once; write it down and keep it offline):")
     click.echo(f"    {code}")
     click.echo("It sets a new passphrase with `handover recover` if the passphrase is lost.")
+    click.echo("")
+    click.echo("Next:")
+    click.echo(
+        '  handover profile set --name "Your Name" --company "Your Company" --email you@example.net \\'
+    )
+    click.echo('      --phone "+44 20 7946 0000"     # who signs letters, bundles and certificates')
+    click.echo('  handover client add SLUG --name "Client Ltd"')
 
 
 def _init_passphrase() -> str:

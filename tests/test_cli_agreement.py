@@ -20,6 +20,11 @@ from handover_vault.letter import default_template
 from tests.conftest import PASSPHRASE, run
 from tests.test_forget import client_blobs, found, vault_bytes
 
+NO_PROFILE = (
+    "warning: no technician profile: letters, bundles and certificates show blanks such as [your name] "
+    "(set it: handover profile set --name NAME --company COMPANY --email EMAIL --phone PHONE)\n"
+)
+
 
 @pytest.fixture
 def cli_vault(acme, vault_path):
@@ -206,9 +211,7 @@ def test_ack_and_letter(cli, cli_vault, acme, tmp_path) -> None:
     letters.mkdir()
     res = cli(["letter", "acme", "--out", str(letters), "--sender", "Alex Tech"], cli_vault)
     assert res.returncode == 0, res.stderr
-    assert res.stderr.endswith(
-        "note: the letter has blanks in [brackets]; fill them in or pass --sender-contact\n"
-    )
+    assert res.stderr.endswith(NO_PROFILE)
     assert res.stderr.startswith("warning: the notice date 2026-11-26 is before today")
     md, html = letters / "acme-termination-letter.md", letters / "acme-termination-letter.html"
     for path in (md, html):
@@ -291,7 +294,9 @@ def test_forget_through_the_command(cli, cli_vault, acme, tmp_path) -> None:
     res = run(["forget", "old", "--yes", "--certificate", str(cert)], cli_vault)
     assert res.returncode == 0, res.stderr
     assert "Forgot old (Old Co): 3 records and the client's key destroyed (audit entry" in res.stdout
-    assert res.stderr == "note: backups of the vault you made before now still hold this client's data.\n"
+    assert res.stderr == (
+        NO_PROFILE + "note: backups of the vault you made before now still hold this client's data.\n"
+    )
     assert found(blobs, vault_bytes(cli_vault)) == []
     assert stat.S_IMODE(os.stat(cert).st_mode) == 0o600
 

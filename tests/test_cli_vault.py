@@ -51,6 +51,11 @@ def test_init_prints_the_recovery_code_once_and_makes_a_private_file(vault_path:
         "Recovery code (shown once; write it down and keep it offline):",
         f"    {code}",
         "It sets a new passphrase with `handover recover` if the passphrase is lost.",
+        "",
+        "Next:",
+        '  handover profile set --name "Your Name" --company "Your Company" --email you@example.net \\',
+        '      --phone "+44 20 7946 0000"     # who signs letters, bundles and certificates',
+        '  handover client add SLUG --name "Client Ltd"',
     ]
     assert done.stderr == ""
     assert mode(vault_path) == 0o600

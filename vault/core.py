@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .audit import AuditLog
     from .clients import Clients
     from .creds import Creds
+    from .profile import Profiles
     from .records import Records
     from .services import Assets, Contacts, Docs, Issues
 
@@ -282,6 +283,13 @@ class Vault:
         from .attachments import Attachments
 
         return Attachments(self)
+
+    @cached_property
+    def profile(self) -> Profiles:
+        """The technician's own identity (name, company, email, phone, address, website)."""
+        from .profile import Profiles
+
+        return Profiles(self)
 
     def search(self, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         from .search import search

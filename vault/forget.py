@@ -261,8 +261,11 @@ def _entry(v: Vault, seq: int) -> tuple[dict[str, Any], str, bytes]:
 
 def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
     """The Markdown of the certificate for the ``client.forget`` entry ``seq`` (unsigned)."""
+    from .profile import technician_md
+
     d, at, mac = _entry(v, seq)
     n: dict[str, int] = d.get("counts") or {}
+    issuer = v.profile.get()
     names = [str(b) for b in d.get("upgrade_backups") or [] if "/" not in str(b)]
     # Checked on disk as the certificate is written: it never says a copy is gone that is not.
     copies = {
@@ -277,6 +280,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "vault_fingerprint": v.fingerprint,
         "audit": {"seq": seq, "mac": mac.hex()},
         "storage_purged": purged,
+        "issued_by": issuer.values() if issuer.is_set else None,
         "upgrade_backups": copies,
     }
     kinds = ["- the client's data key and its profile (name, agreement terms and dates)"]
@@ -305,6 +309,9 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "",
         *kinds,
         "",
+        "## Issued by",
+        "",
+        technician_md(issuer),
         "## What this does not cover",
         "",
         *_backup_lines(copies),

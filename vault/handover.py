@@ -40,8 +40,8 @@ class Handover:
     exported_at: str
     ssh_fingerprint: str = ""  # SHA256:… of the vault's signing key (ssh-keygen -lf)
     ssh_public_key: str = ""  # ssh-ed25519 AAAA… handover-vault
-    # The outgoing technician to call (keys name, phone, email), for VERIFY.txt and the report's
-    # "Checking this bundle"; None until the vault records a technician profile.
+    # The outgoing technician (the profile's fields that are set: name, company, email, phone,
+    # address, website), for VERIFY.txt and the report; None while the vault has no profile.
     technician: dict[str, str] | None = None
     contacts: list[Rec] = field(default_factory=list)
     docs: list[Rec] = field(default_factory=list)
@@ -67,6 +67,7 @@ class Handover:
 def collect(v: Vault, s: Session, client: ClientRef, exported_at: str) -> Handover:
     """Read (and decrypt) everything the bundle needs inside one read transaction."""
     h = Handover(client, v.fingerprint, exported_at, v.ssh_fingerprint, v.ssh_public_key)
+    h.technician = v.profile.get(s).present() or None
     for kind, attr in (
         ("contact", "contacts"),
         ("doc", "docs"),
@@ -248,6 +249,7 @@ def client_json(h: Handover) -> dict[str, Any]:
         "agreement": c.agreement,
         "contacts": [r.data for r in h.contacts],
         "successor": c.data.get("successor"),
+        "technician": h.technician,
         "exported_at": h.exported_at,
         "vault": h.fingerprint,
     }

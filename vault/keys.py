@@ -174,6 +174,10 @@ class VaultKeys:
     def signing_aad(self) -> bytes:
         return _aad("handover-vault/v1/signing-key", self.vault_id)
 
+    def profile_aad(self) -> bytes:
+        """The technician profile's place: one per vault (``meta.profile``)."""
+        return _aad("handover-vault/v1/profile", self.vault_id)
+
     def wrap_signing_key(self, private_raw: bytes) -> bytes:
         return self.vmk_sealer.seal(private_raw, self.signing_aad())
 

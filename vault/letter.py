@@ -25,14 +25,19 @@ if TYPE_CHECKING:
 PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
 MAX_TEMPLATE = 256 * 1024
-SENDER_BLANK = "[your name]"
-CONTACT_BLANK = "[your telephone number and email address]"
 
 # Every placeholder a template may use, with what it becomes (docs/agreement.md lists the same).
 PLACEHOLDERS = {
     "letter_date": "today's date",
-    "sender": "your name (letter --sender)",
-    "sender_contact": "how to reach you (letter --sender-contact)",
+    "sender": "your name and company (handover profile set, or letter --sender)",
+    "sender_contact": "how to reach you: telephone and email (profile, or letter --sender-contact)",
+    "sender_signature": "your signature: name, company, address, telephone, email, website",
+    "sender_name": "your name (handover profile set --name)",
+    "sender_company": "your company (--company)",
+    "sender_email": "your email address (--email)",
+    "sender_phone": "your telephone number (--phone)",
+    "sender_address": "your postal address (--address)",
+    "sender_website": "your website (--website)",
     "client_name": "the client's display name",
     "client_slug": "the client's short name in the vault",
     "contract_start": "the contract start date, or 'the start of our cooperation'",
@@ -220,18 +225,21 @@ def values(
     sender_contact: str | None = None,
     today: dt.date | None = None,
 ) -> dict[str, str]:
-    """Every placeholder's text for this client. Raises NotFound (no client, no notice recorded)."""
+    """Every placeholder's text for this client. Raises NotFound (no client, no notice recorded).
+
+    Who signs comes from the technician profile (``handover profile set``); ``sender`` replaces its
+    name and ``sender_contact`` how to reach you. What neither says stays a visible blank.
+    """
     client = v.clients.get(slug)
     a = require_notice(client)
     states = ack_state(v, client)
     names = _contacts(v, client)
     start = a.get("contract_start") or "the start of our cooperation"
-    sender = _one_line(sender) or SENDER_BLANK
-    reach = _one_line(sender_contact) or CONTACT_BLANK
+    technician = _technician(v, sender, sender_contact)
+    reach = technician["sender_contact"]
     return {
         "letter_date": (today or dt.date.today()).isoformat(),
-        "sender": sender,
-        "sender_contact": reach,
+        **technician,
         "client_name": _one_line(client.name),
         "client_slug": client.slug,
         "contract_start": start,
@@ -258,6 +266,18 @@ def values(
         "vault_ssh_key": v.ssh_public_key,
         "audit_head": _audit_head(v),
     }
+
+
+def _technician(v: Vault, sender: str | None, sender_contact: str | None) -> dict[str, str]:
+    """The ``{{sender…}}`` placeholders, from the profile and the letter's own options."""
+    from dataclasses import replace
+
+    from .profile import letter_values
+
+    profile = v.profile.get()
+    if _one_line(sender):
+        profile = replace(profile, name=_one_line(sender))
+    return letter_values(profile, sender_contact)
 
 
 def _audit_head(v: Vault) -> str:

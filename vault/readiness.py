@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .clients import ClientRef
     from .core import Vault
+    from .profile import Profile
     from .records import Rec
 
 # Categories a successor cannot work without. Registrar and DNS count as one need: either will do.
@@ -22,6 +23,8 @@ ESSENTIAL = (
     (("mfa-recovery",), "MFA recovery"),
     (("firewall",), "firewall"),
 )
+# The gaps about the technician profile (who signs the documents), shown by letter, export and forget.
+PROFILE_CODES = ("no-profile", "profile-incomplete")
 STALE_DAYS = 365
 EXPIRY_WARN_DAYS = 60
 
@@ -137,6 +140,38 @@ def _asset_gaps(assets: list[Rec]) -> list[Gap]:
     return gaps
 
 
+def profile_gaps(profile: Profile) -> list[Gap]:
+    """Warnings (never blocking) when the documents cannot say who is handing over or how to reach them.
+
+    The letter, the bundle's report, the certificate of destruction and the request report are
+    signed by the technician profile; without it they keep visible blanks such as ``[your name]``.
+    """
+    from .profile import SET_COMMAND
+
+    if not profile.is_set:
+        return [
+            Gap(
+                "warning",
+                "no-profile",
+                "no technician profile: letters, bundles and certificates show blanks such as "
+                f"[your name] (set it: {SET_COMMAND})",
+            )
+        ]
+    missing = [("name", "--name NAME")] if not profile.name else []
+    if not (profile.phone or profile.email):
+        missing.append(("telephone or email", "--phone PHONE --email EMAIL"))
+    if not missing:
+        return []
+    what, options = " and no ".join(w for w, _ in missing), " ".join(o for _, o in missing)
+    return [
+        Gap(
+            "warning",
+            "profile-incomplete",
+            f"the technician profile has no {what} (set it: handover profile set {options})",
+        )
+    ]
+
+
 def acknowledged(v: Vault, client: ClientRef) -> dict[str, bool]:
     """Issue id -> acknowledged as it stands now (empty when acknowledgements are not available)."""
     try:
@@ -164,6 +199,7 @@ def check(v: Vault, slug: str) -> Readiness:
             Gap("blocking", "no-successor", "no successor recipient key (successor set SLUG --recipient KEY)")
         )
     gaps += _asset_gaps(recs["asset"])
+    gaps += profile_gaps(v.profile.get())
     gaps.sort(key=lambda g: g.level != "blocking")
     due = None
     try:

@@ -56,11 +56,19 @@ def facts(v: Vault, done: Logged) -> dict[str, Any]:
             for i in d.get("items") or []
         ],
         "audit": {"seq": done.head_seq, "mac": done.head_mac.hex()},
+        "issued_by": _issuer(v),
     }
+
+
+def _issuer(v: Vault) -> dict[str, str | None] | None:
+    """Who issues the receipt: the technician profile's fields (None while the vault has none)."""
+    profile = v.profile.get()
+    return profile.values() if profile.is_set else None
 
 
 def body(v: Vault, done: Logged) -> str:
     """The receipt's Markdown, unsigned. User text is escaped (``requests.md``), facts are JSON."""
+    from .profile import Profile, technician_md
     from .requests import KIND_NAMES, md
 
     f = facts(v, done)
@@ -89,6 +97,9 @@ def body(v: Vault, done: Logged) -> str:
     lines += [
         f"- **Audit log:** entry {f['audit']['seq']}, MAC `{f['audit']['mac']}`",
         "",
+        "## Issued by",
+        "",
+        technician_md(Profile(**(f["issued_by"] or {}))),
         "This receipt records that the request above was logged in the technician's tamper-evident "
         "audit log, and what was decided. It holds no password, key or other secret: a disclosure "
         "names the item and its version only.",

@@ -205,6 +205,15 @@ def recompute_commitments(v: Vault, s: Session) -> None:
     """
 
 
+def reseal_profile(v: Vault, s: Session, new: keys.VaultKeys) -> None:
+    """The technician profile (``meta.profile``, sealed under the VMK) under the new master key."""
+    from .profile import META_KEY
+
+    row = s.get(Meta, META_KEY)
+    if row is not None:
+        row.value = new.vmk_sealer.seal(v.profile.plaintext(s), new.profile_aad())
+
+
 def rekey(v: Vault, passphrase: str) -> Rekeyed:
     """Re-key the vault ``v`` (opened with ``passphrase``). The old ``v`` must not be used after.
 
@@ -235,6 +244,7 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
         meta = s.get(Meta, "signing_private")
         assert meta is not None
         meta.value = new.wrap_signing_key(v.keys.unwrap_signing_key(_blob(meta.value)))
+        reseal_profile(v, s, new)
         s.execute(delete(KeySlot))
         for slot in slots:
             s.add(_slot_row(slot))

@@ -152,7 +152,25 @@ def summary_section(h: Handover, today: dt.date) -> Section:
             css="note",
         )
     )
+    blocks += technician_blocks(h)
     return Section("Summary", tuple(blocks))
+
+
+def technician_blocks(h: Handover) -> list[BlockT]:
+    """Who hands over, from the technician profile (visible blanks such as [your name] without one)."""
+    from .profile import BLANKS, LABELS, Profile, technician_lines
+
+    profile = Profile(**(h.technician or {}))
+    exact = {LABELS["email"]: "email", LABELS["website"]: "url"}
+    items: list[tuple[Inline, ...]] = []
+    for label, value in technician_lines(profile):
+        shown: Inline = value
+        if value not in BLANKS.values() and label in exact:
+            shown = Exact(value, exact[label])
+        elif value not in BLANKS.values() and label == LABELS["phone"]:
+            shown = Nowrap(value)
+        items.append((Strong(f"{label}: "), shown))
+    return [Para((Strong("Outgoing technician (handing over)"),)), Bullets(tuple(items))]
 
 
 def _expiries(h: Handover) -> list[tuple[str, str, str]]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from .clients import ClientRef
     from .core import Vault
+    from .profile import Profile
     from .records import Rec
 
 KIND = "request"
@@ -416,7 +417,9 @@ class Requests:
         linked = reconcile(self.v, client)
         found = problems(linked)
         head = self.v.audit.head()
-        text, page = render_report(client, linked, agreement_at(client), self.v.fingerprint, head, utcnow())
+        text, page = render_report(
+            client, linked, agreement_at(client), self.v.fingerprint, head, utcnow(), self.v.profile.get()
+        )
         self.v.audit.append_now(
             "request.report",
             client=client,
@@ -519,9 +522,17 @@ def _section(x: Linked) -> list[str]:
 
 
 def render_report(
-    client: ClientRef, linked: list[Linked], agreement: dict[str, Any], fingerprint: str, head: Any, now: str
+    client: ClientRef,
+    linked: list[Linked],
+    agreement: dict[str, Any],
+    fingerprint: str,
+    head: Any,
+    now: str,
+    technician: Profile | None = None,
 ) -> tuple[str, str]:
     """The report as Markdown and HTML. Only request records go in: they never hold a secret."""
+    from .profile import Profile, contact_md, sender_md
+
     counts = {d: sum(1 for x in linked if x.request.data["decision"] == d) for d in DECISIONS}
     summary = ", ".join(f"{n} {d}" for d, n in counts.items() if n) or "none"
     logged = sum(1 for x in linked if x.seq)
@@ -542,6 +553,8 @@ def render_report(
         f"| Requests | {len(linked)} ({summary}) |",
         f"| Sources | {sources} |",
         f"| Prepared | {md(now)} |",
+        f"| Prepared by | {sender_md(technician or Profile())} |",
+        f"| Contact | {contact_md(technician or Profile())} |",
         f"| Vault | {md(fingerprint)} |",
         f"| Audit log | {head.seq} entries, newest MAC {head.mac.hex()[:16]} |",
         "",

@@ -120,7 +120,8 @@ def technician_line(technician: Mapping[str, str] | None) -> str:
     if not t.get("name"):
         return "Call the outgoing technician on a number you already know, not one from this bundle."
     reach = ", ".join(x for x in (t.get("phone"), t.get("email")) if x)
+    who = f"{t['name']}, {t['company']}" if t.get("company") else t["name"]
     return (
-        f"The outgoing technician is {t['name']}{f' ({reach})' if reach else ''}; call them on a "
+        f"The outgoing technician is {who}{f' ({reach})' if reach else ''}; call them on a "
         "number you already know, not only one from this bundle."
     )
