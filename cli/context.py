@@ -360,6 +360,8 @@ def report_error(exc: BaseException, debug: bool) -> int:
     if isinstance(exc, VaultError):
         # Messages may quote outside values (a label, a file name, a manifest's field).
         click.echo(f"Error: {printable(exc.message)}", err=True)
+        for line in exc.details:
+            click.echo(f"  {printable(line)}", err=True)
         for hint in exc.hints:
             click.echo(f"hint: {printable(hint)}", err=True)
         return exc.exit_code

@@ -13,10 +13,13 @@ class VaultError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *hints: str) -> None:
+    def __init__(self, message: str, *hints: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hints = tuple(h for h in hints if h)
+        # Lines listed under the message (one item each, such as a blocking gap): kept apart so
+        # that a newline inside a quoted value can never pass for one of them.
+        self.details = details
 
     def __str__(self) -> str:
         return self.message

@@ -103,10 +103,10 @@ def export(
     readiness = check(v, slug)
     if readiness.blocking and not force:
         # One gap a line, as `handover check` lists them: a list run together is unreadable.
-        gaps = "".join(f"\n  BLOCKING  {g.message}" for g in readiness.blocking)
         raise PolicyRefused(
-            f"{slug} is not ready to hand over ({len(readiness.blocking)} blocking gap(s)):{gaps}",
+            f"{slug} is not ready to hand over ({len(readiness.blocking)} blocking gap(s)):",
             f"fill the gaps (handover check {slug}) or export anyway with --force",
+            details=tuple(f"BLOCKING  {g.message}" for g in readiness.blocking),
         )
     exported_at = utcnow()
     day = dt.date.fromisoformat(exported_at[:10])
