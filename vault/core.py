@@ -110,6 +110,7 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.Va
         k = keys.VaultKeys(vault_id, vmk)
         recovery = keys.new_recovery_code()
         priv, pub = crypto.new_signing_key()
+        v = Vault(path, st, k)
         with st.write("creating the vault") as s:
             s.add(Meta(key="format", value=FORMAT))
             s.add(Meta(key="vault_id", value=vault_id.encode()))
@@ -120,8 +121,10 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.Va
             rec = keys.normalise_recovery_code(recovery)
             s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
             mark_indexed(s)
-        v = Vault(path, st, k)
-        v.audit.append_now("vault.init", detail={"fingerprint": v.fingerprint})
+            from .commitment import recompute_commitments
+
+            recompute_commitments(v, s)
+            v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub)})
     finally:
         st.close()
     return k, recovery
@@ -183,10 +186,28 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
             raise AuthenticationFailed("no passphrase was given")
         if older:
             store.upgrade_older(st)
+        v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+        _opened(v)
     except BaseException:
         st.close()
         raise
-    return Vault(path, st, keys.VaultKeys(vault_id, vmk))
+    return v
+
+
+def _opened(v: Vault) -> None:
+    """Once unlocked: compute the commitments of an upgraded vault, then compare the file with the
+    last state this machine saw (statehead.py). Raises IntegrityError for an older file."""
+    from .statehead import check_open
+
+    with v.read() as s:
+        from .commitment import is_initialised
+
+        initialised = is_initialised(s)
+    if not initialised:
+        from .commitment import initialise
+
+        initialise(v)
+    check_open(v)
 
 
 def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
@@ -202,6 +223,11 @@ def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> 
         st.close()
         raise
     v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+    try:
+        _opened(v)
+    except BaseException:
+        st.close()
+        raise
     v.set_passphrase(new_passphrase, action="vault.recover")
     return v
 
@@ -291,9 +317,22 @@ class Vault:
     def _meta(self) -> dict[str, bytes]:
         return _read_meta(self.store)
 
-    @property
+    @cached_property
     def signing_public(self) -> bytes:
-        return self._meta["signing_public"]
+        """The stored public key, once it is known to be the one of the vault's own private key.
+
+        Raises IntegrityError when it was swapped: the letter, checkpoints and every signature
+        would otherwise announce another key's fingerprint.
+        """
+        stored = self._meta["signing_public"]
+        private = self.keys.unwrap_signing_key(self._meta["signing_private"])
+        if not crypto.mac_equal(crypto.public_from_private(private), bytes(stored)):
+            raise IntegrityError(
+                "the vault's signing public key does not match its private key: it was swapped "
+                "(tampered); nothing was signed or shown",
+                "run: handover verify",
+            )
+        return bytes(stored)
 
     @property
     def fingerprint(self) -> str:
@@ -301,6 +340,7 @@ class Vault:
 
     def sign(self, data: bytes) -> bytes:
         """Ed25519 signature with the vault's key (the private key is unwrapped for this call only)."""
+        self.signing_public  # noqa: B018 - refuses a swapped public key before anything is signed
         priv = self.keys.unwrap_signing_key(self._meta["signing_private"])
         return crypto.sign(priv, data)
 
@@ -315,8 +355,7 @@ class Vault:
         secret = keys.normalise_passphrase(new_passphrase)
         slot = keys.make_slot(self.vault_id, "passphrase", secret, self.keys.vmk, kdf_params())
         with self.store.write("changing the passphrase") as s:
-            s.execute(delete(KeySlot).where(KeySlot.kind == "passphrase"))
-            s.add(_slot_row(slot))
+            self._replace_slots(s, "passphrase", slot)
             self.audit.append(s, action, detail={"slot": slot.id})
 
     def new_recovery_code(self) -> str:
@@ -325,10 +364,23 @@ class Vault:
             self.vault_id, "recovery", keys.normalise_recovery_code(code), self.keys.vmk, kdf_params()
         )
         with self.store.write("replacing the recovery code") as s:
-            s.execute(delete(KeySlot).where(KeySlot.kind == "recovery"))
-            s.add(_slot_row(slot))
+            self._replace_slots(s, "recovery", slot)
             self.audit.append(s, "vault.recovery-code", detail={"slot": slot.id})
         return code
+
+    def _replace_slots(self, s: Any, kind: str, slot: keys.SlotData) -> None:
+        """Delete the slots of ``kind`` and add ``slot``, after checking the slots are the vault's own."""
+        from .commitment import hasher, tracker
+        from .statecheck import check_top
+
+        check_top(self, s)
+        state, h = tracker(self, s), hasher(self)
+        for old in s.execute(select(KeySlot).where(KeySlot.kind == kind)).scalars().all():
+            state.vault_element(h.slot(old), -1)
+        s.execute(delete(KeySlot).where(KeySlot.kind == kind))
+        row = _slot_row(slot)
+        s.add(row)
+        state.vault_element(h.slot(row), +1)
 
     def start_session(self, seconds: int) -> str:
         token = session.create(self.vault_id, self.path, self.keys.vmk, seconds)

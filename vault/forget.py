@@ -37,6 +37,7 @@ from sqlalchemy import delete, func, select
 
 from . import crypto
 from .agreement import effective_status, status_line
+from .commitment import tracker
 from .errors import IntegrityError, InvalidInput, NotFound, PolicyRefused, StorageError
 
 if TYPE_CHECKING:
@@ -150,6 +151,9 @@ def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotte
         check_forgettable(client, today)
         n = counts(v, s, client)
         a = client.agreement
+        row = s.get(Client, client.id)
+        if row is not None:
+            tracker(v, s).client_removed(s, row)
         s.execute(delete(Client).where(Client.id == client.id))
         s.flush()
         left = s.execute(select(func.count()).select_from(Record).where(Record.client_id == client.id))
