@@ -649,8 +649,11 @@ class AuditLog:
     def checkpoint(self) -> dict[str, Any]:
         """A signed statement of the current head, to keep outside the vault (verifies first)."""
         from .core import utcnow
+        from .statecheck import check_top
 
         head = self.verify()
+        with self.v.read() as s:
+            check_top(self.v, s)  # the head it signs must be the state the vault is in
         body = {
             "format": CHECKPOINT_FORMAT,
             "vault": self.v.fingerprint,

@@ -169,11 +169,19 @@ def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> by
     raise AuthenticationFailed("wrong passphrase", "check the passphrase source (prompt, file or command)")
 
 
-def open_vault(path: Path | str, passphrase: str | None = None, session_token: str | None = None) -> Vault:
+def open_vault(
+    path: Path | str,
+    passphrase: str | None = None,
+    session_token: str | None = None,
+    *,
+    check_head: bool = True,
+) -> Vault:
     """Open and unlock a vault with a passphrase or a session token.
 
-    Raises NotFound (no file), IntegrityError (not a vault, corrupt), MigrationRequired (newer
-    schema), AuthenticationFailed (wrong passphrase, bad or expired session).
+    Raises NotFound (no file), IntegrityError (not a vault, corrupt, or older than the last state
+    this machine saw of it: see ``statehead.py``; ``check_head=False`` only for
+    ``handover verify --accept-rollback``), MigrationRequired (newer schema), AuthenticationFailed
+    (wrong passphrase, bad or expired session).
     """
     path = Path(path)
     st, vault_id, older = _open_store(path)
@@ -187,14 +195,14 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
         if older:
             store.upgrade_older(st)
         v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
-        _opened(v)
+        _opened(v, check_head)
     except BaseException:
         st.close()
         raise
     return v
 
 
-def _opened(v: Vault) -> None:
+def _opened(v: Vault, check_head: bool = True) -> None:
     """Once unlocked: compute the commitments of an upgraded vault, then compare the file with the
     last state this machine saw (statehead.py). Raises IntegrityError for an older file."""
     from .statehead import check_open
@@ -207,7 +215,8 @@ def _opened(v: Vault) -> None:
         from .commitment import initialise
 
         initialise(v)
-    check_open(v)
+    if check_head:
+        check_open(v)
 
 
 def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> Vault:

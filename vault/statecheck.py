@@ -95,6 +95,13 @@ def check_top(v: Vault, s: Session) -> None:
         raise IntegrityError(
             f"client {next(iter(states))} was removed from the vault (its row is gone)", HINT
         )
+    gone = _client_gone(s, {row.id for row in rows})
+    if gone is not None:
+        raise IntegrityError(
+            f"client {gone[0]} was removed from the vault without being forgotten (audit entry {gone[1]} "
+            "names it); nothing was shown",
+            HINT,
+        )
     if stored is not None and stored[0] != v_sum:
         raise IntegrityError(
             "the key slots or the signing key do not match the vault's state commitment: replaced or "
@@ -224,4 +231,21 @@ def _missing(s: Session, cid: str, b: str, present: set[str]) -> tuple[str, str,
         if rid not in present and not action.endswith(".rm"):
             kind = action.split(".")[0]
             return ("record" if action == "request.disclose" else kind), rid, seq
+    return None
+
+
+def _client_gone(s: Session, present: set[str]) -> tuple[str, int] | None:
+    """A client the audit log names, whose row is gone, and that was never forgotten."""
+    from .forget import FORGET_ACTION
+
+    last: dict[str, tuple[int, str]] = {}
+    for seq, action, cid in s.execute(
+        select(AuditEntry.seq, AuditEntry.action, AuditEntry.client_id)
+        .where(AuditEntry.client_id.is_not(None))
+        .order_by(AuditEntry.seq)
+    ):
+        last[cid] = (seq, action)
+    for cid, (seq, action) in last.items():
+        if cid not in present and action != FORGET_ACTION:
+            return str(cid), seq
     return None
