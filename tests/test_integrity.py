@@ -51,7 +51,9 @@ def _build(base: Path) -> World:
         v.clients.add("beta", name="Beta GmbH")
         jane = v.contacts.add("acme", name="Jane Doe", email="jane@acme.example", authorized=True)
         v.contacts.add("acme", name="Bob Smith", email="bob@acme.example", authorized=True)
-        cred = v.creds.add("acme", label="Firewall admin", username="admin", secret=SECRET_1, category="firewall")
+        cred = v.creds.add(
+            "acme", label="Firewall admin", username="admin", secret=SECRET_1, category="firewall"
+        )
         beta_cred = v.creds.add("beta", label="Beta router", username="root", secret="beta-secret")
         doc = v.docs.add("acme", title="Network overview", body="# LAN", overview=True)
         v.store.checkpoint()
@@ -147,7 +149,9 @@ def _roll_back_from_history(path: Path, rid: str, version: int) -> None:
     assert changed == 1
 
 
-def test_a_rotated_credential_rolled_back_to_its_old_secret_is_not_revealed(world: World, vault_path: Path) -> None:
+def test_a_rotated_credential_rolled_back_to_its_old_secret_is_not_revealed(
+    world: World, vault_path: Path
+) -> None:
     _roll_back_from_history(vault_path, world.cred, 1)
     refused(run(["cred", "show", "acme", world.cred, "--reveal"], vault=vault_path), "cred", world.cred)
 
@@ -155,7 +159,9 @@ def test_a_rotated_credential_rolled_back_to_its_old_secret_is_not_revealed(worl
 def test_a_rolled_back_credential_is_not_exported(world: World, vault_path: Path, tmp_path: Path) -> None:
     _roll_back_from_history(vault_path, world.cred, 1)
     out = tmp_path / "bundle.tar.age"
-    done = run(["export", "acme", "--recipient", world.recipient, "--force", "--out", str(out)], vault=vault_path)
+    done = run(
+        ["export", "acme", "--recipient", world.recipient, "--force", "--out", str(out)], vault=vault_path
+    )
     refused(done, "cred", world.cred)
     assert not out.exists()
 
@@ -183,7 +189,12 @@ def test_a_de_authorised_contact_made_authorised_again_is_not_used_by_the_policy
 def test_a_rolled_back_record_put_back_with_an_older_copy_of_its_row(world: World, vault_path: Path) -> None:
     # The whole row (lookup, timestamps, version, envelope) as the older copy of the file had it.
     sql(vault_path, "DELETE FROM records WHERE id = ?", (world.cred,))
-    sql(vault_path, "INSERT INTO records SELECT * FROM old.records WHERE id = ?", (world.cred,), older=world.older)
+    sql(
+        vault_path,
+        "INSERT INTO records SELECT * FROM old.records WHERE id = ?",
+        (world.cred,),
+        older=world.older,
+    )
     refused(run(["cred", "show", "acme", "Firewall admin", "--reveal"], vault=vault_path), "cred", world.cred)
 
 
@@ -202,7 +213,12 @@ def test_a_deleted_record_is_reported_when_it_is_asked_for(world: World, vault_p
 
 def test_a_deleted_record_put_back(world: World, vault_path: Path) -> None:
     assert run(["doc", "rm", "acme", world.doc, "--yes"], vault=vault_path).returncode == 0
-    sql(vault_path, "INSERT INTO records SELECT * FROM old.records WHERE id = ?", (world.doc,), older=world.older)
+    sql(
+        vault_path,
+        "INSERT INTO records SELECT * FROM old.records WHERE id = ?",
+        (world.doc,),
+        older=world.older,
+    )
     refused(run(["doc", "show", "acme", world.doc], vault=vault_path), "doc", world.doc)
     refused(run(["doc", "list", "acme"], vault=vault_path), "doc", world.doc)
 
@@ -214,7 +230,9 @@ def test_a_record_moved_in_from_another_client(world: World, vault_path: Path) -
 
 def test_a_record_copied_in_from_another_vault(world: World, vault_path: Path) -> None:
     con = sqlite3.connect(world.other)
-    row = con.execute("SELECT id, lookup, wrapped_key, version, created_at, updated_at, envelope FROM clients").fetchone()
+    row = con.execute(
+        "SELECT id, lookup, wrapped_key, version, created_at, updated_at, envelope FROM clients"
+    ).fetchone()
     con.close()
     # Another vault's client (with its records' key) added to this vault under a new id.
     sql(
@@ -229,11 +247,22 @@ def test_a_record_copied_in_from_another_vault(world: World, vault_path: Path) -
 # --- client rows, successor, key slots, signing key ------------------------------------------------
 
 
-def test_a_client_row_replaced_by_an_older_copy_loses_no_successor_unnoticed(world: World, vault_path: Path) -> None:
+def test_a_client_row_replaced_by_an_older_copy_loses_no_successor_unnoticed(
+    world: World, vault_path: Path
+) -> None:
     sql(vault_path, "DELETE FROM clients WHERE id = ?", (world.acme,))
-    sql(vault_path, "INSERT INTO clients SELECT * FROM old.clients WHERE id = ?", (world.acme,), older=world.older)
+    sql(
+        vault_path,
+        "INSERT INTO clients SELECT * FROM old.clients WHERE id = ?",
+        (world.acme,),
+        older=world.older,
+    )
     refused(run(["successor", "show", "acme"], vault=vault_path), "client", world.acme)
-    refused(run(["letter", "acme", "--out", str(vault_path.parent / "letter")], vault=vault_path), "client", world.acme)
+    refused(
+        run(["letter", "acme", "--out", str(vault_path.parent / "letter")], vault=vault_path),
+        "client",
+        world.acme,
+    )
 
 
 def test_key_slots_replaced_by_an_older_copy(world: World, vault_path: Path) -> None:
@@ -241,9 +270,16 @@ def test_key_slots_replaced_by_an_older_copy(world: World, vault_path: Path) -> 
     done = run(["passwd"], vault=vault_path, env={"HANDOVER_NEW_PASSPHRASE": new_pass})
     assert done.returncode == 0, done.stderr
     # The old passphrase slot (whose passphrase leaked) put back beside the new one.
-    sql(vault_path, "INSERT INTO key_slots SELECT * FROM old.key_slots WHERE kind = 'passphrase'", older=world.older)
+    sql(
+        vault_path,
+        "INSERT INTO key_slots SELECT * FROM old.key_slots WHERE kind = 'passphrase'",
+        older=world.older,
+    )
     refused(run(["cred", "show", "acme", world.cred, "--reveal"], vault=vault_path), "key slots")
-    refused(run(["cred", "show", "acme", world.cred, "--reveal"], vault=vault_path, passphrase=new_pass), "key slots")
+    refused(
+        run(["cred", "show", "acme", world.cred, "--reveal"], vault=vault_path, passphrase=new_pass),
+        "key slots",
+    )
 
 
 def test_a_swapped_signing_public_key_is_never_announced(world: World, vault_path: Path) -> None:
@@ -258,12 +294,18 @@ def test_a_swapped_signing_public_key_is_never_announced(world: World, vault_pat
     refused(run(["verify"], vault=vault_path), "signing")
 
 
-def test_the_signing_key_pair_is_checked_before_signing_even_with_its_commitment(world: World, vault_path: Path) -> None:
+def test_the_signing_key_pair_is_checked_before_signing_even_with_its_commitment(
+    world: World, vault_path: Path
+) -> None:
     """A vault's own commitment cannot vouch for a public key that is not its private key's."""
     from handover_vault import open_vault
     from handover_vault.errors import IntegrityError
 
-    other_pub = sqlite3.connect(world.other).execute("SELECT value FROM meta WHERE key = 'signing_public'").fetchone()[0]
+    other_pub = (
+        sqlite3.connect(world.other)
+        .execute("SELECT value FROM meta WHERE key = 'signing_public'")
+        .fetchone()[0]
+    )
     with open_vault(vault_path, passphrase=PASSPHRASE) as v:
         v._meta["signing_public"] = other_pub  # as if the commitment had been rebuilt around it
         with pytest.raises(IntegrityError, match="signing public key does not match its private key"):
@@ -273,7 +315,9 @@ def test_the_signing_key_pair_is_checked_before_signing_even_with_its_commitment
 # --- audit entries removed with an older head ---------------------------------------------------------
 
 
-def test_audit_tail_cut_with_an_older_head_on_another_machine(world: World, vault_path: Path, tmp_path: Path) -> None:
+def test_audit_tail_cut_with_an_older_head_on_another_machine(
+    world: World, vault_path: Path, tmp_path: Path
+) -> None:
     # The older copy's log and head record, while the records stay as they are now.
     sql(vault_path, "DELETE FROM audit WHERE seq > (SELECT max(seq) FROM old.audit)", older=world.older)
     sql(
@@ -324,7 +368,9 @@ def test_a_whole_file_restored_from_an_older_copy(world: World, vault_path: Path
     assert '"vault.rollback-accepted"' in listed.stdout
 
 
-def test_a_backup_opened_at_its_own_path_is_a_vault_of_its_own(world: World, vault_path: Path, tmp_path: Path) -> None:
+def test_a_backup_opened_at_its_own_path_is_a_vault_of_its_own(
+    world: World, vault_path: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy.db"
     assert run(["backup", str(copy)], vault=vault_path).returncode == 0
     assert run(["doc", "add", "acme", "Later page"], vault=vault_path, input="# later\n").returncode == 0
@@ -341,7 +387,9 @@ def test_a_vault_never_seen_here_opens_normally(world: World, vault_path: Path) 
     assert done.stdout.startswith("vault intact: 2 clients, ")
 
 
-def test_the_head_file_is_private_and_moves_with_xdg_state_home(world: World, vault_path: Path, tmp_path: Path) -> None:
+def test_the_head_file_is_private_and_moves_with_xdg_state_home(
+    world: World, vault_path: Path, tmp_path: Path
+) -> None:
     assert run(["verify"], vault=vault_path).returncode == 0
     assert run(["cred", "show", "acme", world.cred, "--reveal"], vault=vault_path).returncode == 0
     files = list((tmp_path / "state" / "handover-vault" / "heads").glob("*.json"))
@@ -382,4 +430,35 @@ def test_golden_vaults_verify_after_the_upgrade(golden: Path, tmp_path: Path) ->
     rid = con.execute("SELECT id FROM records WHERE kind = 'cred'").fetchone()[0]
     con.close()
     _roll_back_from_history(path, rid, 1)
-    refused(run(["cred", "show", "acme", rid, "--reveal"], vault=path, passphrase="golden vault passphrase"), "cred", rid)
+    refused(
+        run(["cred", "show", "acme", rid, "--reveal"], vault=path, passphrase="golden vault passphrase"),
+        "cred",
+        rid,
+    )
+
+
+def test_a_rollback_with_its_commitments_and_an_older_entry_commitment_is_caught(
+    world: World, vault_path: Path
+) -> None:
+    """Records, sums and the newest entry's commitment all as the older copy had them: the entry's
+    MAC covers its commitment, so the log would have to be rolled back too."""
+    rid = world.jane
+    sql(vault_path, "DELETE FROM records WHERE id = ?", (rid,))
+    sql(vault_path, "INSERT INTO records SELECT * FROM old.records WHERE id = ?", (rid,), older=world.older)
+    for table in ("state_buckets", "state_clients"):
+        sql(vault_path, f"DELETE FROM {table}")
+        sql(vault_path, f"INSERT INTO {table} SELECT * FROM old.{table}", older=world.older)
+    sql(
+        vault_path,
+        "UPDATE meta SET value = (SELECT value FROM old.meta WHERE key = 'state') WHERE key = 'state'",
+        older=world.older,
+    )
+    sql(
+        vault_path,
+        "UPDATE audit SET commitment = (SELECT commitment FROM old.audit ORDER BY seq DESC LIMIT 1) "
+        "WHERE seq = (SELECT max(seq) FROM audit)",
+        older=world.older,
+    )
+    done = run(["contact", "list", "acme"], vault=vault_path)
+    refused(done, "audit")
+    assert "MAC does not match" in done.stderr

@@ -98,4 +98,8 @@ def test_random_writes_and_a_random_tamper_are_always_detected(
             client = v.clients.get("acme", s)
             for kind in ("cred", "doc", "contact"):
                 v.records.list(s, client, kind)
-        assert "tampered" in err.value.message or "commitment" in err.value.message or changed in err.value.message
+        assert (
+            "tampered" in err.value.message
+            or "commitment" in err.value.message
+            or changed in err.value.message
+        )

@@ -369,7 +369,7 @@ def _finish(s: Session) -> None:
 
 def _recorded(s: Session) -> None:
     t: Tracker = s.info[_TRACKER]
-    if t.entry is not None and t.entry.commitment is not None:
+    if t.entry is not None and t.entry.commitment is not None and t.v.record_head:
         from .statehead import record
 
         record(

@@ -111,6 +111,7 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.Va
         recovery = keys.new_recovery_code()
         priv, pub = crypto.new_signing_key()
         v = Vault(path, st, k)
+        v.record_head = False
         with st.write("creating the vault") as s:
             s.add(Meta(key="format", value=FORMAT))
             s.add(Meta(key="vault_id", value=vault_id.encode()))
@@ -249,6 +250,9 @@ class Vault:
         self.store = st
         self.keys = k
         self.vault_id = k.vault_id
+        # Whether writes record the head outside the file (statehead.py): not for the hidden file
+        # ``init`` builds before giving it its name.
+        self.record_head = True
 
     def __enter__(self) -> Vault:
         return self
