@@ -244,7 +244,7 @@ def _client_gone(s: Session, present: set[str]) -> tuple[str, int] | None:
         .where(AuditEntry.client_id.is_not(None))
         .order_by(AuditEntry.seq)
     ):
-        last[cid] = (seq, action)
+        last[str(cid)] = (seq, action)
     for cid, (seq, action) in last.items():
         if cid not in present and action != FORGET_ACTION:
             return str(cid), seq
