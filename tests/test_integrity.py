@@ -61,6 +61,9 @@ def _build(base: Path) -> World:
         v.contacts.edit("acme", jane.id, authorized=False)  # Jane left: no longer authorised
         v.creds.rotate("acme", cred.id, SECRET_2)
         set_successor(v, "acme", "Next IT", [recipient])
+        from handover_vault.agreement import end_agreement
+
+        end_agreement(v, "acme", "2026-01-05", "moving to another provider")  # so `letter` runs
         logged = Requests(v).log(
             "acme",
             requester="Bob Smith",
@@ -462,3 +465,32 @@ def test_a_rollback_with_its_commitments_and_an_older_entry_commitment_is_caught
     done = run(["contact", "list", "acme"], vault=vault_path)
     refused(done, "audit")
     assert "MAC does not match" in done.stderr
+
+
+def test_a_write_never_builds_on_a_rolled_back_state(world: World, vault_path: Path) -> None:
+    """A client rolled back whole, with its commitments and the vault's sums, as the older copy had
+    them: a write that reads nothing first (``unlock`` appends its entry straight away) must refuse,
+    or its entry would carry the rolled-back state's commitment and vouch for it from then on."""
+    for table in ("records", "clients"):
+        column = "client_id" if table == "records" else "id"
+        sql(vault_path, f"DELETE FROM {table} WHERE {column} = ?", (world.acme,))
+        sql(
+            vault_path,
+            f"INSERT INTO {table} SELECT * FROM old.{table} WHERE {column} = ?",
+            (world.acme,),
+            older=world.older,
+        )
+    for table in ("state_buckets", "state_clients"):
+        sql(vault_path, f"DELETE FROM {table}")
+        sql(vault_path, f"INSERT INTO {table} SELECT * FROM old.{table}", older=world.older)
+    sql(
+        vault_path,
+        "UPDATE meta SET value = (SELECT value FROM old.meta WHERE key = 'state') WHERE key = 'state'",
+        older=world.older,
+    )
+    entries = audit_count(vault_path)
+    done = run(["unlock", "--for", "1m"], vault=vault_path, env={"HANDOVER_NO_AGENT": "1"})
+    assert done.returncode == 4, done.stderr
+    assert "state record does not match its newest audit entry" in done.stderr
+    assert audit_count(vault_path) == entries
+    refused(run(["verify"], vault=vault_path))
