@@ -30,7 +30,7 @@ unit: $(STAMP)
 
 ## docs: regenerate docs/cli-reference.md from --help
 docs: $(STAMP)
-	$(BIN)/python -m cli.reference > docs/cli-reference.md
+	$(BIN)/python -m handover_vault.cli.reference > docs/cli-reference.md
 
 ## bench: the side-by-side benchmarks (writes docs/performance.md)
 bench: $(STAMP)

@@ -69,6 +69,7 @@ PRELOAD = (
     "termios",
     "handover_vault.paths",
     "handover_vault.session",
+    "handover_vault.rekey",  # checks every session's key on open
 )
 
 
@@ -301,7 +302,14 @@ def start(token: str, seconds: int) -> Path | None:
     from .context import child_env
 
     subprocess.Popen(
-        [sys.executable, "-m", "handover_vault.cli.agent", str(sock), str(sock.parent / sid), str(time.time() + seconds)],
+        [
+            sys.executable,
+            "-m",
+            "handover_vault.cli.agent",
+            str(sock),
+            str(sock.parent / sid),
+            str(time.time() + seconds),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .context import confirm, emit_json, fields, json_option, state
+from .context import confirm, emit_json, fields, json_option, printable, state
+from .params import DATE, DAYS
 
 
 @click.command()
@@ -15,6 +17,7 @@ from .context import confirm, emit_json, fields, json_option, state
     "--notice-given",
     "notice_given",
     required=True,
+    type=DATE,
     metavar="DATE",
     help="The date notice was given (YYYY-MM-DD).",
 )
@@ -27,13 +30,14 @@ from .context import confirm, emit_json, fields, json_option, state
 )
 @click.option(
     "--end-date",
+    type=DATE,
     metavar="DATE",
     help="An agreed end date; earlier than the notice allows needs --by-agreement.",
 )
 @click.option("--by-agreement", is_flag=True, help="The client agreed to the earlier --end-date.")
 @click.option(
     "--on-hand-days",
-    type=int,
+    type=DAYS,
     help="Days after the end to answer requests (default: the contract's, else 90).",
 )
 @click.option("--amend", is_flag=True, help="Correct notice already recorded (before the end date).")
@@ -147,6 +151,9 @@ def letter(
     )
     for path in paths:
         click.echo(f"Wrote {path}")
+    warning = letters.notice_warning(v, slug)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     blanks = [opt for opt, value in (("--sender", sender), ("--sender-contact", sender_contact)) if not value]
     if blanks:
         click.echo(
@@ -230,9 +237,10 @@ def certificate() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--signer", metavar="FINGERPRINT", help="The vault fingerprint (hv:...) you expect.")
 def certificate_verify(file: str, signer: str | None) -> None:
-    """Check a certificate's signature (exit 4 when altered or signed by another key)."""
+    """Check a certificate's or a request receipt's signature (exit 4 when altered or signed by
+    another key)."""
     from ..errors import InvalidInput
-    from ..forget import MAX_CERTIFICATE, verify_certificate
+    from ..forget import CERT_FORMAT, MAX_CERTIFICATE, verify_certificate
 
     try:
         with open(file, "rb") as fh:
@@ -243,17 +251,43 @@ def certificate_verify(file: str, signer: str | None) -> None:
     facts = result.facts
     who = facts.get("client") or {}
     seq = (facts.get("audit") or {}).get("seq")
-    click.echo(
-        f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
-        f"{facts.get('destroyed_at')}, audit entry {seq}."
-    )
+    if facts.get("format") == CERT_FORMAT:
+        click.echo(
+            printable(
+                f"Certificate valid: {who.get('name')} ({who.get('slug')}) destroyed at "
+                f"{facts.get('destroyed_at')}, audit entry {seq}."
+            )
+        )
+    else:
+        _receipt_summary(facts)
     if result.signer_checked:
-        click.echo(f"Signed by {result.signer} (the signer you expected).")
+        click.echo(f"Signed by {result.signer}  {result.signer_ssh_fingerprint} (the signer you expected).")
     else:
         click.echo(
-            f"Signed by {result.signer}. Compare this fingerprint with the one the technician "
+            f"Signed by {result.signer}  {result.signer_ssh_fingerprint}. Compare this fingerprint with "
+            "the one the technician "
             "gave you, or pass --signer."
         )
+
+
+def _receipt_summary(facts: dict[str, Any]) -> None:
+    """What a verified receipt says; every value came from the file and passes printable()."""
+    items = facts.get("items") or []
+    labels = "; ".join(f"{i.get('label')} ({i.get('kind')} v{i.get('version')})" for i in items) or "none"
+    audit = facts.get("audit") or {}
+    client = facts.get("client") or {}
+    lines = [
+        f"Receipt valid: request {facts.get('request')} of {client.get('name')} ({client.get('slug')}), "
+        f"logged {facts.get('logged_at')}.",
+        f"  requester       {facts.get('requester')}",
+        f"  channel         {facts.get('channel')}",
+        f"  identity check  {facts.get('identity_check')}",
+        f"  decision        {facts.get('decision')}",
+        f"  items           {labels}",
+        f"  audit entry     {audit.get('seq')} (MAC {str(audit.get('mac'))[:16]}…)",
+    ]
+    for line in lines:
+        click.echo(printable(line))
 
 
 @certificate.command("issue")

@@ -49,20 +49,26 @@ def audit_list(slug: str | None, action: str | None) -> None:
     )
 
 
-def _load_checkpoint(path: str) -> dict[str, Any]:
+def _load_checkpoint(path: str) -> tuple[dict[str, Any] | None, bytes]:
+    """(the JSON checkpoint, None for a signed receipt) and the file's bytes."""
     from ..errors import InvalidInput
+    from ..receipts import MAX_RECEIPT, is_signed_document
 
     try:
         with open(path, "rb") as fh:
-            data = fh.read(65_537)  # a checkpoint is a few hundred bytes: never read a huge file whole
-        if len(data) > 65_536:
+            data = fh.read(MAX_RECEIPT + 1)  # never read a huge file whole
+        if len(data) > MAX_RECEIPT:
+            raise ValueError("too large")
+        if is_signed_document(data):
+            return None, data
+        if len(data) > 65_536:  # a checkpoint is a few hundred bytes
             raise ValueError("too large")
         cp = json.loads(data.decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
-        raise InvalidInput(f"{path} is not a checkpoint file") from None
+        raise InvalidInput(f"{path} is not a checkpoint file or a receipt") from None
     if not isinstance(cp, dict):
-        raise InvalidInput(f"{path} is not a checkpoint file")
-    return cp
+        raise InvalidInput(f"{path} is not a checkpoint file or a receipt")
+    return cp, data
 
 
 @audit.command("verify")
@@ -70,19 +76,32 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
     "--checkpoint",
     "checkpoint",
     type=click.Path(dir_okay=False, exists=True),
-    help="A file written by `handover audit checkpoint`: also detect truncation or rollback.",
+    help="A file written by `handover audit checkpoint`, or a request's receipt: also detect "
+    "truncation or rollback behind it.",
 )
 def audit_verify(checkpoint: str | None) -> None:
     """Walk the MAC chain; exit 4 naming the first broken entry.
 
     Without --checkpoint this catches any edit, deletion, insertion or reordering, and the removal of
     the newest entries by anyone without the vault's key. Rolling the whole file back to an older
-    copy, or a rewrite by the vault's owner, is caught only against a checkpoint kept elsewhere.
+    copy, or a rewrite by the vault's owner, is caught only against a checkpoint kept elsewhere (a
+    request's receipt serves as one).
     """
     v = state().open()
-    cp = _load_checkpoint(checkpoint) if checkpoint else None
-    head = v.audit.verify(cp)
-    extra = f"; checkpoint at entry {cp['seq']} matches" if cp else ""
+    if not checkpoint:
+        head = v.audit.verify()
+        click.echo(f"Audit log intact: {head.seq} entries, head {head.mac.hex()[:16]}.")
+        return
+    cp, data = _load_checkpoint(checkpoint)
+    if cp is not None:
+        head = v.audit.verify(cp)
+        extra = f"; checkpoint at entry {cp['seq']} matches"
+    else:
+        from ..receipts import check_receipt
+
+        pinned = check_receipt(v, data)
+        head = v.audit.verify(pinned=pinned)
+        extra = f"; receipt's entry {pinned.seq} matches"
     click.echo(f"Audit log intact: {head.seq} entries, head {head.mac.hex()[:16]}{extra}.")
 
 

@@ -73,18 +73,38 @@ def successor_show(slug: str) -> None:
     v = state().open()
     s = v.clients.get(slug).data.get("successor")
     if state().as_json:
-        emit_json(s)
+        emit_json({**s, "vault": _vault_keys(v)} if s else s)
         return
     if not s:
         click.echo(f"No successor recorded for {slug}.")
-        return
-    click.echo(f"{s['name']}{' (' + s['org'] + ')' if s.get('org') else ''} {s.get('email') or ''}".rstrip())
-    for key, fp in zip(s["recipients"], s["fingerprints"], strict=False):
-        click.echo(f"  {fp}  {key[:60]}")
+    else:
+        click.echo(
+            f"{s['name']}{' (' + s['org'] + ')' if s.get('org') else ''} {s.get('email') or ''}".rstrip()
+        )
+        for key, fp in zip(s["recipients"], s["fingerprints"], strict=False):
+            click.echo(f"  {fp}  {key[:60]}")
+    click.echo("Give the successor this vault key outside the bundle (letter, phone); it signs the bundle:")
+    _echo_vault_keys(v)
+
+
+def _vault_keys(v: Any) -> dict[str, str]:
+    return {
+        "fingerprint": v.fingerprint,
+        "ssh_fingerprint": v.ssh_fingerprint,
+        "ssh_public_key": v.ssh_public_key,
+    }
+
+
+def _echo_vault_keys(v: Any) -> None:
+    """The vault's signing key as the successor checks it: hv: and SHA256: fingerprints, OpenSSH line."""
+    click.echo(f"  Vault fingerprint: {v.fingerprint}  {v.ssh_fingerprint}")
+    click.echo(f"  Vault signing key: {v.ssh_public_key}")
 
 
 @click.command()
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write the identity to KEYFILE (0600).")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False), metavar="KEYFILE", help="Write the identity to KEYFILE (0600)."
+)
 def keygen(out: str | None) -> None:
     """Make an age identity for a successor who has none; prints the public key."""
     from ..export import keygen as make
@@ -147,8 +167,10 @@ def export(
         )
     click.echo(f"Wrote {r.path} ({r.size} bytes, {r.files} files).")
     click.echo(f"Bundle SHA-256:    {r.sha256}")
-    click.echo(f"Vault fingerprint: {r.fingerprint}")
-    click.echo("Tell the successor both values by phone or another channel, then they run:")
+    click.echo(f"Vault fingerprint: {r.fingerprint}  {v.ssh_fingerprint}")
+    click.echo(f"Vault signing key: {v.ssh_public_key}")
+    click.echo("Give the successor these values by phone, in the letter or another channel, never only")
+    click.echo("inside the bundle. They check it with age, tar, ssh-keygen (VERIFY.txt in the bundle) or:")
     click.echo(f"  handover bundle verify {r.path.name} --identity KEYFILE --signer {r.fingerprint}")
 
 
@@ -254,14 +276,15 @@ def bundle_verify(file: str, identity: tuple[str, ...], use_passphrase: bool, si
                 "client": vb.client,
                 "exported_at": vb.exported_at,
                 "signer": vb.signer_fingerprint,
-                "files": len(vb.files),
+                "signer_ssh_fingerprint": vb.signer_ssh_fingerprint,
+                "files": vb.file_count,
                 "manifest_sha256": vb.manifest_sha256,
             }
         )
         return
-    click.echo(f"Bundle OK: {vb.client}, exported {vb.exported_at}, {len(vb.files)} files verified.")
+    click.echo(f"Bundle OK: {vb.client}, exported {vb.exported_at}, {vb.file_count} files verified.")
     click.echo(
-        f"Signed by vault {vb.signer_fingerprint}"
+        f"Signed by vault {vb.signer_fingerprint}  {vb.signer_ssh_fingerprint}"
         + (
             ""
             if signer
@@ -290,8 +313,8 @@ def bundle_open(
         expected_signer_fingerprint=signer,
         **_decrypt_args(identity, use_passphrase, file),
     )
-    click.echo(f"Verified and extracted {len(vb.files) + len(vb.format_files)} files to {target / vb.root}")
+    click.echo(f"Verified and extracted {vb.file_count} files to {target / vb.root}")
     click.echo(
-        f"Signed by vault {vb.signer_fingerprint}. Open {target / vb.root / 'index.html'} in a browser."
+        f"Signed by vault {vb.signer_fingerprint}  {vb.signer_ssh_fingerprint}. Open {target / vb.root / 'index.html'} in a browser."
     )
     click.echo("These files hold every secret in clear: rotate the credentials, then delete the folder.")

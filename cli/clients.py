@@ -7,18 +7,19 @@ from typing import Any
 import click
 
 from .context import emit_json, fields, json_option, short, state, table
+from .params import DATE, DAYS, MONTHS
 
 
 def _terms(f: Any) -> Any:
-    f = click.option("--on-hand-days", type=int, help="Days after the end to answer requests (default 90).")(
+    f = click.option("--on-hand-days", type=DAYS, help="Days after the end to answer requests (default 90).")(
         f
     )
     f = click.option(
         "--end-of-month/--no-end-of-month", default=None, help="Notice runs to the end of a calendar month."
     )(f)
-    f = click.option("--notice-months", type=int, help="Notice period in months.")(f)
-    f = click.option("--notice-days", type=int, help="Notice period in days.")(f)
-    f = click.option("--contract-start", metavar="DATE", help="Contract start date (YYYY-MM-DD).")(f)
+    f = click.option("--notice-months", type=MONTHS, help="Notice period in months.")(f)
+    f = click.option("--notice-days", type=DAYS, help="Notice period in days.")(f)
+    f = click.option("--contract-start", type=DATE, metavar="DATE", help="Contract start date (YYYY-MM-DD).")(f)
     return f
 
 
@@ -127,6 +128,9 @@ def contact() -> None:
 @click.option("--email")
 @click.option("--phone")
 @click.option("--authorized", is_flag=True, help="May receive credentials after identity checks.")
+@click.option(
+    "--allow-duplicate", is_flag=True, help="Add it even if the client has a contact with this email."
+)
 def contact_add(slug: str, **kw: Any) -> None:
     """Add a contact to a client."""
     v = state().open()

@@ -110,8 +110,10 @@ def read_passphrase(prompt: str = "Vault passphrase") -> str:
                 )
             return data.decode("utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
+            why = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else _oserror_words(exc)
             raise InvalidInput(
-                f"cannot read HANDOVER_PASSPHRASE_FILE ({file}): {exc.__class__.__name__}"
+                f"cannot read HANDOVER_PASSPHRASE_FILE ({file}): {why}",
+                "point HANDOVER_PASSPHRASE_FILE at the file that holds the passphrase (one line), or unset it",
             ) from None
     command = os.environ.get("HANDOVER_PASSPHRASE_COMMAND")
     if command:
@@ -127,6 +129,17 @@ def read_passphrase(prompt: str = "Vault passphrase") -> str:
     )
 
 
+def _oserror_words(exc: OSError) -> str:
+    """What went wrong with a file, in words (never the exception's class name)."""
+    if isinstance(exc, FileNotFoundError):
+        return "there is no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder, not a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or "it cannot be read").lower()
+
+
 def _run_passphrase_command(command: str) -> str:
     from ..errors import AuthenticationFailed
 
@@ -135,8 +148,10 @@ def _run_passphrase_command(command: str) -> str:
             shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env()
         )
     except (OSError, ValueError) as exc:
+        why = _oserror_words(exc) if isinstance(exc, OSError) else "it is not a valid command line"
         raise AuthenticationFailed(
-            f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})"
+            f"HANDOVER_PASSPHRASE_COMMAND could not run: {why}",
+            "set it to a command that prints the passphrase, e.g. pass show handover",
         ) from None
     try:
         # Read at most 64 KiB within the time limit: a command that prints without end (or hangs)
@@ -147,9 +162,10 @@ def _run_passphrase_command(command: str) -> str:
                 "HANDOVER_PASSPHRASE_COMMAND printed more than 64 KiB: not a passphrase"
             )
         returncode = proc.wait(timeout=5)
-    except (subprocess.TimeoutExpired, TimeoutError) as exc:
+    except (subprocess.TimeoutExpired, TimeoutError):
         raise AuthenticationFailed(
-            f"HANDOVER_PASSPHRASE_COMMAND could not run ({exc.__class__.__name__})"
+            "HANDOVER_PASSPHRASE_COMMAND did not finish in time",
+            "a passphrase command must print the passphrase and exit without waiting for input",
         ) from None
     finally:
         if proc.poll() is None:
@@ -201,8 +217,12 @@ def new_secret(env_name: str, prompt: str) -> str:
     return click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
 
 
-def read_secret_lines(prompt: str, count: int = 1) -> list[str]:
-    """Secret values from standard input (not a TTY: one per line) or hidden prompts."""
+def read_secret_lines(prompt: str, count: int = 1, confirm: bool = False) -> list[str]:
+    """Secret values from standard input (not a TTY: one per line) or hidden prompts.
+
+    ``confirm``: a typed secret is asked twice (as ``pass insert`` does), since nobody sees a typo
+    in a hidden prompt until the secret fails to work.
+    """
     from ..errors import InvalidInput
 
     if not _stdin_tty():
@@ -224,7 +244,9 @@ def read_secret_lines(prompt: str, count: int = 1) -> list[str]:
                 "store a multi-line key as a file: handover attach add SLUG FILE",
             )
         return [line.rstrip("\r") for line in lines[:count]] + [""] * max(0, count - len(lines))
-    first = click.prompt(prompt, hide_input=True, err=True, default="", show_default=False)
+    first = click.prompt(
+        prompt, hide_input=True, err=True, default="", show_default=False, confirmation_prompt=confirm
+    )
     return [first]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .context import confirm, emit_json, fields, json_option, read_secret_lines, short, state, table
+from .params import DATE, SECRET_LENGTH
 
 
 @click.group()
@@ -22,12 +23,12 @@ def cred() -> None:
 @click.option(
     "--category", help="registrar, dns, tenant-admin, backup-key, mfa-recovery, firewall, wifi, isp, ..."
 )
-@click.option("--expires", metavar="DATE", help="Expiry date (YYYY-MM-DD).")
+@click.option("--expires", type=DATE, metavar="DATE", help="Expiry date (YYYY-MM-DD).")
 @click.option("--notes")
 @click.option(
     "--generate",
     "generate",
-    type=int,
+    type=SECRET_LENGTH,
     is_flag=False,
     flag_value=24,
     default=None,
@@ -37,21 +38,37 @@ def cred() -> None:
 @click.option(
     "--with-totp", is_flag=True, help="Also read an otpauth:// URI (second line of stdin, or a prompt)."
 )
-def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw: Any) -> None:
-    """Add a credential. The secret comes from a hidden prompt or standard input (one line)."""
+@click.option("--no-secret", is_flag=True, help="Store the credential without a secret (read none).")
+@click.option(
+    "--allow-duplicate", is_flag=True, help="Add it even if the client has a credential with this label."
+)
+def cred_add(
+    slug: str, label: str, generate: int | None, with_totp: bool, no_secret: bool, allow_duplicate: bool, **kw: Any
+) -> None:
+    """Add a credential. The secret comes from a hidden prompt (asked twice) or standard input (one line)."""
     from ..creds import generate_secret
     from ..errors import InvalidInput
 
     v = state().open()
     v.clients.get(slug)
+    if not allow_duplicate:
+        v.creds.refuse_duplicate(slug, label)  # before the secret is typed, not after
     totp = None
-    if generate is not None:
-        secret = generate_secret(generate)
+    if no_secret and generate is not None:
+        raise click.UsageError("--no-secret and --generate exclude each other")
+    if generate is not None or no_secret:
+        secret = generate_secret(generate) if generate is not None else ""
         if with_totp:
             totp = read_secret_lines("otpauth:// URI")[0]
     else:
-        lines = read_secret_lines("Secret", 2 if with_totp else 1)
+        lines = read_secret_lines("Secret", 2 if with_totp else 1, confirm=True)
         secret = lines[0]
+        if not secret.strip():
+            raise InvalidInput(
+                "no secret was given (standard input or the prompt was empty); nothing was saved",
+                "type or pipe the secret, use --generate for a random one, "
+                "or --no-secret for a credential that has none",
+            )
         if with_totp:
             totp = lines[1] if len(lines) > 1 and lines[1] else read_secret_lines("otpauth:// URI")[0]
     if with_totp and not totp:
@@ -60,7 +77,7 @@ def cred_add(slug: str, label: str, generate: int | None, with_totp: bool, **kw:
             "--with-totp was given but no otpauth:// URI came",
             "give it on the second line of standard input (the first with --generate)",
         )
-    rec = v.creds.add(slug, label=label, secret=secret or None, totp=totp, **kw)
+    rec = v.creds.add(slug, label=label, secret=secret or None, totp=totp, allow_duplicate=allow_duplicate, **kw)
     note = " (generated; reveal it with cred show --reveal)" if generate is not None else ""
     click.echo(f"Added credential {rec.data['label']!r} ({short(rec.id)}){note}.")
 
@@ -157,7 +174,7 @@ def cred_totp(slug: str, ref: str) -> None:
 @click.option(
     "--generate",
     "generate",
-    type=int,
+    type=SECRET_LENGTH,
     is_flag=False,
     flag_value=24,
     default=None,
@@ -170,7 +187,7 @@ def cred_rotate(slug: str, ref: str, generate: int | None) -> None:
 
     v = state().open()
     v.creds.get(slug, ref)
-    secret = generate_secret(generate) if generate is not None else read_secret_lines("New secret")[0]
+    secret = generate_secret(generate) if generate is not None else read_secret_lines("New secret", confirm=True)[0]
     rec = v.creds.rotate(slug, ref, secret)
     click.echo(f"Rotated {rec.data['label']!r} (now version {rec.version}).")
 

@@ -333,7 +333,8 @@ def _steps(work: Path, today: dt.date) -> list[Step]:
             ["export", s, "--out", str(work / f"{s}-handover.tar.age")],
         ),
         Step(
-            "The successor verifies it (the same works with `age -d -i KEY FILE | tar x`).",
+            "The successor verifies it (with stock tools: `age -d -i KEY -o bundle.tar FILE`, then "
+            "`tar xf bundle.tar` and the ssh-keygen check in VERIFY.txt).",
             ["bundle", "verify", str(work / f"{s}-handover.tar.age"), "--identity", key],
         ),
         Step(

@@ -14,8 +14,9 @@ import socket
 import struct
 import sys
 
-# Commands that manage the session or the agent itself, or open an editor, always run here.
-LOCAL = frozenset({"unlock", "lock", "demo"})
+# Commands that manage the session or the agent itself (rekey ends every session), or open an editor,
+# always run here.
+LOCAL = frozenset({"unlock", "lock", "demo", "rekey"})
 
 
 def _needs_terminal(argv: list[str]) -> bool:

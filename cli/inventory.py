@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .context import emit_json, fields, json_option, printable, short, state, table
+from .params import DATE
 
 
 @click.group()
@@ -22,7 +23,7 @@ def asset() -> None:
 @click.option("--location")
 @click.option("--model")
 @click.option("--serial")
-@click.option("--expires", metavar="DATE", help="Warranty/licence/domain/certificate expiry (YYYY-MM-DD).")
+@click.option("--expires", type=DATE, metavar="DATE", help="Warranty/licence/domain/certificate expiry (YYYY-MM-DD).")
 @click.option("--expiry-kind", type=click.Choice(["warranty", "licence", "domain", "certificate", "support"]))
 @click.option("--notes")
 def asset_add(slug: str, hostname: str, **kw: Any) -> None:
@@ -95,7 +96,7 @@ def asset_show(slug: str, ref: str) -> None:
 @click.option("--location")
 @click.option("--model")
 @click.option("--serial")
-@click.option("--expires", metavar="DATE")
+@click.option("--expires", type=DATE, metavar="DATE")
 @click.option("--expiry-kind", type=click.Choice(["warranty", "licence", "domain", "certificate", "support"]))
 @click.option("--notes")
 def asset_edit(slug: str, ref: str, **kw: Any) -> None:
@@ -151,17 +152,20 @@ def issue_add(
 @click.argument("slug")
 @json_option
 def issue_list(slug: str) -> None:
-    """List issues by severity."""
+    """List issues by severity, with whether the client acknowledged each open one."""
+    from ..agreement import client_ack_state
     from ..validate import SEVERITIES
 
     v = state().open()
     _, recs = v.issues.list(slug)
+    _, acks = client_ack_state(v, slug)
+    ack = {a["id"]: a for a in acks}
     recs.sort(key=lambda r: (r.data["status"] != "open", SEVERITIES.index(r.data["severity"])))
     if state().as_json:
-        emit_json([r.to_json() for r in recs])
+        emit_json([{**r.to_json(), "acknowledgement": _ack_json(ack.get(r.id))} for r in recs])
         return
     table(
-        ["id", "severity", "status", "title", "workaround"],
+        ["id", "severity", "status", "title", "workaround", "acknowledged"],
         [
             [
                 short(r.id),
@@ -169,11 +173,28 @@ def issue_list(slug: str) -> None:
                 r.data["status"],
                 r.data["title"],
                 "yes" if r.data.get("workaround") else "no",
+                _ack_text(ack.get(r.id)),
             ]
             for r in recs
         ],
         "issues",
     )
+
+
+def _ack_text(a: dict[str, Any] | None) -> str:
+    """An open issue's acknowledgement in a table cell; a resolved issue needs none."""
+    if a is None:
+        return "-"
+    if a["acknowledged"]:
+        return f"yes ({a['by']}, {a['date']})"
+    return "no (changed since acknowledged)" if a["changed_since_ack"] else "no"
+
+
+def _ack_json(a: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    keys = ("acknowledged", "by", "role", "date", "method", "changed_since_ack")
+    return {k: a[k] for k in keys}
 
 
 @issue.command("show")
@@ -322,7 +343,7 @@ def search(query: str, slug: str | None, limit: int) -> None:
 @click.argument("slug")
 @click.option("--by", "by", required=True, help="Who acknowledged, for the client.")
 @click.option("--role", help="Their role, e.g. Managing director.")
-@click.option("--date", "date", metavar="DATE", help="When they acknowledged (default today).")
+@click.option("--date", "date", type=DATE, metavar="DATE", help="When they acknowledged (default today).")
 @click.option(
     "--method",
     type=click.Choice(["signed-form", "email", "in-person"]),

@@ -36,7 +36,7 @@ def reference() -> str:
     out = [
         "# Command-line reference",
         "",
-        "Generated from each command's `--help` by `make docs` (`python -m cli.reference`);",
+        "Generated from each command's `--help` by `make docs` (`python -m handover_vault.cli.reference`);",
         "tests/test_docs.py fails when this file is out of date.",
         "",
     ]

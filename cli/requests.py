@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .context import emit_json, fields, json_option, short, state, table
+from .context import emit_json, fields, json_option, printable, short, state, table
 
 CHANNELS = ("phone", "email", "in-person", "other")
 DECISIONS = ("granted", "denied", "referred")
@@ -124,8 +124,15 @@ def _ask(v: Any, slug: str, opts: dict[str, Any]) -> None:
 @click.option("--decision", type=click.Choice(DECISIONS, case_sensitive=False))
 @click.option("--override", metavar="REASON", help="Disclose although the policy says no (reason is logged).")
 @click.option("--note", help="Anything else worth keeping (never a secret).")
+@click.option(
+    "--receipt",
+    "receipt",
+    type=click.Path(dir_okay=False),
+    help="Write a signed receipt for the requester to FILE (0600; no secrets): it verifies with "
+    "`handover certificate verify` and serves as an audit checkpoint.",
+)
 @json_option
-def request_log(slug: str, **opts: Any) -> None:
+def request_log(slug: str, receipt: str | None, **opts: Any) -> None:
     """Record a request and its decision. Prompts for what is missing on a terminal.
 
     Granting to someone who is not an authorised contact, or with --verified-by none, is refused
@@ -139,12 +146,45 @@ def request_log(slug: str, **opts: Any) -> None:
     ]
     if missing and not _stdin_tty():
         raise click.UsageError(f"missing {', '.join(missing)} (no terminal to ask on)")
+    if receipt:
+        _check_receipt_path(Path(receipt))
     v = state().open()
     v.clients.get(slug)
     if missing:
         _ask(v, slug, opts)
     done = Requests(v).log(slug, **opts)
     _print_logged(done)
+    if receipt:
+        _write_receipt(v, done, Path(receipt))
+
+
+def _check_receipt_path(path: Path) -> None:
+    """Refuse a receipt file that could not be written before anything is logged."""
+    import os
+
+    from ..errors import AlreadyExists, NotFound
+
+    if os.path.lexists(path):
+        raise AlreadyExists(
+            f"{path} already exists; refusing to overwrite it", "choose another --receipt FILE"
+        )
+    if not path.parent.is_dir():
+        raise NotFound(f"the directory {str(path.parent)!r} does not exist")
+
+
+def _write_receipt(v: Any, done: Any, path: Path) -> None:
+    from ..errors import VaultError
+    from ..files import write_private
+    from ..receipts import receipt
+
+    try:
+        write_private(path, receipt(v, done).encode("utf-8"))
+    except VaultError as exc:
+        exc.message = (
+            f"the request was logged (audit entry {done.seq}), but the receipt was not written: {exc.message}"
+        )
+        raise
+    click.echo(f"Wrote receipt {path} (signed by {v.fingerprint}; audit entry {done.head_seq}).", err=True)
 
 
 def _print_logged(done: Any) -> None:
@@ -309,12 +349,15 @@ def request_show(ref: str) -> None:
 )
 def request_report(slug: str, out: str | None) -> None:
     """A record of every request of a client, to send or file (Markdown and HTML; no secrets)."""
-    from ..requests import Requests
+    from ..requests import Requests, disagreement
 
     v = state().open()
-    text, page = Requests(v).report(slug)
+    built = Requests(v).build_report(slug)
+    text, page = built.text, built.page
     if not out:
-        click.echo(text, nl=False)
+        click.echo(printable(text), nl=False)
+        if built.problems:
+            raise disagreement(built.problems)
         return
     path = Path(out)
     if path.suffix.lower() in (".html", ".htm"):
@@ -329,3 +372,5 @@ def request_report(slug: str, out: str | None) -> None:
     write_private(md_path, text.encode("utf-8"), overwrite=True)
     write_private(html_path, page.encode("utf-8"), overwrite=True)
     click.echo(f"Wrote {md_path} and {html_path}.")
+    if built.problems:
+        raise disagreement(built.problems)

@@ -1,10 +1,11 @@
-"""Vault lifecycle commands: init, unlock, lock, passwd, recover, backup."""
+"""Vault lifecycle commands: init, unlock, lock, passwd, recover, backup, rekey."""
 
 from __future__ import annotations
 
 import click
 
 from .context import new_secret, read_passphrase, secret_env, state
+from .params import DURATION
 
 
 @click.command()
@@ -24,7 +25,7 @@ def init() -> None:
     v, code = init_vault(path, passphrase)
     with v:
         click.echo(f"Created vault {path}")
-        click.echo(f"Vault fingerprint: {v.fingerprint}")
+        click.echo(f"Vault fingerprint: {v.fingerprint}  {v.ssh_fingerprint}")
     click.echo("")
     click.echo("Recovery code (shown once; write it down and keep it offline):")
     click.echo(f"    {code}")
@@ -45,6 +46,7 @@ def _init_passphrase() -> str:
 @click.option(
     "--for",
     "duration",
+    type=DURATION,
     default="15m",
     show_default=True,
     help="How long the session lasts (e.g. 90s, 15m, 2h, 1d; at most 7 days).",
@@ -66,9 +68,19 @@ def unlock(duration: str) -> None:
     click.echo(f"# unlocked {v.path} for {duration}; end it early with: handover lock", err=True)
 
 
+AFTER_A_LEAK = (
+    "after a leaked session file or passphrase, run `handover rekey` (new master key, every record "
+    "re-encrypted): this alone does not end that exposure"
+)
+
+
 @click.command()
 def lock() -> None:
-    """End the session named by HANDOVER_SESSION (deletes its key file)."""
+    """End the session named by HANDOVER_SESSION (deletes its key file).
+
+    Locking ends the session on this machine. A copy of the session file together with its token
+    holds the vault's master key: after such a leak, `handover rekey` is what is needed.
+    """
     from .. import session
 
     token = secret_env("HANDOVER_SESSION")
@@ -78,18 +90,26 @@ def lock() -> None:
     ended = session.end(token)
     click.echo("Locked." if ended else "The session had already ended.")
     click.echo("unset HANDOVER_SESSION", err=True)
+    click.echo(f"note: {AFTER_A_LEAK}.", err=True)
 
 
 @click.command()
 def passwd() -> None:
     """Change the passphrase (re-wraps the master key; no record is re-encrypted).
 
-    The new passphrase comes from HANDOVER_NEW_PASSPHRASE or a prompt (asked twice).
+    The new passphrase comes from HANDOVER_NEW_PASSPHRASE or a prompt (asked twice). The master key
+    stays the same: whoever learnt it (the old passphrase and a copy of the file, or a session file)
+    can still decrypt the vault. After such a leak, run `handover rekey` (with the new passphrase).
     """
     v = state().open()
     new = new_secret("HANDOVER_NEW_PASSPHRASE", "New passphrase")
     v.set_passphrase(new)
     click.echo("Passphrase changed. Sessions already open stay valid until they expire or `handover lock`.")
+    click.echo(
+        "note: the master key is unchanged, so the old passphrase still opens older copies of the vault "
+        f"file; {AFTER_A_LEAK}.",
+        err=True,
+    )
 
 
 @click.command()
@@ -127,3 +147,44 @@ def backup(file: str) -> None:
     v = state().open()
     dest = v.backup(file)
     click.echo(f"Backed up to {dest}. It opens with the same passphrase; keep it as safe as the vault.")
+
+
+@click.command()
+def rekey() -> None:
+    """New master key and client keys; every record, version and attachment re-encrypted.
+
+    What ends the exposure after a leaked session file or passphrase (`passwd` and `lock` alone do
+    not). The passphrase comes from the usual sources (never from HANDOVER_SESSION) and stays the
+    same: change it first with `handover passwd` if it leaked. A NEW recovery code is printed once;
+    the old one stops working. Every unlock session of this user is ended. One transaction: an
+    interruption leaves the vault as it was.
+    """
+    from ..core import open_vault
+    from ..rekey import rekey as do_rekey
+    from ..store import check_file
+
+    path = state().path()
+    check_file(path)
+    passphrase = read_passphrase()
+    v = open_vault(path, passphrase=passphrase)
+    try:
+        done = do_rekey(v, passphrase)  # shares v's store: the new vault object closes it
+    except BaseException:
+        v.close()
+        raise
+    with done.vault:
+        click.echo(
+            f"Rekeyed {path}: {done.clients} clients, {done.records} records, {done.versions} previous "
+            f"versions and {done.chunks} attachment chunks re-encrypted under new keys (audit entry "
+            f"{done.audit_seq})."
+        )
+        click.echo(f"Vault fingerprint: {done.vault.fingerprint} (unchanged: the signing key was re-wrapped)")
+    ended = "session was" if done.sessions_dropped == 1 else "sessions were"
+    click.echo(f"{done.sessions_dropped} unlock {ended} ended; unlock again with: eval $(handover unlock)")
+    click.echo("")
+    click.echo("New recovery code (shown once; the old one no longer works; keep it offline):")
+    click.echo(f"    {done.recovery_code}")
+    click.echo(
+        "note: copies of the vault made before now (backups, sync history) are still under the old keys.",
+        err=True,
+    )

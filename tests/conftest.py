@@ -18,7 +18,6 @@ import pytest
 
 PASSPHRASE = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "vectors"
 
 
 @pytest.fixture(autouse=True)

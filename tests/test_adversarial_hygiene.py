@@ -469,7 +469,9 @@ def test_files_holding_secrets_are_private_even_with_umask_000(hv: dict, tmp_pat
 def test_vault_companion_files_are_private_while_the_vault_is_open(hv: dict, tmp_path: Path) -> None:
     """-wal and -shm exist only while a command runs: pause one inside its write and look at them."""
     marker = tmp_path / "paused"
-    env = private_env(hv, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:after:sleep2", marker=marker))
+    env = private_env(
+        hv, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:after:sleep2", marker=marker)
+    )
     proc = start(["cred", "show", "acme", "fw", "--reveal"], env)
     try:
         deadline = time.monotonic() + 30

@@ -1,6 +1,6 @@
 """The C2SP age test vectors, run through our decrypt path (vault.agefile.open_stream).
 
-Every vector is read in place from ../shared/vectors/age/testdata. A ``success`` vector must decrypt
+Every vector is read from tests/vectors/age/testdata (copied into the project: see its README). A ``success`` vector must decrypt
 to the plaintext whose SHA-256 the vector names; every failure vector must fail with the error class
 its ``expect`` implies and leave nothing behind in the output folder. Where our stack cannot do what
 the spec says, the vector is listed in EXPECTED_DIFFERENCES with the reason and the outcome we pin
@@ -20,7 +20,7 @@ import pytest
 from handover_vault import agefile
 from handover_vault.errors import AuthenticationFailed, IntegrityError, InvalidInput, VaultError
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "age" / "testdata"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "age" / "testdata"
 
 # vector name -> why our outcome differs from the spec's. Each of these must fail with InvalidInput and
 # leave nothing behind: we only ever deviate by refusing.

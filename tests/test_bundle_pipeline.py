@@ -250,7 +250,7 @@ def test_a_verified_sealed_bundle_was_hashed_in_the_decrypting_pass(
         tarsafe.CheckedTar, "iter_member", lambda self, rel: reread.append(rel) or real(self, rel)
     )
     verified = bundle_format.verify_sealed_bundle(tmp_path / "b.tar.age", identities=ids)
-    assert {e.path for e in verified.files} == {"a.bin", "SHA256SUMS"}
-    # Only the three small format files are read back; no content file is hashed a second time.
-    assert sorted(reread) == ["manifest.json", "manifest.sig", "signer.pub"]
+    assert {e.path for e in verified.files} == {"a.bin", "SHA256SUMS", "SHA256SUMS.sig"}
+    # Only the five small format files are read back; no content file is hashed a second time.
+    assert sorted(reread) == ["SHA256SUMS", "SHA256SUMS.sig", "manifest.json", "manifest.sig", "signer.pub"]
     assert no_children_left()

@@ -147,7 +147,8 @@ def test_passphrase_file_source(v, vault_path: Path, tmp_path: Path) -> None:
     done = fork_run(["client", "list"], vault=vault_path, env={"HANDOVER_PASSPHRASE_FILE": str(missing)})
     assert (done.returncode, done.stderr) == (
         1,
-        f"Error: cannot read HANDOVER_PASSPHRASE_FILE ({missing}): FileNotFoundError\n",
+        f"Error: cannot read HANDOVER_PASSPHRASE_FILE ({missing}): there is no such file\n"
+        "hint: point HANDOVER_PASSPHRASE_FILE at the file that holds the passphrase (one line), or unset it\n",
     )
 
 
@@ -177,7 +178,8 @@ def test_passphrase_command_source(v, vault_path: Path, tmp_path: Path) -> None:
     )
     assert (done.returncode, done.stderr) == (
         3,
-        "Error: HANDOVER_PASSPHRASE_COMMAND could not run (FileNotFoundError)\n",
+        "Error: HANDOVER_PASSPHRASE_COMMAND could not run: there is no such file\n"
+        "hint: set it to a command that prints the passphrase, e.g. pass show handover\n",
     )
 
 

@@ -126,7 +126,13 @@ def test_chunks_are_sealed_only_where_an_attachment_is_created() -> None:
         for p in vault_dir.glob("*.py")
         if re.search(r"(?<!class )\bChunk\(|chunk_aad\(", p.read_text(encoding="utf-8"))
     }
-    assert writers == {"attachments.py"}
+    assert writers == {"attachments.py", "rekey.py"}
+    # A rekey re-seals each chunk's own plaintext, just opened under the old key, at the same
+    # position under the new key: the content of a (record, position) still never changes.
+    rekey = (vault_dir / "rekey.py").read_text(encoding="utf-8")
+    body = rekey[rekey.index("def _rekey_chunks") : rekey.index("def drop_sessions")]
+    assert body.count("chunk_aad(") == 1 and body.count(".seal(") == 1
+    assert "block = old.keys.sealer.open(blob, aad)" in body and "fresh.keys.sealer.seal(block, aad)" in body
     source = (vault_dir / "attachments.py").read_text(encoding="utf-8")
     assert source.count("Chunk(") == 1 and source.count("sealer.seal(") == 1
     add_stream = source[source.index("def add_stream") : source.index("def add_file")]

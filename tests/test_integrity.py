@@ -494,3 +494,14 @@ def test_a_write_never_builds_on_a_rolled_back_state(world: World, vault_path: P
     assert "state record does not match its newest audit entry" in done.stderr
     assert audit_count(vault_path) == entries
     refused(run(["verify"], vault=vault_path))
+
+
+def test_after_a_rekey_the_commitment_holds_and_still_catches_a_rollback(
+    world: World, vault_path: Path
+) -> None:
+    done = run(["rekey"], vault=vault_path)
+    assert done.returncode == 0, done.stderr
+    ok = run(["verify"], vault=vault_path)
+    assert ok.returncode == 0, ok.stderr
+    _roll_back_from_history(vault_path, world.cred, 1)  # history re-encrypted under the new key too
+    refused(run(["cred", "show", "acme", world.cred, "--reveal"], vault=vault_path), "cred", world.cred)

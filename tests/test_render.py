@@ -241,7 +241,7 @@ def test_html_page_is_self_contained_and_locked_down() -> None:
     assert page.index("Content-Security-Policy") < page.index("<style>") < page.index("<body>")
     assert "<title>Acme &quot;handover&quot; &lt;2026&gt;</title>" in page
     assert '<section id="issues">\n<h2>Known issues &lt;3</h2>' in page
-    assert "@media print" in page and "break-before: page" in page
+    assert "@media print" in page and "break-inside: avoid" in page and "break-before: page" not in page
     # Nothing that could fetch: no src, no CSS url() or @import, no script, no external stylesheet.
     assert not re.search(r"\bsrc=|url\(|@import|<script|<link", page, re.I)
     assert_inert(page.split("<body>", 1)[1])

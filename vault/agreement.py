@@ -160,7 +160,7 @@ def plan_end(
         )
     days = on_hand_days if on_hand_days is not None else agreement.get("on_hand_days")
     days = DEFAULT_ON_HAND_DAYS if days is None else int(days)
-    validate.positive_int(days, "on-hand days", 3650)
+    validate.positive_int(days, "on-hand days", validate.MAX_DAYS)
     return EndPlan(
         notice_given=given.isoformat(),
         earliest_end=earliest.isoformat() if earliest else None,

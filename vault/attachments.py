@@ -45,7 +45,8 @@ def chunk_aad(vault_id: str, client_id: str, record_id: str, seq: int) -> bytes:
     for a record it has just created under a fresh random id, and never rewritten (the version is
     fixed at 1 for that reason). The export relies on it (``chunks(verify_digest=False)``); a
     feature that replaced an attachment's content in place would have to bind a content version
-    here first.
+    here first. ``rekey`` (vault/rekey.py) re-seals each chunk's own plaintext at its position under
+    the client's new key: the content stays the one sealed at creation.
     """
     return record_aad(vault_id, client_id, "chunk", f"{record_id}/{seq}", 1)
 

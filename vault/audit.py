@@ -25,6 +25,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from .clients import ClientRef
     from .core import Vault
+    from .rekey import Epoch
 
 CHECKPOINT_FORMAT = "handover-audit-checkpoint/1"
 # Entries written since the head record exists use the v2 layout. v1 (the first release) encoded an
@@ -266,6 +268,33 @@ def _check_row_slowly(raw: Any) -> Row:
     return Row(**values)
 
 
+def head_tag(key: bytes, vault_id: str, seq: int, mac: bytes) -> bytes:
+    """The head record's tag (docs/spec.md): only the audit key can make it."""
+    msg = b"handover-vault/v2/audit-head\x00" + vault_id.encode() + b"\x00"
+    return crypto.mac(key, msg + struct.pack(">Q", seq) + mac)
+
+
+def head_verifies(key: bytes, vault_id: str, value: Any) -> bool:
+    """Whether a stored head record carries a valid tag under ``key``."""
+    value = bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+    if len(value) != HEAD_SIZE or value[0] != HEAD_VERSION:
+        return False
+    seq = struct.unpack(">Q", value[1:9])[0]
+    return crypto.mac_equal(head_tag(key, vault_id, seq, value[9:41]), value[41:])
+
+
+def _epoch_sealer(epoch: Epoch, e: Row, cache: dict[str, Any]) -> Any:
+    """The key that sealed the detail of an entry written before a rekey (None: shredded)."""
+    name = f"{epoch.until}/{e.client_id if e.scope == 'client' and e.client_id else ''}"
+    if name not in cache:
+        if not name.endswith("/"):
+            key = epoch.clients.get(str(e.client_id))
+        else:
+            key = epoch.detail_key
+        cache[name] = None if key is None else crypto.Sealer(key)
+    return cache[name]
+
+
 @dataclass(frozen=True)
 class Head:
     seq: int
@@ -299,13 +328,37 @@ class AuditLog:
         self.v = vault
         self.key = vault.keys.audit_mac_key
         self.mac = crypto.Mac(self.key)  # keyed once: verify MACs every entry of the log
-        self.genesis = crypto.mac(self.key, b"handover-vault/v1/audit-genesis\x00" + vault.vault_id.encode())
+
+    # --- keys of earlier epochs (before a rekey: vault/rekey.py) -----------------------------------
+
+    @cached_property
+    def epochs(self) -> list[Epoch]:
+        """The audit keys before each rekey, oldest first (empty for a vault never rekeyed)."""
+        from .rekey import load_epochs
+
+        return load_epochs(self.v)
+
+    @cached_property
+    def genesis(self) -> bytes:
+        first = self.epochs[0].mac_key if self.epochs else self.key  # the key the log began under
+        return crypto.mac(first, b"handover-vault/v1/audit-genesis\x00" + self.v.vault_id.encode())
+
+    def _epoch_of(self, seq: int) -> Epoch | None:
+        """The earlier epoch an entry belongs to, or None for the current key's."""
+        for epoch in self.epochs:
+            if seq <= epoch.until:
+                return epoch
+        return None
+
+    def _key_changes(self) -> dict[int, crypto.Mac]:
+        """Entry ``vault.rekey`` number -> the MAC key the entries after it are chained under."""
+        macs = [crypto.Mac(e.mac_key) for e in self.epochs[1:]] + [self.mac]
+        return {e.until: m for e, m in zip(self.epochs, macs, strict=True)}
 
     # --- the head record --------------------------------------------------------------------------
 
     def _head_tag(self, seq: int, mac: bytes) -> bytes:
-        msg = b"handover-vault/v2/audit-head\x00" + self.v.vault_id.encode() + b"\x00"
-        return crypto.mac(self.key, msg + struct.pack(">Q", seq) + mac)
+        return head_tag(self.key, self.v.vault_id, seq, mac)
 
     def _read_head(self, s: Session) -> Head | None:
         """The recorded newest entry, or None when there is no head record (first release vaults).
@@ -343,9 +396,13 @@ class AuditLog:
         else:
             row.value = value
 
-    def _mac_of(self, prev: bytes, row: Row, v1: bool = False) -> bytes:
+    def adopt_head(self, s: Session, head: Head) -> None:
+        """Write the head record under this log's key (a rekey's new key: vault/rekey.py)."""
+        self._write_head(s, head)
+
+    def _mac_of(self, prev: bytes, row: Row, v1: bool = False, mac: crypto.Mac | None = None) -> bytes:
         data = entry_bytes_v1(self.v.vault_id, row) if v1 else entry_bytes(self.v.vault_id, row)
-        return self.mac(prev + data)
+        return (mac or self.mac)(prev + data)
 
     def _continue_legacy(self, s: Session, last_seq: int) -> Head:
         """Where to chain on in a vault without a head record: only after an intact v1 entry.
@@ -491,8 +548,10 @@ class AuditLog:
             if len(rows) < 2 or rows[0].seq != head.seq - 1:
                 raise _broken(head.seq - 1, "entry missing")
             prev = check_row(rows[0]).mac
-        ok = crypto.mac_equal(self._mac_of(prev, row), row.mac) or (
-            row.commitment is None and crypto.mac_equal(self._mac_of(prev, row, v1=True), row.mac)
+        epoch = self._epoch_of(head.seq) if self.epochs else None
+        key = crypto.Mac(epoch.mac_key) if epoch is not None else None  # a rekey's bridge entry
+        ok = crypto.mac_equal(self._mac_of(prev, row, mac=key), row.mac) or (
+            row.commitment is None and crypto.mac_equal(self._mac_of(prev, row, v1=True, mac=key), row.mac)
         )
         if not crypto.mac_equal(row.mac, head.mac) or not ok:
             raise _broken(head.seq, "its MAC does not match (edited, or an older copy put back)")
@@ -512,6 +571,9 @@ class AuditLog:
         yield from s.connection().execute(q.execution_options(yield_per=2000))
 
     def _sealer_for(self, s: Session, e: Row, cache: dict[str, Any]) -> Any:
+        epoch = self._epoch_of(e.seq) if self.epochs else None
+        if epoch is not None:  # sealed before a rekey, under that epoch's keys
+            return _epoch_sealer(epoch, e, cache)
         if e.scope == "vault" or not e.client_id:
             return self.v.keys.audit_detail
         if e.client_id not in cache:
@@ -566,14 +628,15 @@ class AuditLog:
             ).first()
         return Head(0, self.genesis) if last is None else Head(last.seq, bytes(last.mac))
 
-    def verify(self, checkpoint: dict[str, Any] | None = None) -> Head:
+    def verify(self, checkpoint: dict[str, Any] | None = None, pinned: Head | None = None) -> Head:
         """Walk the chain; raise IntegrityError naming the first broken entry.
 
         Also refuses a log whose newest entries no longer match the head record, and, with a
         checkpoint (from ``checkpoint()``), a log that no longer contains the checkpointed head:
-        truncation or rollback. Raises InvalidInput for a malformed checkpoint.
+        truncation or rollback. ``pinned`` is a head whose signature the caller checked already
+        (a receipt's: vault/receipts.py). Raises InvalidInput for a malformed checkpoint.
         """
-        cp = self.check_checkpoint_signature(checkpoint) if checkpoint is not None else None
+        cp = self.check_checkpoint_signature(checkpoint) if checkpoint is not None else pinned
         with self.v.read() as s:
             try:
                 with builtin_text(s):
@@ -597,7 +660,9 @@ class AuditLog:
         row, the keyed MAC state copied directly): it is most of the time ``audit verify`` takes.
         """
         prev, expected, v2_seen, v3_seen = self.genesis, 1, False, False
-        encode, keyed, equal = _entry_encoder(self.v.vault_id), self.mac.keyed, crypto.mac_equal
+        changes = self._key_changes() if self.epochs else {}
+        current = crypto.Mac(self.epochs[0].mac_key) if self.epochs else self.mac
+        encode, keyed, equal = _entry_encoder(self.v.vault_id), current.keyed, crypto.mac_equal
         cp_seq = cp.seq if cp is not None else -1
         for raw in scan(s, _select_entries().order_by(AuditEntry.seq)):
             row = raw if intact(raw) else check_row(raw)
@@ -608,7 +673,7 @@ class AuditLog:
             h.update(prev + encode(row))
             if equal(h.finalize(), mac):
                 v2_seen = True
-            elif v2_seen or not equal(self._mac_of(prev, Row._make(row), v1=True), mac):
+            elif v2_seen or not equal(self._mac_of(prev, Row._make(row), v1=True, mac=current), mac):
                 raise _broken(
                     seq,
                     "its MAC does not match (edited, inserted, reordered or an earlier entry deleted)",
@@ -621,6 +686,9 @@ class AuditLog:
                 raise _broken(1, f"the log does not start with {FIRST_ACTION}")
             if seq == cp_seq and cp is not None and not equal(mac, cp.mac):
                 raise IntegrityError(f"audit entry {seq} differs from the checkpoint: history rewritten")
+            if changes and seq in changes:  # a rekey: the entries after it chain on under the new key
+                current = changes[seq]
+                keyed = current.keyed
             prev, expected = mac, expected + 1
         return prev, expected, v2_seen
 

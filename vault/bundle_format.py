@@ -1,15 +1,17 @@
 """The sealed handover bundle (DESIGN §6): manifest, signature, verification and safe opening.
 
 A bundle is ``<root>.tar.age``: an age file (:mod:`vault.agefile`) holding a deterministic tar
-(:mod:`vault.tarsafe`) of one folder ``<root>/`` with the content files plus four format files:
+(:mod:`vault.tarsafe`) of one folder ``<root>/`` with the content files plus five format files:
 
 - ``SHA256SUMS``: ``<sha256>  <path>`` per content file, so ``sha256sum -c`` checks them;
+- ``SHA256SUMS.sig``: an OpenSSH signature (namespace ``handover-bundle``) of SHA256SUMS's exact
+  bytes by the vault's key, so ``ssh-keygen -Y verify`` checks them (:mod:`vault.sshsig`);
 - ``manifest.json``: canonical JSON naming the format, vault fingerprint, client, export time, root
-  folder and every file (content files and ``SHA256SUMS``) with size and SHA-256;
+  folder and every file (content files, ``SHA256SUMS`` and its signature) with size and SHA-256;
 - ``manifest.sig``: the raw 64-byte Ed25519 signature of ``manifest.json``'s exact bytes;
 - ``signer.pub``: the vault's Ed25519 public key as PEM SubjectPublicKeyInfo.
 
-docs/bundle-format.md specifies it for independent verifiers (age, tar, sha256sum, openssl). Private
+docs/bundle-format.md specifies it for independent verifiers (age, tar, sha256sum, ssh-keygen, openssl). Private
 keys never enter this module: signing is a callback.
 """
 
@@ -27,7 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
-from . import crypto
+from . import crypto, sshsig
 from .agefile import (
     Identity,
     Recipient,
@@ -69,6 +71,7 @@ __all__ = [
     "bundle_root",
     "export_mtime",
     "extract_bundle",
+    "file_count",
     "load_identity_file",
     "open_sealed_bundle",
     "open_stream",
@@ -87,9 +90,12 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 SIGNER_NAME = "signer.pub"
 SUMS_NAME = "SHA256SUMS"
+SUMS_SIGNATURE_NAME = "SHA256SUMS.sig"
 # Not listed in the manifest: the manifest cannot list itself, and the other two are its signature.
 SIGNATURE_FILES = frozenset({MANIFEST_NAME, SIGNATURE_NAME, SIGNER_NAME})
-RESERVED_NAMES = SIGNATURE_FILES | {SUMS_NAME}
+RESERVED_NAMES = SIGNATURE_FILES | {SUMS_NAME, SUMS_SIGNATURE_NAME}
+# An Ed25519 SSHSIG armored is 422 bytes.
+MAX_SUMS_SIGNATURE_BYTES = sshsig.MAX_ARMOR
 REQUIRED_META = ("client", "exported_at", "root", "vault_fingerprint")
 # Ed25519 signatures are exactly 64 bytes (RFC 8032); anything else is not ours.
 SIGNATURE_BYTES = 64
@@ -119,6 +125,12 @@ def export_mtime(day: date) -> int:
 def build_sums(files: Sequence[BundleFile]) -> bytes:
     """``SHA256SUMS`` for ``files``: ``<sha256>  <name>`` lines sorted by name (``sha256sum`` format)."""
     return "".join(f"{f.sha256}  {f.name}\n" for f in sorted(files, key=lambda f: f.name)).encode("utf-8")
+
+
+def file_count(content_files: Sequence[BundleFile]) -> int:
+    """How many files a bundle of these content files holds: the one count export, verify and open
+    show (content files and the five format files; folders are not counted)."""
+    return len(content_files) + len(RESERVED_NAMES)
 
 
 def build_manifest(files: Sequence[BundleFile], meta: Mapping[str, Any]) -> bytes:
@@ -158,7 +170,8 @@ def assemble_bundle(
     sign: Callable[[bytes], bytes],
     signer_public_key: bytes,
 ) -> list[BundleFile]:
-    """All files of a bundle: ``files`` plus SHA256SUMS, manifest.json, manifest.sig, signer.pub.
+    """All files of a bundle: ``files`` plus SHA256SUMS, SHA256SUMS.sig, manifest.json, manifest.sig
+    and signer.pub.
 
     ``sign`` receives the manifest bytes and returns the raw Ed25519 signature; it is checked
     against ``signer_public_key`` (32 raw bytes) before anything is written.
@@ -177,7 +190,12 @@ def assemble_bundle(
     if meta.get("root", root) != root:
         raise InvalidInput("the manifest's root is not the bundle's folder name")
     sums = BundleFile.from_bytes(SUMS_NAME, build_sums(files))
-    manifest = build_manifest([*files, sums], {**meta, "root": root, "vault_fingerprint": fingerprint})
+    sums_sig = BundleFile.from_bytes(
+        SUMS_SIGNATURE_NAME, sshsig.sign(build_sums(files), sign, signer_public_key).encode("ascii")
+    )
+    manifest = build_manifest(
+        [*files, sums, sums_sig], {**meta, "root": root, "vault_fingerprint": fingerprint}
+    )
     signature = sign(manifest)
     if len(signature) != SIGNATURE_BYTES or not crypto.verify_signature(
         signer_public_key, signature, manifest
@@ -186,6 +204,7 @@ def assemble_bundle(
     return [
         *files,
         sums,
+        sums_sig,
         BundleFile.from_bytes(MANIFEST_NAME, manifest),
         BundleFile.from_bytes(SIGNATURE_NAME, signature),
         BundleFile.from_bytes(SIGNER_NAME, crypto.public_key_pem(signer_public_key)),
@@ -240,10 +259,16 @@ class VerifiedBundle:
     client: str
     exported_at: str
     signer_fingerprint: str
-    files: tuple[ManifestEntry, ...]  # as listed in the manifest (content files and SHA256SUMS)
+    files: tuple[ManifestEntry, ...]  # as listed in the manifest (content files, SHA256SUMS[.sig])
     manifest: Mapping[str, Any]
     manifest_sha256: str
     format_files: tuple[ManifestEntry, ...]  # manifest.json, manifest.sig, signer.pub
+    signer_ssh_fingerprint: str = ""  # SHA256:… as ssh-keygen -lf prints it for the signer
+
+    @property
+    def file_count(self) -> int:
+        """Every file in the bundle folder (the count export printed for it)."""
+        return len(self.files) + len(self.format_files)
 
 
 def verify_bundle_tar(
@@ -348,6 +373,7 @@ def _verify_checked(
     _check_sums(entries)
     for entry in entries:
         _check_file(checked, entry, hashed)
+    _check_sums_signature(checked, entries, signer)
     return VerifiedBundle(
         root=checked.root,
         client=manifest["client"],
@@ -356,6 +382,7 @@ def _verify_checked(
         files=entries,
         manifest=manifest,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        signer_ssh_fingerprint=sshsig.ssh_fingerprint(signer),
         format_files=tuple(
             ManifestEntry(name, len(data), hashlib.sha256(data).hexdigest())
             for name, data in (
@@ -425,10 +452,20 @@ def _check_sums(entries: tuple[ManifestEntry, ...]) -> None:
     sums = next((e for e in entries if e.path == SUMS_NAME), None)
     if sums is None:
         raise IntegrityError("the manifest does not list SHA256SUMS")
-    content = [e for e in entries if e.path != SUMS_NAME]
+    content = [e for e in entries if e.path not in (SUMS_NAME, SUMS_SIGNATURE_NAME)]
     expected = "".join(f"{e.sha256}  {e.path}\n" for e in sorted(content, key=lambda e: e.path))
     if hashlib.sha256(expected.encode("utf-8")).hexdigest() != sums.sha256:
         raise IntegrityError("SHA256SUMS does not agree with the manifest")
+
+
+def _check_sums_signature(checked: CheckedTar, entries: tuple[ManifestEntry, ...], signer: bytes) -> None:
+    """SHA256SUMS.sig must be the signer's OpenSSH signature of SHA256SUMS: what the successor's
+    ``ssh-keygen -Y verify`` checks, checked here too so both verdicts agree. A bundle made before
+    SHA256SUMS.sig existed does not list it; its signed manifest still covers every file."""
+    if not any(e.path == SUMS_SIGNATURE_NAME for e in entries):
+        return
+    sums = checked.read_member(SUMS_NAME, MAX_MANIFEST_BYTES)
+    sshsig.verify(checked.read_member(SUMS_SIGNATURE_NAME, MAX_SUMS_SIGNATURE_BYTES), sums, signer)
 
 
 def _check_file(checked: CheckedTar, entry: ManifestEntry, hashed: MemberHasher | None) -> None:

@@ -69,13 +69,13 @@ def agreement_fields(
     if contract_start is not None:
         out["contract_start"] = validate.date(contract_start, "contract start")
     if notice_days is not None:
-        out["notice"] = {"days": validate.positive_int(notice_days, "notice days", 3650)}
+        out["notice"] = {"days": validate.positive_int(notice_days, "notice days", validate.MAX_DAYS)}
     if notice_months is not None:
-        out["notice"] = {"months": validate.positive_int(notice_months, "notice months", 120)}
+        out["notice"] = {"months": validate.positive_int(notice_months, "notice months", validate.MAX_MONTHS)}
     if end_of_month is not None:
         out["end_of_month"] = bool(end_of_month)
     if on_hand_days is not None:
-        out["on_hand_days"] = validate.positive_int(on_hand_days, "on-hand days", 3650)
+        out["on_hand_days"] = validate.positive_int(on_hand_days, "on-hand days", validate.MAX_DAYS)
     return out
 
 

@@ -67,11 +67,11 @@ def _slot_data(row: KeySlot) -> keys.SlotData:
 def init_vault(path: Path | str, passphrase: str, kdf: KdfParams | None = None) -> tuple[Vault, str]:
     """Create a new vault at ``path``; return it, unlocked, and the recovery code (shown once).
 
-    Raises AlreadyExists if anything exists at ``path``; InvalidInput for an empty passphrase or a
-    KDF below the floor; StorageError if the file cannot be created.
+    Raises AlreadyExists if anything exists at ``path``; InvalidInput for a passphrase under 12
+    characters or a KDF below the floor; StorageError if the file cannot be created.
     """
     path = Path(path)
-    secret = keys.normalise_passphrase(passphrase)
+    secret = keys.new_passphrase(passphrase)
     params = kdf or kdf_params()
     crypto.check_kdf_for_create(params)
     if path.exists() or path.is_symlink():
@@ -189,6 +189,9 @@ def open_vault(
     try:
         if session_token:
             vmk = session.load(session_token, vault_id)
+            from .rekey import check_session_key
+
+            check_session_key(st, vault_id, vmk)  # a session made before a rekey is refused
         elif passphrase is not None:
             vmk = _unlock_with(st, vault_id, "passphrase", keys.normalise_passphrase(passphrase))
         else:
@@ -351,6 +354,21 @@ class Vault:
     def fingerprint(self) -> str:
         return crypto.fingerprint(self.signing_public)
 
+    @property
+    def ssh_public_key(self) -> str:
+        """The signing key as an OpenSSH line (``ssh-ed25519 AAAA… handover-vault``): what the
+        successor puts in allowed_signers to check SHA256SUMS.sig with ``ssh-keygen -Y verify``."""
+        from .sshsig import public_key_line
+
+        return public_key_line(self.signing_public)
+
+    @property
+    def ssh_fingerprint(self) -> str:
+        """``SHA256:…`` as ``ssh-keygen -lf`` prints it for :attr:`ssh_public_key`."""
+        from .sshsig import ssh_fingerprint
+
+        return ssh_fingerprint(self.signing_public)
+
     def sign(self, data: bytes) -> bytes:
         """Ed25519 signature with the vault's key (the private key is unwrapped for this call only)."""
         self.signing_public  # noqa: B018 - refuses a swapped public key before anything is signed
@@ -365,7 +383,7 @@ class Vault:
         The new slot is written and the old ones deleted in one transaction, with the audit entry:
         after a crash either the old or the new passphrase opens the vault, never neither.
         """
-        secret = keys.normalise_passphrase(new_passphrase)
+        secret = keys.new_passphrase(new_passphrase)
         slot = keys.make_slot(self.vault_id, "passphrase", secret, self.keys.vmk, kdf_params())
         with self.store.write("changing the passphrase") as s:
             self._replace_slots(s, "passphrase", slot)

@@ -101,6 +101,8 @@ def public_view(data: dict[str, Any]) -> dict[str, Any]:
 class Creds(RecordService):
     kind = "cred"
     name_field = "label"
+    unique_field = "label"
+    noun = "credential labelled"
     audit_changes = True
 
     def clean(self, data: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:

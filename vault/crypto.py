@@ -179,6 +179,13 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha512(data: bytes) -> bytes:
+    """SHA-512 (``cryptography``'s): the message hash of OpenSSH signatures (vault/sshsig.py)."""
+    digest = hashes.Hash(hashes.SHA512())
+    digest.update(data)
+    return digest.finalize()
+
+
 # --- Ed25519 signing -------------------------------------------------------------------------------
 
 

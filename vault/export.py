@@ -30,7 +30,7 @@ class ExportResult:
     size: int
     fingerprint: str
     recipients: list[str]
-    files: int
+    files: int  # every file in the bundle folder: the count bundle verify and open print too
     readiness: Readiness
     audit_seq: int
 
@@ -95,16 +95,17 @@ def export(
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
     """Seal the client's handover bundle. Raises PolicyRefused for blocking gaps without ``force``."""
-    from .bundle_format import bundle_root, export_mtime, seal_bundle
+    from .bundle_format import bundle_root, export_mtime, file_count, seal_bundle
     from .core import utcnow
     from .handover import build_files, collect
     from .readiness import check
 
     readiness = check(v, slug)
     if readiness.blocking and not force:
-        gaps = "; ".join(g.message for g in readiness.blocking)
+        # One gap a line, as `handover check` lists them: a list run together is unreadable.
+        gaps = "".join(f"\n  BLOCKING  {g.message}" for g in readiness.blocking)
         raise PolicyRefused(
-            f"{slug} is not ready to hand over: {gaps}",
+            f"{slug} is not ready to hand over ({len(readiness.blocking)} blocking gap(s)):{gaps}",
             f"fill the gaps (handover check {slug}) or export anyway with --force",
         )
     exported_at = utcnow()
@@ -161,7 +162,7 @@ def export(
                 "file": path.name,
                 "recipients": [p.fingerprint for p in parsed],
                 "passphrase": passphrase is not None,
-                "files": len(files),
+                "files": file_count(files),
                 "forced": bool(readiness.blocking),
             },
         )
@@ -176,7 +177,7 @@ def export(
         result.size,
         v.fingerprint,
         [p.fingerprint for p in parsed],
-        len(files),
+        file_count(files),
         readiness,
         seq,
     )

@@ -49,8 +49,11 @@ if TYPE_CHECKING:
 from .models import AuditEntry, Chunk, Client, Record, RecordVersion
 
 CERT_FORMAT = "handover-certificate/1"
+# Documents signed the same way: the certificate of destruction and a request's receipt
+# (vault/receipts.py). The format line is what the signature covers first, so a signature made for
+# one kind of document never verifies as the other.
+SIGNED_FORMATS = (CERT_FORMAT, "handover-receipt/1")
 SIG_OPEN = "```handover-signature\n"
-SIG_CONTEXT = (CERT_FORMAT + "\n").encode()
 FORGET_ACTION = "client.forget"
 MAX_CERTIFICATE = 1_000_000
 # A TRUNCATE checkpoint waits (busy handler) for readers of older snapshots to finish. The deletion is
@@ -155,6 +158,9 @@ def forget_client(v: Vault, slug: str, today: dt.date | None = None) -> Forgotte
         if row is not None:
             tracker(v, s).client_removed(s, row)
         s.execute(delete(Client).where(Client.id == client.id))
+        from .rekey import forget_client_keys
+
+        forget_client_keys(v, s, client.id)  # its keys from before a rekey go with it
         s.flush()
         left = s.execute(select(func.count()).select_from(Record).where(Record.client_id == client.id))
         if left.scalar_one():
@@ -253,7 +259,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "",
         f"- **Client:** {_one_line(d['name'])} (`{d['slug']}`)",
         f"- **Destroyed at:** {at} (UTC)",
-        f"- **Vault:** `{v.fingerprint}` (the key that signs this certificate)",
+        f"- **Vault:** `{v.fingerprint}` (`{v.ssh_fingerprint}`; the key that signs this certificate)",
         f"- **Audit entry:** number {seq}, MAC `{mac.hex()}`",
         "",
         "All the data this vault held for the client was destroyed by crypto-shredding: the client's own "
@@ -273,10 +279,19 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "its tamper-evident chain still verifies. Their details were encrypted under the destroyed key "
         "and can no longer be read. The entry named above records this destruction.",
         "",
-        "## Checking this certificate",
+        *checking_section("certificate", CERT_FORMAT, v.fingerprint, facts),
+    ]
+    return "\n".join(lines)
+
+
+def checking_section(what: str, fmt: str, fingerprint: str, facts: dict[str, Any]) -> list[str]:
+    """The closing lines of a signed document: how to check it, then its facts as JSON (last, after
+    every user-provided value, so the verifier reads the block the signer wrote)."""
+    return [
+        f"## Checking this {what}",
         "",
-        f"Run `handover certificate verify FILE --signer {v.fingerprint}`. Any Ed25519 tool will do: "
-        f"the signature below covers the text `{CERT_FORMAT}` and a line feed, followed by this "
+        f"Run `handover certificate verify FILE --signer {fingerprint}`. Any Ed25519 tool will do: "
+        f"the signature below covers the text `{fmt}` and a line feed, followed by this "
         "file up to the line that opens the signature block, with LF line endings.",
         "",
         "```json",
@@ -284,23 +299,25 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def sign_certificate(v: Vault, body: str) -> str:
-    """``body`` followed by its signature block (Ed25519 with the vault's signing key)."""
+def sign_certificate(v: Vault, body: str, fmt: str = CERT_FORMAT) -> str:
+    """``body`` followed by its signature block (Ed25519 with the vault's signing key).
+
+    ``fmt`` is one of :data:`SIGNED_FORMATS`; the signature covers it, a line feed and ``body``.
+    """
     body = body.replace("\r\n", "\n")
     if not body.endswith("\n"):
         body += "\n"
-    sig = v.sign(SIG_CONTEXT + body.encode("utf-8"))
+    sig = v.sign((fmt + "\n").encode() + body.encode("utf-8"))
     pem = crypto.public_key_pem(v.signing_public).decode("ascii")
     block = [
         SIG_OPEN.rstrip("\n"),
-        f"Format: {CERT_FORMAT}",
+        f"Format: {fmt}",
         f"Signer: {v.fingerprint}",
         f"Signature: {base64.b64encode(sig).decode('ascii')}",
         pem.rstrip("\n"),
@@ -320,10 +337,13 @@ class VerifiedCertificate:
     signer: str
     facts: dict[str, Any]
     signer_checked: bool
+    signer_ssh_fingerprint: str = ""  # SHA256:… of the same key, as ssh-keygen -lf prints it
 
 
 def verify_certificate(data: bytes | str, signer: str | None = None) -> VerifiedCertificate:
-    """Check a certificate's signature (and, with ``signer``, whose key made it).
+    """Check a certificate's (or a receipt's) signature (and, with ``signer``, whose key made it).
+
+    ``facts["format"]`` says which of :data:`SIGNED_FORMATS` it is.
 
     Raises InvalidInput (not a certificate, malformed block) and IntegrityError (bad signature,
     a signer other than the one expected, a key that does not match its stated fingerprint).
@@ -341,23 +361,25 @@ def verify_certificate(data: bytes | str, signer: str | None = None) -> Verified
         raise InvalidInput("no signature block found: not a handover certificate")
     body, block = text[: at + 1], text[at + 1 + len(SIG_OPEN) :]
     fields, pem = _parse_block(block)
-    if fields.get("Format") != CERT_FORMAT:
-        raise InvalidInput(f"unknown certificate format {fields.get('Format', '')[:40]!r}")
+    fmt = fields.get("Format", "")
+    if fmt not in SIGNED_FORMATS:
+        raise InvalidInput(f"unknown certificate format {fmt[:40]!r}")
     try:
         sig = base64.b64decode(fields.get("Signature", ""), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("the signature is not base64") from None
     public = crypto.public_key_from_pem(pem.encode("ascii"))
     actual = crypto.fingerprint(public)
+    what = "certificate" if fmt == CERT_FORMAT else "receipt"
     if fields.get("Signer") != actual:
-        raise IntegrityError("the certificate's stated signer does not match its public key")
+        raise IntegrityError(f"the {what}'s stated signer does not match its public key")
     if signer is not None and signer.strip().lower() != actual:
-        raise IntegrityError(f"the certificate was signed by {actual}, not by {signer.strip()}")
-    if not crypto.verify_signature(public, sig, SIG_CONTEXT + body.encode("utf-8")):
-        raise IntegrityError(
-            "the certificate's signature is not valid: it was altered or not signed by this key"
-        )
-    return VerifiedCertificate(actual, _facts(body), signer is not None)
+        raise IntegrityError(f"the {what} was signed by {actual}, not by {signer.strip()}")
+    if not crypto.verify_signature(public, sig, (fmt + "\n").encode() + body.encode("utf-8")):
+        raise IntegrityError(f"the {what}'s signature is not valid: it was altered or not signed by this key")
+    from .sshsig import ssh_fingerprint
+
+    return VerifiedCertificate(actual, _facts(body, fmt), signer is not None, ssh_fingerprint(public))
 
 
 def _parse_block(block: str) -> tuple[dict[str, str], str]:
@@ -383,7 +405,7 @@ def _parse_block(block: str) -> tuple[dict[str, str], str]:
     return fields, "\n".join(pem) + "\n"
 
 
-def _facts(body: str) -> dict[str, Any]:
+def _facts(body: str, fmt: str = CERT_FORMAT) -> dict[str, Any]:
     # The last JSON block: the facts are written after every user-provided value.
     blocks = re.findall(r"^```json\n(.*?)^```$", body, re.S | re.M)
     if not blocks:
@@ -392,6 +414,8 @@ def _facts(body: str) -> dict[str, Any]:
         facts = json.loads(blocks[-1])
     except ValueError:
         raise InvalidInput("the certificate's facts block is not JSON") from None
-    if not isinstance(facts, dict) or facts.get("format") != CERT_FORMAT:
+    # The facts must be of the format the signature block names: a receipt's facts inside a
+    # certificate's block (or the other way round) is refused.
+    if not isinstance(facts, dict) or facts.get("format") != fmt:
         raise InvalidInput("the certificate's facts block has an unknown format")
     return facts

@@ -38,6 +38,11 @@ class Handover:
     client: ClientRef
     fingerprint: str
     exported_at: str
+    ssh_fingerprint: str = ""  # SHA256:… of the vault's signing key (ssh-keygen -lf)
+    ssh_public_key: str = ""  # ssh-ed25519 AAAA… handover-vault
+    # The outgoing technician to call (keys name, phone, email), for VERIFY.txt and the report's
+    # "Checking this bundle"; None until the vault records a technician profile.
+    technician: dict[str, str] | None = None
     contacts: list[Rec] = field(default_factory=list)
     docs: list[Rec] = field(default_factory=list)
     assets: list[Rec] = field(default_factory=list)
@@ -61,7 +66,7 @@ class Handover:
 
 def collect(v: Vault, s: Session, client: ClientRef, exported_at: str) -> Handover:
     """Read (and decrypt) everything the bundle needs inside one read transaction."""
-    h = Handover(client, v.fingerprint, exported_at)
+    h = Handover(client, v.fingerprint, exported_at, v.ssh_fingerprint, v.ssh_public_key)
     for kind, attr in (
         ("contact", "contacts"),
         ("doc", "docs"),
@@ -84,29 +89,6 @@ def collect(v: Vault, s: Session, client: ClientRef, exported_at: str) -> Handov
 # --- small formatting helpers ----------------------------------------------------------------------
 
 
-def md_cell(value: Any) -> str:
-    """A value safe inside a Markdown table cell (pipes escaped, one line)."""
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def md_table(columns: list[str], rows: list[list[Any]]) -> str:
-    if not rows:
-        return "_None recorded._\n"
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(out) + "\n"
-
-
-def md_code(value: Any) -> str:
-    """Inline code that survives backticks inside the value (CommonMark's fence-length rule)."""
-    text = md_cell(value)
-    if not text:
-        return ""
-    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}"
-
-
 def safe_filename(title: str, fallback: str = "untitled") -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-.")[:60]
     return name or fallback
@@ -127,6 +109,12 @@ def csv_bytes(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def csv_changed_fields(row: dict[str, Any], columns: tuple[str, ...] = CRED_COLUMNS) -> list[str]:
+    """The columns whose cell credentials.csv writes differently from the value (the spreadsheet
+    formula guard of :func:`csv_cell`, whatever it does): the report tells the successor."""
+    return [c for c in columns if row.get(c) not in (None, "") and csv_cell(row.get(c)) != str(row.get(c))]
+
+
 def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -144,171 +132,27 @@ def upcoming_expiries(h: Handover, today: dt.date) -> list[list[str]]:
     return sorted(r for r in rows if r[0] <= horizon)
 
 
-# --- the report ------------------------------------------------------------------------------------
+def index_html(h: Handover, today: dt.date) -> str:
+    """The report as the successor opens it in a browser (escaped once, for HTML)."""
+    from .report import to_html
+    from .report_content import report
 
-
-def _agreement_md(h: Handover) -> str:
-    from .agreement import effective_status, notice_terms_text
-
-    a = h.client.agreement
-    lines = [
-        f"- **Status:** {md_cell(effective_status(h.client))}",
-        f"- **Contract start:** {md_cell(a.get('contract_start') or 'not recorded')}",
-        f"- **Notice period:** {md_cell(notice_terms_text(a))}",
-    ]
-    for key, label in (
-        ("notice_given", "Notice given"),
-        ("effective_end", "Effective end"),
-        ("on_hand_until", "Outgoing technician on hand until"),
-    ):
-        if a.get(key):
-            lines.append(f"- **{label}:** {md_cell(a[key])}")
-    return "\n".join(lines) + "\n"
-
-
-def _contacts_md(h: Handover) -> str:
-    rows = [
-        [
-            c.data["name"],
-            c.data.get("role"),
-            c.data.get("email"),
-            c.data.get("phone"),
-            "yes" if c.data.get("authorized") else "no",
-        ]
-        for c in h.contacts
-    ]
-    return md_table(["Name", "Role", "Email", "Phone", "Authorised for credentials"], rows)
-
-
-def _creds_md(h: Handover) -> str:
-    rows = [
-        [
-            c.data["label"],
-            c.data.get("category"),
-            c.data.get("username"),
-            md_code(c.data.get("secret")),
-            c.data.get("url"),
-            "yes" if c.data.get("totp") else "",
-            c.data.get("expires"),
-        ]
-        for c in h.creds
-    ]
-    return md_table(["Label", "Category", "Username", "Secret", "URL", "TOTP", "Expires"], rows)
-
-
-def _rotate_md(h: Handover) -> str:
-    if not h.creds:
-        return "_No credentials._\n"
-    lines = ["Every credential below was known to the outgoing technician. Rotate each one and tick it:", ""]
-    lines += [
-        f"- [ ] {md_cell(c.data['label'])} ({md_cell(c.data.get('category') or 'uncategorised')})"
-        for c in h.creds
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _issues_md(h: Handover) -> str:
-    if not h.open_issues:
-        return "_No open issues._\n"
-    out = []
-    for i in h.open_issues:
-        d = i.data
-        ack = h.acknowledged(i.id)
-        state = (
-            f"acknowledged by {md_cell(ack.get('by'))} on {md_cell(ack.get('date'))}"
-            if ack
-            else "**not acknowledged**"
-        )
-        out += [
-            f"### [{d['severity'].upper()}] {md_cell(d['title'])}",
-            "",
-            f"- **Risk if ignored:** {md_cell(d.get('risk') or 'not recorded')}",
-            f"- **Workaround:** {md_cell(d.get('workaround') or 'none recorded')}",
-            f"- **Client acknowledgement:** {state}",
-            "",
-        ]
-        if d.get("description"):
-            out += [d["description"], ""]
-    return "\n".join(out) + "\n"
-
-
-def report_sections(h: Handover, today: dt.date) -> list[tuple[str, str]]:
-    """(heading, Markdown) pairs shared by HANDOVER.md and index.html."""
-    c = h.client
-    successor = c.data.get("successor") or {}
-    docs = [
-        [
-            f"docs/{n:02d}-{safe_filename(d.data['title'])}.md",
-            d.data["title"],
-            ", ".join(d.data.get("tags", [])),
-            d.updated_at[:10],
-        ]
-        for n, d in enumerate(h.docs, 1)
-    ]
-    return [
-        (
-            "Summary",
-            (
-                f"Handover of **{md_cell(c.name)}** ({md_cell(c.slug)}), exported {h.exported_at} from vault "
-                f"`{h.fingerprint}`. Check that fingerprint with the outgoing technician by phone before trusting "
-                f"this bundle.\n\nSuccessor: {md_cell(successor.get('name') or 'not named')}"
-                f"{' (' + md_cell(successor['org']) + ')' if successor.get('org') else ''}.\n"
-            ),
-        ),
-        ("Agreement", _agreement_md(h)),
-        ("Contacts", _contacts_md(h)),
-        ("Documents", md_table(["File", "Title", "Tags", "Updated"], docs)),
-        (
-            "Network inventory",
-            md_table(
-                ["Host", "Kind", "IP/subnet", "Location", "Model", "Serial", "Expires"],
-                [
-                    [
-                        a.data["hostname"],
-                        a.data.get("kind"),
-                        a.data.get("ip"),
-                        a.data.get("location"),
-                        a.data.get("model"),
-                        a.data.get("serial"),
-                        a.data.get("expires"),
-                    ]
-                    for a in h.assets
-                ],
-            ),
-        ),
-        ("Credentials", _creds_md(h)),
-        ("Rotate on receipt", _rotate_md(h)),
-        ("Known issues", _issues_md(h)),
-        ("Upcoming expiries", md_table(["Date", "What", "Item"], upcoming_expiries(h, today))),
-        (
-            "Attachments",
-            md_table(
-                ["File", "Size", "SHA-256"],
-                [[f"attachments/{n}", a.data["size"], a.data["sha256"]] for n, a in attachment_names(h)],
-            ),
-        ),
-    ]
+    return to_html(report(h, today))
 
 
 def handover_md(h: Handover, today: dt.date) -> str:
-    parts = [f"# Handover: {md_cell(h.client.name)}", ""]
-    for heading, body in report_sections(h, today):
-        parts += [f"## {heading}", "", body]
-    return "\n".join(parts)
+    """The same report as GFM (escaped once, for Markdown)."""
+    from .report import to_markdown
+    from .report_content import report
+
+    return to_markdown(report(h, today))
 
 
-def index_html(h: Handover, today: dt.date) -> str:
-    from .render import escape, html_page, render_markdown
+def known_issues_md(h: Handover) -> str:
+    from .report import Report, to_markdown
+    from .report_content import issues_section
 
-    body = []
-    for heading, md in report_sections(h, today):
-        body.append(f"<section><h2>{escape(heading)}</h2>{render_markdown(md)}</section>")
-    for n, d in enumerate(h.docs, 1):
-        body.append(
-            f'<section class="doc"><h2>Document {n}: {escape(d.data["title"])}</h2>'
-            f"{render_markdown(d.data['body'])}</section>"
-        )
-    return html_page(f"Handover: {h.client.name}", "\n".join(body))
+    return to_markdown(Report(f"Known issues: {h.client.name}", (issues_section(h),), contents=False))
 
 
 def acknowledgement_html(h: Handover) -> str:
@@ -316,12 +160,11 @@ def acknowledgement_html(h: Handover) -> str:
 
     rows = []
     for i in h.open_issues:
-        d, ack = i.data, h.acknowledged(i.id)
-        done = f"Acknowledged by {escape(str(ack.get('by')))}, {escape(str(ack.get('date')))}" if ack else ""
+        d = i.data
         rows.append(
             f"<tr><td>{escape(d['severity'])}</td><td>{escape(d['title'])}</td>"
             f"<td>{escape(d.get('risk') or '')}</td><td>{escape(d.get('workaround') or '')}</td>"
-            f"<td>{done}</td></tr>"
+            f"<td>{escape(ack_status(h, i.id))}</td></tr>"
         )
     table = (
         (
@@ -340,6 +183,17 @@ def acknowledgement_html(h: Handover) -> str:
         "<p>Signature: __________________________ Date: ____________________</p></div>"
     )
     return html_page(f"Acknowledgement of open issues: {h.client.name}", body)
+
+
+def ack_status(h: Handover, issue_id: str) -> str:
+    """An open issue's acknowledgement as the successor and the client read it."""
+    ack = h.acknowledged(issue_id)
+    if ack:
+        return f"Acknowledged by {ack.get('by')}, {ack.get('date')}"
+    row = next((r for r in h.acks if r.get("id") == issue_id), None)
+    if row and row.get("changed_since_ack"):
+        return "Not acknowledged (changed since it was acknowledged)"
+    return "Not acknowledged"
 
 
 def attachment_names(h: Handover) -> list[tuple[str, Rec]]:
@@ -400,12 +254,13 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
         BundleFile.from_bytes("assets.csv", csv_bytes(ASSET_COLUMNS, [a.data for a in h.assets])),
         BundleFile.from_bytes("credentials.csv", csv_bytes(CRED_COLUMNS, cred_rows(h))),
         BundleFile.from_bytes("credentials.json", json_bytes(cred_rows(h))),
-        text("known-issues.md", f"# Known issues: {md_cell(h.client.name)}\n\n" + _issues_md(h)),
+        text("known-issues.md", known_issues_md(h)),
         BundleFile.from_bytes("known-issues.json", json_bytes(issues_json(h))),
         text("acknowledgement.html", acknowledgement_html(h)),
         # The outgoing technician's audit head, signed: the client and successor hold proof of what
         # the request log contained at handover (``handover audit verify --checkpoint``).
         BundleFile.from_bytes("audit-checkpoint.json", json_bytes(v.audit.checkpoint())),
+        text("VERIFY.txt", verify_text(v, h, today)),
     ]
     files += _password_manager_files(h)
     for n, d in enumerate(h.docs, 1):
@@ -424,6 +279,17 @@ def build_files(v: Vault, s: Session, h: Handover, today: dt.date) -> list[Bundl
             )
         )
     return files
+
+
+def verify_text(v: Vault, h: Handover, today: dt.date, technician: dict[str, str] | None = None) -> str:
+    """VERIFY.txt for this bundle (vault/verify_guide.py); ``technician`` (default: the
+    handover's) names who to call."""
+    from .bundle_format import bundle_root
+    from .verify_guide import verify_txt
+
+    root = bundle_root(h.client.slug, today)
+    who = technician if technician is not None else h.technician
+    return verify_txt(root, v.fingerprint, v.ssh_fingerprint, v.ssh_public_key, technician=who)
 
 
 def _chunks_of(v: Vault, s: Session, h: Handover, rec: Rec) -> Callable[[], Iterator[bytes]]:

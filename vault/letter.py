@@ -51,6 +51,8 @@ PLACEHOLDERS = {
     "identity_check": "a paragraph: who may receive credentials and how identity is checked",
     "authorised_contacts": "the authorised contacts as a list",
     "vault_fingerprint": "the fingerprint that signs the handover bundle",
+    "vault_ssh_fingerprint": "the same key's SHA256: fingerprint, as ssh-keygen -lf shows it",
+    "vault_ssh_key": "the vault's signing key as an OpenSSH line, to check the bundle with ssh-keygen",
     "audit_head": "a paragraph: the audit log's signed head today, so a later removal is detectable",
 }
 
@@ -139,7 +141,7 @@ def _successor(client: ClientRef) -> str:
     return name or org or ""
 
 
-def _handover_plan(client: ClientRef, a: dict[str, Any], fingerprint: str) -> str:
+def _handover_plan(client: ClientRef, a: dict[str, Any], v: Vault) -> str:
     succ = _successor(client)
     email = _one_line((client.data.get("successor") or {}).get("email"))
     to_whom = (
@@ -153,7 +155,10 @@ def _handover_plan(client: ClientRef, a: dict[str, Any], fingerprint: str) -> st
             "- **What:** a sealed handover bundle with the network documentation, the inventory of devices "
             "and licences, every credential we hold (each to be changed on receipt), and the known issues "
             "with their workarounds. It is encrypted so that only the recipient can open it, and signed so "
-            f"its origin can be checked: our vault's fingerprint is `{fingerprint}`.",
+            f"its origin can be checked: our vault's fingerprint is `{v.fingerprint}` "
+            f"(`{v.ssh_fingerprint}`), and its signing key, which your new provider needs to check the "
+            f"bundle (the bundle's VERIFY.txt says how), is `{v.ssh_public_key}`. Please pass this "
+            "letter on to them: that key must reach them from us, not from the bundle.",
             f"- **To whom:** {to_whom}",
             f"- **When:** no later than {a['effective_end']}, the day the agreement ends.",
         ]
@@ -237,7 +242,7 @@ def values(
         "end_clause": _end_clause(a, start),
         "reasons": _reasons(a),
         "successor": _successor(client) or "the provider you choose",
-        "handover_plan": _handover_plan(client, a, v.fingerprint),
+        "handover_plan": _handover_plan(client, a, v),
         "open_issues": _open_issues(states),
         "on_hand_days": str(a["on_hand_days"]),
         "on_hand_until": a["on_hand_until"],
@@ -249,6 +254,8 @@ def values(
         "identity_check": _identity_check(names),
         "authorised_contacts": "\n".join(f"- {n}" for n in names) or "- (none named yet)",
         "vault_fingerprint": v.fingerprint,
+        "vault_ssh_fingerprint": v.ssh_fingerprint,
+        "vault_ssh_key": v.ssh_public_key,
         "audit_head": _audit_head(v),
     }
 
@@ -271,7 +278,26 @@ def compose(v: Vault, slug: str, template: str | None = None, **kw: Any) -> tupl
     vals = values(v, slug, **kw)
     markdown = fill(default_template() if template is None else template, vals)
     title = f"Ending our agreement: {vals['client_name']}"
-    return title, markdown, html_page(title, render_markdown(markdown))
+    body = render_markdown(markdown)
+    # The template's own heading is the letter's H1; the page adds one only if it has none.
+    return title, markdown, html_page(title, body, heading="<h1>" not in body)
+
+
+def notice_warning(v: Vault, slug: str, today: dt.date | None = None) -> str | None:
+    """A warning when the recorded notice date is before today: the letter says notice "is given"
+    on that date, which a client reading it today would take for a back-dated letter.
+
+    Raises NotFound (no client, no notice recorded).
+    """
+    a = require_notice(v.clients.get(slug))
+    today = today or dt.date.today()
+    given = str(a.get("notice_given") or "")
+    if given and given < today.isoformat():
+        return (
+            f"the notice date {given} is before today ({today.isoformat()}): the letter states notice "
+            "as given on that date; check it (handover end SLUG --notice-given DATE records another)"
+        )
+    return None
 
 
 def write_letter(

@@ -246,13 +246,7 @@ class Records:
         lookup = None
         if not rows:
             lookup = client.keys.record_lookup(kind, ref)
-            rows = list(
-                s.execute(
-                    select(Record)
-                    .where(Record.client_id == client.id, Record.kind == kind, Record.lookup == lookup)
-                    .limit(10)
-                ).scalars()
-            )
+            rows = self._rows_named(s, client, kind, lookup)
         if not rows:
             # A record that is gone may have been removed behind the vault's back: say so instead.
             check_client(self.v, s, client.id)
@@ -273,6 +267,20 @@ class Records:
         ):
             raise IntegrityError(f"{kind} {rec.id} does not match its lookup entry: tampered")
         return rec
+
+    def named(self, s: Session, client: ClientRef, kind: str, name: str) -> builtins.list[Rec]:
+        """The records of ``kind`` whose title/label is ``name`` (case-insensitive), at most 10."""
+        lookup = client.keys.record_lookup(kind, name)
+        return [self.load(client, r) for r in self._rows_named(s, client, kind, lookup)]
+
+    def _rows_named(self, s: Session, client: ClientRef, kind: str, lookup: str) -> builtins.list[Record]:
+        return list(
+            s.execute(
+                select(Record)
+                .where(Record.client_id == client.id, Record.kind == kind, Record.lookup == lookup)
+                .limit(10)
+            ).scalars()
+        )
 
     def history(self, s: Session, client: ClientRef, rec: Rec) -> builtins.list[Rec]:
         """Previous versions, oldest first (the current one is ``rec`` itself)."""

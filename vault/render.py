@@ -46,8 +46,14 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'n
 
 
 def escape(text: str) -> str:
-    """HTML-escape text for element content and quoted attribute values (quotes included)."""
-    return html.escape(text, quote=True)
+    """HTML-escape text for element content and quoted attribute values (quotes included).
+
+    The one HTML-escaping function of the report. A carriage return becomes ``&#13;``: an HTML
+    parser turns a literal CR (and CRLF) into LF before anything else, a character reference it
+    keeps. Other control characters pass as they are (the parser keeps them); NUL never reaches
+    here (vault/validate.py refuses it).
+    """
+    return html.escape(text, quote=True).replace("\r", "&#13;")
 
 
 def is_safe_link(url: str) -> bool:
@@ -135,9 +141,19 @@ def _build() -> MarkdownIt:
 _MD = _build()
 
 
-def render_markdown(text: str) -> str:
-    """Render Markdown to an HTML fragment that contains no script, handler, or external resource."""
-    return str(_MD.render(text))
+def render_markdown(text: str, demote: int = 0) -> str:
+    """Render Markdown to an HTML fragment that contains no script, handler, or external resource.
+
+    ``demote`` lowers every heading by that many levels (at most h6), so a page's own ``# Title``
+    becomes a sub-heading of the report section that holds it (one H1 per report).
+    """
+    env: EnvType = {}
+    tokens = _MD.parse(text, env)
+    if demote:
+        for token in tokens:
+            if token.type in ("heading_open", "heading_close"):
+                token.tag = f"h{min(6, int(token.tag[1]) + demote)}"
+    return str(_MD.renderer.render(tokens, _MD.options, env))
 
 
 def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, css_class: str = "") -> str:
@@ -152,49 +168,69 @@ def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, css_cla
 
 
 def html_section(heading: str, body_html: str, *, anchor: str = "") -> str:
-    """A report section: printed on a new page (see the print CSS). ``body_html`` must be safe HTML."""
+    """A report section (sections flow on when printed). ``body_html`` must be safe HTML."""
     ident = f' id="{escape(anchor)}"' if anchor else ""
     return f"<section{ident}>\n<h2>{escape(heading)}</h2>\n{body_html}</section>\n"
 
 
 _CSS = """
 :root { color-scheme: light; }
-body { font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
        background: #fff; margin: 0; }
-main { max-width: 60rem; margin: 0 auto; padding: 2rem 1.5rem 4rem; }
-h1, h2, h3 { line-height: 1.25; margin: 1.6em 0 0.5em; }
-h1 { font-size: 1.9rem; border-bottom: 2px solid #1b1b1b; padding-bottom: 0.3rem; }
-h2 { font-size: 1.4rem; border-bottom: 1px solid #ccc; padding-bottom: 0.2rem; }
-section { margin-top: 2.5rem; }
-table { border-collapse: collapse; width: 100%; margin: 1rem 0; font-size: 0.92rem; }
-th, td { border: 1px solid #bbb; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }
+main { max-width: 62rem; margin: 0 auto; padding: 1.5rem 1.5rem 4rem; }
+h1, h2, h3, h4, h5, h6 { line-height: 1.25; margin: 1.3em 0 0.45em; }
+h1 { font-size: 1.8rem; border-bottom: 2px solid #1b1b1b; padding-bottom: 0.3rem; }
+h2 { font-size: 1.35rem; border-bottom: 1px solid #ccc; padding-bottom: 0.2rem; }
+h3 { font-size: 1.1rem; }
+section { margin-top: 1.8rem; }
+table { border-collapse: collapse; width: 100%; margin: 0.6rem 0; font-size: 0.92rem; }
+th, td { border: 1px solid #bbb; padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
-td { overflow-wrap: anywhere; }
-td code { word-break: break-all; }
+/* Words wrap between each other, never inside: a URL, a secret or a date breaks only if it alone is
+   wider than the whole line (break-word, unlike anywhere, leaves table columns their width). */
+th, td, p, li { overflow-wrap: break-word; word-break: normal; hyphens: none; }
+table.fields th { width: 9rem; white-space: nowrap; font-weight: 600; }
+/* Exact values keep every space and never wrap: a line break after the "-" of a host name or a
+   secret is one a reader would copy. Prose-like values (notes) and values too long for any line
+   (class long, set by the writer) wrap at spaces, and the long ones anywhere. */
+.v { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em;
+     white-space: pre; background: #f4f4f4; padding: 0 0.15em; }
+.v.notes, .v.field, .v.block { white-space: pre-wrap; }
+.v.long { white-space: pre-wrap; overflow-wrap: anywhere; }
+.v.block { display: block; padding: 0.4rem 0.6rem; margin: 0.3rem 0; }
+.nowrap { white-space: nowrap; }
 code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.75rem; overflow-x: auto; white-space: pre-wrap; }
 blockquote { border-left: 4px solid #ccc; margin: 1rem 0; padding: 0.1rem 1rem; color: #444; }
+nav.toc ul { list-style: none; padding: 0; margin: 0.5rem 0; display: flex; flex-wrap: wrap; gap: 0.2rem 1.2rem; }
+ul.checklist { list-style: none; padding-left: 0.5rem; }
+.box { font-size: 1.1em; }
+.record { margin: 0.8rem 0 1rem; }
+.record h3 { margin: 0.6rem 0 0.2rem; }
+.warning, li.critical, tr.critical { color: #900; font-weight: 600; }
+li.soon, tr.soon, .soon { background: #fff3c4; }
+li.expired, tr.expired { background: #ffd9d6; }
+p.note { background: #eef4ff; border-left: 4px solid #6b8fd6; padding: 0.3rem 0.6rem; }
 .image-alt, .image-link { font-style: italic; color: #555; }
 .severity-critical { color: #a00; font-weight: 700; }
 .severity-high { color: #c50; font-weight: 700; }
 .tick { width: 3rem; }
 .signature-line { border-bottom: 1px solid #000; height: 2.5rem; margin: 1.5rem 0 0.3rem; }
-@page { margin: 18mm 15mm; }
+@page { margin: 14mm 13mm; }
 @media print {
-  body { font-size: 10.5pt; }
+  body { font-size: 9.5pt; line-height: 1.35; }
   main { max-width: none; padding: 0; }
-  section { break-before: page; page-break-before: always; }
-  section:first-of-type { break-before: auto; page-break-before: auto; }
-  h1, h2, h3 { break-after: avoid; page-break-after: avoid; }
-  tr, pre, blockquote { break-inside: avoid; page-break-inside: avoid; }
+  section { margin-top: 1rem; }            /* sections flow on: no page break of their own */
+  h1, h2, h3, h4 { break-after: avoid; page-break-after: avoid; }
+  tr, .record, pre, blockquote, .v.block { break-inside: avoid; page-break-inside: avoid; }
   thead { display: table-header-group; }
-  a { color: inherit; }
-  a[href^="http"]::after, a[href^="mailto"]::after { content: " <" attr(href) ">"; font-size: 0.85em; }
+  nav.toc { display: none; }
+  a { color: inherit; text-decoration: none; }
 }
 """
 
 
-def html_page(title: str, body_html: str) -> str:
+def html_page(title: str, body_html: str, *, heading: bool = True) -> str:
     """A complete, self-contained HTML5 document: inline CSS, no JavaScript, a closed CSP.
 
     ``body_html`` must already be safe (from :func:`render_markdown`, :func:`escape` and friends).
@@ -206,5 +242,5 @@ def html_page(title: str, body_html: str) -> str:
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<h1>{escape(title)}</h1>\n{body_html}</main>\n</body>\n</html>\n"
+        f"{f'<h1>{escape(title)}</h1>' if heading else ''}\n{body_html}</main>\n</body>\n</html>\n"
     )

@@ -86,6 +86,9 @@ class Logged:
     request: Rec
     disclosed: list[Rec] = field(default_factory=list)
     seq: int = 0
+    # The audit head once the request's entries are written (its newest entry): what a receipt pins.
+    head_seq: int = 0
+    head_mac: bytes = b""
 
     @property
     def during_agreement(self) -> bool:
@@ -100,6 +103,17 @@ class Linked:
     request: Rec
     seq: int = 0
     matches: bool = False
+    # Set by the report's reconciliation (vault/request_ledger.py) when the log and records disagree.
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """A request report and the disagreements between audit log and records it shows (if any)."""
+
+    text: str
+    page: str
+    problems: list[str]
 
 
 class Requests:
@@ -315,6 +329,7 @@ class Requests:
             },
         )
         disclosed = []
+        last = seq
         reason = ROTATE_AFTER_END if agreement["ended"] else ROTATE_DURING
         for kind, rec in chosen.values() if granted else ():
             extra: dict[str, Any] = {}
@@ -322,14 +337,18 @@ class Requests:
                 flagged = self.v.creds.flag_for_rotation(s, client, rec, reason)
                 extra = {"flagged_version": flagged.version}
                 disclosed.append(rec)
-            self.v.audit.append(
+            last = self.v.audit.append(
                 s,
                 "request.disclose",
                 client=client,
                 record_id=rec.id,
                 detail={"request": req.id, "kind": kind, "version": rec.version, **extra},
             )
-        return Logged(client, req, disclosed, seq)
+        from .models import AuditEntry
+
+        newest = s.get(AuditEntry, last)
+        mac = bytes(newest.mac) if newest is not None else b""
+        return Logged(client, req, disclosed, seq, last, mac)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -380,18 +399,22 @@ class Requests:
     def report(self, slug: str) -> tuple[str, str]:
         """(Markdown, HTML) record of every request of the client; no secret is in it. Audited.
 
-        Raises IntegrityError when a request no longer matches the audit entry that logged it.
+        Raises IntegrityError when the audit log and the request records disagree (the report is
+        still built and audited: :meth:`build_report` returns it with the disagreements).
         """
-        from .core import utcnow
+        built = self.build_report(slug)
+        if built.problems:
+            raise disagreement(built.problems)
+        return built.text, built.page
 
-        linked = self.list(slug)
-        for x in linked:
-            if not x.matches:
-                raise IntegrityError(
-                    f"request {x.request.id} does not match its audit entry: changed after it was logged",
-                    "run: handover audit verify",
-                )
+    def build_report(self, slug: str) -> Report:
+        """The report from the audit entries and the records together, and where they disagree."""
+        from .core import utcnow
+        from .request_ledger import problems, reconcile
+
         client = self.v.clients.get(slug)
+        linked = reconcile(self.v, client)
+        found = problems(linked)
         head = self.v.audit.head()
         text, page = render_report(client, linked, agreement_at(client), self.v.fingerprint, head, utcnow())
         self.v.audit.append_now(
@@ -400,9 +423,20 @@ class Requests:
             detail={
                 "requests": [x.request.id for x in linked],
                 "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                **({"disagreements": len(found)} if found else {}),
             },
         )
-        return text, page
+        return Report(text, page, found)
+
+
+def disagreement(found: list[str]) -> IntegrityError:
+    n = len(found)
+    return IntegrityError(
+        f"the audit log and the request records disagree ({n} {'request' if n == 1 else 'requests'}): "
+        + "; ".join(found[:3])
+        + ("; …" if n > 3 else ""),
+        "check the log: handover audit verify (and against a receipt: --checkpoint FILE)",
+    )
 
 
 # --- the report -------------------------------------------------------------------------------------
@@ -477,6 +511,8 @@ def _section(x: Linked) -> list[str]:
             lines.append(f"- **Rotation:** {md(', '.join(i['label'] for i in creds))} flagged to be changed")
     lines.append(f"- **Agreement at the time:** {md(a.get('status', 'unknown'))}{during}")
     lines.append(f"- **Audit entry:** {x.seq}" if x.seq else "- **Audit entry:** not found")
+    if x.problem:
+        lines.append(f"- **WARNING — the audit log and the records disagree:** {md(x.problem)}")
     if d.get("note"):
         lines += ["", *[f"> {md(line)}" if line.strip() else ">" for line in str(d["note"]).splitlines()]]
     return [*lines, ""]
@@ -488,6 +524,12 @@ def render_report(
     """The report as Markdown and HTML. Only request records go in: they never hold a secret."""
     counts = {d: sum(1 for x in linked if x.request.data["decision"] == d) for d in DECISIONS}
     summary = ", ".join(f"{n} {d}" for d, n in counts.items() if n) or "none"
+    logged = sum(1 for x in linked if x.seq)
+    records = sum(1 for x in linked if x.request.version)  # a stand-in rebuilt from the log has 0
+    bad = [x for x in linked if x.problem]
+    sources = f"{logged} in the audit log, {records} request records"
+    if bad:
+        sources += f" — DISAGREE for {len(bad)}, see the warning below"
     end = f", effective end {md(agreement['effective_end'])}" if agreement.get("effective_end") else ""
     title = f"Requests received from {client.name}"
     out = [
@@ -498,10 +540,12 @@ def render_report(
         f"| Client | {md(client.name)} ({md(client.slug)}) |",
         f"| Agreement | {md(agreement['status'])}{end} |",
         f"| Requests | {len(linked)} ({summary}) |",
+        f"| Sources | {sources} |",
         f"| Prepared | {md(now)} |",
         f"| Vault | {md(fingerprint)} |",
         f"| Audit log | {head.seq} entries, newest MAC {head.mac.hex()[:16]} |",
         "",
+        *_warning(bad),
         "Every request for this client's credentials or documentation is listed with who asked, how their",
         "identity was checked and what was decided. No password, key or other secret is in this record:",
         "a disclosure names the credential and its version only, and every credential disclosed is flagged",
@@ -533,6 +577,23 @@ def render_report(
     ]
     text = "\n".join(out)
     return text, to_html(title, text)
+
+
+def _warning(bad: list[Linked]) -> list[str]:
+    """The disagreements between log and records, before anything else in the report."""
+    if not bad:
+        return []
+    lines = [
+        "## WARNING: the audit log and the request records disagree",
+        "",
+        "This report is built from both. Where they differ, someone changed the vault's file outside",
+        "handover: the rows below cannot be taken at face value.",
+        "",
+    ]
+    for x in bad:
+        entry = f"audit entry {x.seq}" if x.seq else "no audit entry"
+        lines.append(f"- request `{x.request.id}` ({entry}): {md(x.problem)}")
+    return [*lines, ""]
 
 
 def _clean(

@@ -11,7 +11,7 @@ import builtins
 from typing import TYPE_CHECKING, Any
 
 from . import validate
-from .errors import InvalidInput
+from .errors import AlreadyExists, InvalidInput
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -29,6 +29,10 @@ class RecordService:
     # Every change is an audit entry: the entry carries the state commitment after it (DESIGN §3a),
     # so a change without one would leave nothing that pins it down.
     audit_changes = True
+    # A second record with the same value of this field in one client is refused unless allowed:
+    # "cred show acme 'Firewall admin'" must name one credential, and one email one contact.
+    unique_field: str | None = None
+    noun = ""  # how a message names one record of the kind ("credential labelled")
 
     def __init__(self, vault: Vault) -> None:
         self.v = vault
@@ -41,10 +45,13 @@ class RecordService:
         value = data.get(self.name_field)
         return str(value) if value else None
 
-    def add(self, slug: str, **fields: Any) -> Rec:
+    def add(self, slug: str, allow_duplicate: bool = False, **fields: Any) -> Rec:
+        """Add a record; AlreadyExists for a duplicate of :attr:`unique_field` unless allowed."""
         data = self.clean(fields)
         with self.v.write(f"adding a {self.kind}") as s:
             client = self.v.clients.get(slug, s)
+            if not allow_duplicate:
+                self._refuse_duplicate(s, client, data.get(self.unique_field or ""))
             rec = self.v.records.add(s, client, self.kind, data, self._name(data))
             self.after_write(s, client, rec, "add")
             return rec
@@ -55,6 +62,32 @@ class RecordService:
         rec = self.v.records.add(s, client, self.kind, data, self._name(data))
         self.after_write(s, client, rec, "add")
         return rec
+
+    def refuse_duplicate(self, slug: str, value: str | None) -> None:
+        """AlreadyExists if the client has a record whose :attr:`unique_field` is ``value``."""
+        with self.v.read() as s:
+            self._refuse_duplicate(s, self.v.clients.get(slug, s), value)
+
+    def _refuse_duplicate(self, s: Session, client: ClientRef, value: Any, own_id: str | None = None) -> None:
+        if not self.unique_field or not isinstance(value, str) or not value.strip():
+            return
+        if self.unique_field == self.name_field:
+            same = self.v.records.named(s, client, self.kind, value)
+        else:
+            wanted = value.strip().casefold()
+            same = [
+                r
+                for r in self.v.records.list(s, client, self.kind)
+                if str(r.data.get(self.unique_field) or "").strip().casefold() == wanted
+            ]
+        same = [r for r in same if r.id != own_id]
+        if same:
+            raise AlreadyExists(
+                f"client {client.slug} already has a {self.noun} {same[0].data.get(self.unique_field)!r} "
+                f"({same[0].id[:8]}); nothing was saved",
+                f"use a distinct {self.unique_field}, name the existing one by its id, "
+                "or add --allow-duplicate to keep both",
+            )
 
     def list(self, slug: str) -> tuple[ClientRef, builtins.list[Rec]]:
         with self.v.read() as s:
@@ -72,6 +105,8 @@ class RecordService:
             rec = self.v.records.get(s, client, self.kind, ref)
             merged = {**rec.data, **{k: v for k, v in changes.items() if v is not None}}
             data = self.clean(merged, old=rec.data)
+            if self.unique_field and data.get(self.unique_field) != rec.data.get(self.unique_field):
+                self._refuse_duplicate(s, client, data.get(self.unique_field), own_id=rec.id)
             new = self.v.records.update(s, client, rec, data, self._name(data))
             self.after_write(s, client, new, "edit")
             return new
@@ -107,6 +142,8 @@ def _tags(value: Any) -> list[str]:
 class Contacts(RecordService):
     kind = "contact"
     name_field = "name"
+    unique_field = "email"
+    noun = "contact with the email"
     audit_changes = True  # who may receive credentials is part of the disclosure policy
 
     def clean(self, data: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, Any]:

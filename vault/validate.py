@@ -69,6 +69,10 @@ def email(value: str | None) -> str | None:
     return v
 
 
+MAX_DAYS = 3650  # ten years: a notice or on-hand period longer than that is a typo
+MAX_MONTHS = 120
+
+
 def positive_int(value: int | None, what: str, maximum: int) -> int | None:
     if value is None:
         return None
