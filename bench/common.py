@@ -32,12 +32,16 @@ KDBX_PASSWORD = "bench-kdbx"
 # A private runtime dir with a short path: an AF_UNIX socket path must stay under 108 bytes.
 RUNTIME = Path(tempfile.gettempdir()) / f"hvbench-{os.getuid()}"
 NEUTRAL_CWD = Path(tempfile.gettempdir())
+STATE = RUNTIME / "state"
 
 
 def base_env(**extra: str) -> dict[str, str]:
     """The environment of every child: no HANDOVER_* from the caller, the floor KDF, our runtime dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
-    env.update(HANDOVER_KDF="minimum", HANDOVER_RUNTIME_DIR=str(RUNTIME), NO_COLOR="1")
+    # The out-of-file heads (vault/statehead.py) of the bench's vaults, apart from the user's own.
+    env.update(
+        HANDOVER_KDF="minimum", HANDOVER_RUNTIME_DIR=str(RUNTIME), NO_COLOR="1", XDG_STATE_HOME=str(STATE)
+    )
     env.update(extra)
     return env
 

@@ -39,6 +39,7 @@ from bench.common import (
     PYTHON,
     ROOT,
     RUNTIME,
+    STATE,
     Cmd,
     Series,
     alternate,
@@ -388,6 +389,8 @@ def bench_import(cfg: Config) -> None:
         for suffix in ("-wal", "-shm", ""):
             Path(f"{target}{suffix}").unlink(missing_ok=True)
         shutil.copyfile(template, target)
+        # The copy is older than the import before it wrote: a fresh machine for each run.
+        shutil.rmtree(STATE, ignore_errors=True)
 
     argv = [HANDOVER, "import", "keepass", "acme", str(kdbx)]
     with session(template) as env:

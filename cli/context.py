@@ -66,8 +66,12 @@ class State:
 
         return Path(platformdirs.user_data_dir("handover-vault")) / "vault.db"
 
-    def open(self) -> Vault:
-        """Open and unlock the vault (session first, then the passphrase sources)."""
+    def open(self, check_head: bool = True) -> Vault:
+        """Open and unlock the vault (session first, then the passphrase sources).
+
+        ``check_head=False``: do not refuse a file older than the last state seen on this machine
+        (only ``handover verify``, which reports it or adopts the file).
+        """
         if self._vault is None:
             from ..core import open_vault
             from ..process import forbid_core_dumps
@@ -76,12 +80,12 @@ class State:
             path = self.path()
             token = secret_env("HANDOVER_SESSION")
             if token:
-                self._vault = open_vault(path, session_token=token)
+                self._vault = open_vault(path, session_token=token, check_head=check_head)
             else:
                 from ..store import check_file
 
                 check_file(path)  # say "no vault" before asking for a passphrase
-                self._vault = open_vault(path, passphrase=read_passphrase())
+                self._vault = open_vault(path, passphrase=read_passphrase(), check_head=check_head)
             click.get_current_context().call_on_close(self._vault.close)
         return self._vault
 

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOVER_KDF", "minimum")
     monkeypatch.setenv("HANDOVER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    # The out-of-file head of each vault (vault/statehead.py) lives in the user state dir: one per
+    # test, so that no test sees another's vaults (or the user's own), and subprocesses inherit it.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     for name in (
         "HANDOVER_PASSPHRASE",
         "HANDOVER_SESSION",
@@ -103,6 +106,7 @@ def cli_env(vault: Path | None, passphrase: str | None, env: dict[str, str] | No
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
     full_env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
     full_env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
+    full_env["XDG_STATE_HOME"] = os.environ["XDG_STATE_HOME"]
     if vault is not None:
         full_env["HANDOVER_VAULT"] = str(vault)
     if passphrase is not None:

@@ -333,7 +333,7 @@ def _replay_audit_entry(path: Path, t: Template) -> None:
     _sql(
         path,
         "INSERT INTO audit SELECT (SELECT max(seq) + 1 FROM audit), at, action, client_id, record_id, "
-        "scope, detail, mac FROM audit WHERE seq = 3",
+        "scope, detail, mac, commitment FROM audit WHERE seq = 3",
     )
 
 

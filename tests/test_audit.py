@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import PASSPHRASE, ROOT, run
 
-COLUMNS = ("seq", "at", "action", "client_id", "record_id", "scope", "detail", "mac")
+COLUMNS = ("seq", "at", "action", "client_id", "record_id", "scope", "detail", "mac", "commitment")
 
 
 def sql(path: Path, *statements: str, params: tuple[Any, ...] = ()) -> None:
@@ -104,6 +104,7 @@ def _changed_value(column: str, row: tuple[Any, ...]) -> str:
         "scope": "'client'" if r["scope"] == "vault" else "'vault'",
         "detail": "CAST(substr(detail, 1, length(detail) - 1) || x'00' AS BLOB)",
         "mac": "randomblob(32)",
+        "commitment": "randomblob(32)",
     }[column]
 
 
@@ -193,7 +194,7 @@ def test_inserting_an_entry_is_caught(logged: Path) -> None:
         logged,
         "UPDATE audit SET seq = seq + 1000 WHERE seq > 2",
         "UPDATE audit SET seq = seq - 999 WHERE seq > 1000",
-        "INSERT INTO audit SELECT 3, at, action, client_id, record_id, scope, detail, mac FROM audit WHERE seq = 2",
+        "INSERT INTO audit SELECT 3, at, action, client_id, record_id, scope, detail, mac, commitment FROM audit WHERE seq = 2",
     )
     assert len(rows(logged)) == n + 1
     assert verify_error(logged).startswith("audit log broken at entry 3: its MAC does not match")
@@ -203,7 +204,7 @@ def test_appending_a_forged_entry_at_the_end_is_caught(logged: Path) -> None:
     n = len(rows(logged))
     sql(
         logged,
-        f"INSERT INTO audit SELECT {n + 1}, at, action, client_id, record_id, scope, detail, mac "
+        f"INSERT INTO audit SELECT {n + 1}, at, action, client_id, record_id, scope, detail, mac, commitment "
         f"FROM audit WHERE seq = {n}",
     )
     assert verify_error(logged).startswith(f"audit log broken at entry {n + 1}: its MAC does not match")
@@ -245,11 +246,17 @@ def test_a_removed_head_record_is_caught_and_blocks_audited_actions(logged: Path
 
 def test_an_append_after_removing_the_newest_entry_leaves_the_gap_visible(logged: Path) -> None:
     n = len(rows(logged))
+    from handover_vault.errors import IntegrityError
+
     sql(logged, f"DELETE FROM audit WHERE seq = {n}")
-    with reopen(logged) as v:
+    # The head record still names the removed entry: every read refuses before anything is shown
+    # (DESIGN §3a), and nothing is appended over the gap.
+    with reopen(logged) as v, pytest.raises(IntegrityError, match=f"names entry {n}: entries were removed"):
         v.creds.reveal("acme", "Firewall admin")
-    assert [r[0] for r in rows(logged)][-2:] == [n - 1, n + 1]
-    assert verify_error(logged).startswith(f"audit log broken at entry {n}: entry missing or reordered")
+    assert [r[0] for r in rows(logged)][-1:] == [n - 1]
+    assert verify_error(logged).startswith(
+        f"the audit log ends at entry {n - 1} but the vault recorded entry {n}"
+    )
 
 
 def test_tampered_entries_are_listed_not_fatal(logged: Path) -> None:
@@ -264,7 +271,7 @@ def test_tampered_entries_are_listed_not_fatal(logged: Path) -> None:
 
 
 def test_checkpoint_is_signed_and_catches_a_rollback_to_an_older_copy(
-    acme, vault_path: Path, tmp_path: Path
+    acme, vault_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     acme.store.checkpoint()
     older = tmp_path / "older.db"
@@ -277,6 +284,9 @@ def test_checkpoint_is_signed_and_catches_a_rollback_to_an_older_copy(
     for suffix in ("-wal", "-shm"):
         Path(f"{vault_path}{suffix}").unlink(missing_ok=True)
     shutil.copy(older, vault_path)
+    # On this machine the out-of-file head refuses the older copy (tests/test_integrity_head.py);
+    # on one that never saw the vault, only a checkpoint kept elsewhere shows the rollback.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "another-machine"))
     with reopen(vault_path) as v:
         v.audit.verify()  # alone, a rolled-back copy is self-consistent...
     assert verify_error(vault_path, cp) == (  # ...but not against the checkpoint kept elsewhere

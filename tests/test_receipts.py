@@ -137,8 +137,13 @@ def test_a_receipt_as_checkpoint_catches_a_file_restored_from_before_it(vault: P
     for suffix in ("-wal", "-shm"):
         Path(f"{vault}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(older, vault)
-    assert run(["audit", "verify"], vault).returncode == 0
-    caught = run(["audit", "verify", "--checkpoint", str(receipt)], vault)
+    # This machine's out-of-file head refuses the older copy (tests/test_integrity.py); opened where
+    # the vault was never seen, nothing inside the file tells: the receipt does.
+    here = run(["audit", "verify"], vault)
+    assert here.returncode == 4 and "older than the last state seen on this machine" in here.stderr
+    elsewhere = {"XDG_STATE_HOME": str(tmp_path / "another-machine")}
+    assert run(["audit", "verify"], vault, env=elsewhere).returncode == 0
+    caught = run(["audit", "verify", "--checkpoint", str(receipt)], vault, env=elsewhere)
     assert caught.returncode == 4, caught.stdout + caught.stderr
     assert f"the checkpoint saw entry {seq}: entries were removed" in caught.stderr
 

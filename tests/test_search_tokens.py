@@ -203,6 +203,13 @@ def test_forgetting_a_client_takes_its_postings(acme, v, vault_path: Path) -> No
     con.commit()
     con.close()
     assert not any(c == acme_id for c, *_ in _rows(vault_path))
+    from handover_vault.commitment import recompute_commitments
+    from handover_vault.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match=f"client {acme_id} was removed"):
+        v.search("zanzibar")  # a client deleted behind the vault's back (DESIGN §3a)
+    with v.write("adopting the deletion") as s:
+        recompute_commitments(v, s)
     assert [h["client"] for h in v.search("zanzibar")] == ["beta"]
 
 

@@ -50,13 +50,17 @@ CHECKPOINT_FORMAT = "handover-audit-checkpoint/1"
 # A verifier accepts v1 entries only before the first v2 entry (vaults upgraded from the first schema).
 ENTRY_V1 = b"handover-vault/v1/audit"
 ENTRY_V2 = b"handover-vault/v2/audit"
+# v3 (schema 0005) adds the vault's state commitment after the entry's transaction (DESIGN §3a):
+# rolling a record back then also means rolling the audit log back. A verifier accepts v2 entries
+# only before the first v3 entry.
+ENTRY_V3 = b"handover-vault/v3/audit"
 HEAD_KEY = "audit_head"
 HEAD_VERSION = 1
 HEAD_SIZE = 1 + 8 + 32 + 32  # version, seq (u64), mac of the newest entry, tag
 SCOPES = ("vault", "client")
 FIRST_ACTION = "vault.init"  # every vault's log starts with its creation
 MAC_SIZE = 32
-_COLUMNS = ("seq", "at", "action", "client_id", "record_id", "scope", "detail", "mac")
+_COLUMNS = ("seq", "at", "action", "client_id", "record_id", "scope", "detail", "mac", "commitment")
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -75,6 +79,7 @@ class Row(NamedTuple):
     scope: str
     detail: bytes
     mac: bytes
+    commitment: bytes | None = None
 
 
 _LENGTH = struct.Struct(">I").pack
@@ -89,10 +94,14 @@ def _optional(value: str | None) -> bytes:
 
 
 def entry_bytes(vault_id: str, e: Row | AuditEntry) -> bytes:
-    """v2: every column except the MAC, each length-prefixed; optional ids carry a presence byte."""
+    """Every column except the MAC, each length-prefixed; optional ids carry a presence byte.
+
+    v3 when the entry carries a state commitment (appended as the last field), else v2.
+    """
+    commitment = e.commitment
     return b"".join(
         (
-            _field(ENTRY_V2),
+            _field(ENTRY_V2 if commitment is None else ENTRY_V3),
             _field(vault_id.encode()),
             _field(str(e.seq).encode()),
             _field(e.at.encode()),
@@ -101,6 +110,7 @@ def entry_bytes(vault_id: str, e: Row | AuditEntry) -> bytes:
             _field(_optional(e.record_id)),
             _field(e.scope.encode()),
             _field(bytes(e.detail)),
+            b"" if commitment is None else _field(bytes(commitment)),
         )
     )
 
@@ -112,6 +122,7 @@ def _entry_encoder(vault_id: str) -> Callable[[tuple[Any, ...]], bytes]:
     often the second) are encoded once and reused.
     """
     head = _field(ENTRY_V2) + _field(vault_id.encode())
+    head3 = _field(ENTRY_V3) + _field(vault_id.encode())
     at_c: dict[str, bytes] = {}
     action_c: dict[str, bytes] = {}
     id_c: dict[str | None, bytes] = {}
@@ -119,10 +130,10 @@ def _entry_encoder(vault_id: str) -> Callable[[tuple[Any, ...]], bytes]:
     join, field = b"".join, _field
 
     def encode(e: tuple[Any, ...]) -> bytes:
-        seq, at, action, client_id, record_id, scope, detail, _mac = e
+        seq, at, action, client_id, record_id, scope, detail, _mac, commitment = e
         return join(
             (
-                head,
+                head if commitment is None else head3,
                 field(str(seq).encode()),
                 at_c.get(at) or _memo(at_c, at, _text_field),
                 action_c.get(action) or _memo(action_c, action, _text_field),
@@ -130,6 +141,7 @@ def _entry_encoder(vault_id: str) -> Callable[[tuple[Any, ...]], bytes]:
                 id_c.get(record_id) or _memo(id_c, record_id, _id_field),
                 scope_c.get(scope) or _memo(scope_c, scope, _text_field),
                 field(detail),
+                b"" if commitment is None else field(commitment),
             )
         )
 
@@ -213,7 +225,7 @@ def intact(raw: Any) -> bool:
     The fast path of :func:`check_row`; anything else goes through the checks that say which
     column is wrong.
     """
-    seq, at, action, client_id, record_id, scope, detail, mac = raw  # columns in _COLUMNS order
+    seq, at, action, client_id, record_id, scope, detail, mac, commitment = raw  # _COLUMNS order
     return bool(
         type(seq) is int
         and type(at) is str
@@ -226,6 +238,7 @@ def intact(raw: Any) -> bool:
         and type(detail) is bytes
         and type(mac) is bytes
         and len(mac) == MAC_SIZE
+        and (commitment is None or (type(commitment) is bytes and len(commitment) == MAC_SIZE))
         and _TIME.match(at)
     )
 
@@ -241,11 +254,15 @@ def _check_row_slowly(raw: Any) -> Row:
     for column in ("client_id", "record_id"):
         if values[column] is not None and (not isinstance(values[column], str) or not values[column]):
             raise _broken(seq, f"its {column} column was altered")
-    for column in ("detail", "mac"):
+    for column in ("detail", "mac", "commitment"):
         if isinstance(values[column], memoryview | bytearray):
             values[column] = bytes(values[column])
+        if column == "commitment" and values[column] is None:
+            continue
         if not isinstance(values[column], bytes):
             raise _broken(seq, f"its {column} column was altered")
+    if values["commitment"] is not None and len(values["commitment"]) != MAC_SIZE:
+        raise _broken(seq, "its commitment column was altered")
     if values["scope"] not in SCOPES or len(values["mac"]) != MAC_SIZE or not _TIME.match(values["at"]):
         raise _broken(seq, "a column holds a value the vault never writes")
     return Row(**values)
@@ -430,8 +447,11 @@ class AuditLog:
         Raises IntegrityError (nothing is written) when the head record was tampered with, when
         entries follow the recorded head, or when the log was emptied.
         """
+        from .commitment import tracker
         from .core import utcnow
 
+        state = tracker(self.v, s)
+        commitment = state.root_for_append(s)
         head = self._read_head(s)
         last_seq = s.execute(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
         if head is not None:
@@ -466,6 +486,7 @@ class AuditLog:
             scope=scope,
             detail=sealer.seal(plain, detail_aad(self.v.vault_id, seq)),
             mac=b"",
+            commitment=commitment,
         )
         entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
         try:
@@ -474,7 +495,67 @@ class AuditLog:
             s.flush()
         except SQLAlchemyError as exc:
             raise _refused(exc, action) from None
+        state.appended(entry, prev)
         return seq
+
+    def reseal(self, s: Session, entry: AuditEntry, prev: bytes, commitment: bytes) -> None:
+        """Give the newest entry of this transaction the commitment as the transaction ends.
+
+        The transaction changed the state after its last entry was appended (an entry's MAC
+        covers the state after its transaction): the entry's commitment and MAC are written again.
+        """
+        entry.commitment = commitment
+        entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
+        try:
+            self._write_head(s, Head(entry.seq, entry.mac))
+            s.flush()
+        except SQLAlchemyError as exc:
+            raise _refused(exc, entry.action) from None
+
+    def newest(self, s: Session) -> tuple[Head, bytes | None]:
+        """The newest entry, checked against the head record and its own MAC, with its commitment.
+
+        Three short queries, no walk: what every read compares the vault's state with. Raises
+        IntegrityError when the head record is missing or altered, entries follow it, it names an
+        entry that is gone, or the newest entry does not verify.
+        """
+        head = self._read_head(s)
+        last = s.execute(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
+        if head is None and last is None:
+            raise IntegrityError(
+                "the audit log is empty: it was wiped (every vault's log starts with its creation); "
+                "nothing was done",
+                "restore the vault from a backup",
+            )
+        if head is None:
+            raise IntegrityError(
+                "the audit log's head record is missing (tampered); nothing was done",
+                "run: handover verify",
+            )
+        last = s.execute(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
+        if last is None or last != head.seq:
+            raise IntegrityError(
+                f"the audit log ends at entry {last or 0} but its head record names entry {head.seq}: "
+                "entries were removed or added",
+                "run: handover verify",
+            )
+        rows = list(
+            s.execute(_select_entries().where(AuditEntry.seq >= head.seq - 1).order_by(AuditEntry.seq))
+        )
+        row = check_row(rows[-1])
+        prev = self.genesis
+        if head.seq > 1:
+            if len(rows) < 2 or rows[0].seq != head.seq - 1:
+                raise _broken(head.seq - 1, "entry missing")
+            prev = check_row(rows[0]).mac
+        epoch = self._epoch_of(head.seq) if self.epochs else None
+        key = crypto.Mac(epoch.mac_key) if epoch is not None else None  # a rekey's bridge entry
+        ok = crypto.mac_equal(self._mac_of(prev, row, mac=key), row.mac) or (
+            row.commitment is None and crypto.mac_equal(self._mac_of(prev, row, v1=True, mac=key), row.mac)
+        )
+        if not crypto.mac_equal(row.mac, head.mac) or not ok:
+            raise _broken(head.seq, "its MAC does not match (edited, or an older copy put back)")
+        return head, row.commitment
 
     def append_now(self, action: str, client: ClientRef | None = None, **kw: Any) -> int:
         with self.v.write(f"writing the audit entry for {action}") as s:
@@ -578,14 +659,14 @@ class AuditLog:
         The per-entry work is written out in one loop over the driver's row tuples (no object per
         row, the keyed MAC state copied directly): it is most of the time ``audit verify`` takes.
         """
-        prev, expected, v2_seen = self.genesis, 1, False
+        prev, expected, v2_seen, v3_seen = self.genesis, 1, False, False
         changes = self._key_changes() if self.epochs else {}
         current = crypto.Mac(self.epochs[0].mac_key) if self.epochs else self.mac
         encode, keyed, equal = _entry_encoder(self.v.vault_id), current.keyed, crypto.mac_equal
         cp_seq = cp.seq if cp is not None else -1
         for raw in scan(s, _select_entries().order_by(AuditEntry.seq)):
             row = raw if intact(raw) else check_row(raw)
-            seq, _at, action, _client, _record, _scope, _detail, mac = row
+            seq, _at, action, _client, _record, _scope, _detail, mac, commitment = row
             if seq != expected:
                 raise _broken(expected, f"entry missing or reordered (found {seq} next)")
             h = keyed.copy()
@@ -597,6 +678,10 @@ class AuditLog:
                     seq,
                     "its MAC does not match (edited, inserted, reordered or an earlier entry deleted)",
                 )
+            if commitment is not None:
+                v3_seen = True
+            elif v3_seen:
+                raise _broken(seq, "its state commitment was removed (entries after schema 0005 carry one)")
             if seq == 1 and action != FIRST_ACTION:
                 raise _broken(1, f"the log does not start with {FIRST_ACTION}")
             if seq == cp_seq and cp is not None and not equal(mac, cp.mac):
@@ -632,8 +717,11 @@ class AuditLog:
     def checkpoint(self) -> dict[str, Any]:
         """A signed statement of the current head, to keep outside the vault (verifies first)."""
         from .core import utcnow
+        from .statecheck import check_top
 
         head = self.verify()
+        with self.v.read() as s:
+            check_top(self.v, s)  # the head it signs must be the state the vault is in
         body = {
             "format": CHECKPOINT_FORMAT,
             "vault": self.v.fingerprint,

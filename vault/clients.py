@@ -11,10 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from . import crypto, validate
+from .commitment import tracker
 from .crypto import DecryptFailed
 from .errors import AlreadyExists, IntegrityError, NotFound
 from .keys import ClientKeys, record_aad
 from .models import Client
+from .statecheck import check_top
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -125,6 +127,7 @@ class Clients:
                     )
                 s.add(row)
                 s.flush()
+                tracker(self.v, s).client(row, +1, new=True)
                 self.v.audit.append(s, "client.add", client=ref)
         except SAIntegrityError:
             raise AlreadyExists(f"client {slug!r} already exists") from None
@@ -135,17 +138,23 @@ class Clients:
         lookup = self.v.keys.client_lookup((slug or "").strip())
         if s is None:
             with self.v.read() as s2:
-                row = s2.execute(select(Client).where(Client.lookup == lookup)).scalar()
-        else:
-            row = s.execute(select(Client).where(Client.lookup == lookup)).scalar()
+                return self._get(s2, slug, lookup)
+        return self._get(s, slug, lookup)
+
+    def _get(self, s: Session, slug: str, lookup: str) -> ClientRef:
+        row = s.execute(select(Client).where(Client.lookup == lookup)).scalar()
         if row is None:
+            check_top(self.v, s)  # a client that is gone may have been removed behind our back
             raise NotFound(f"no client {slug!r}", "list clients with: handover client list")
-        return self.load(row)
+        ref = self.load(row)
+        check_top(self.v, s)  # after the decryption: a flipped byte is named as such first
+        return ref
 
     def list(self) -> list[ClientRef]:
         with self.v.read() as s:
             rows = s.execute(select(Client)).scalars().all()
-        refs = [self.load(r) for r in rows]
+            refs = [self.load(r) for r in rows]
+            check_top(self.v, s)
         return sorted(refs, key=lambda c: c.slug)
 
     def save(self, s: Session, client: ClientRef, data: dict[str, Any]) -> ClientRef:
@@ -155,12 +164,15 @@ class Clients:
         row = s.get(Client, client.id)
         if row is None:
             raise NotFound(f"client {client.slug!r} no longer exists")
+        state = tracker(self.v, s)
+        state.client(row, -1)
         row.version += 1
         row.updated_at = utcnow()
         row.envelope = self._seal(client.keys, client.id, row.version, data)
         new_slug = data["slug"]
         row.lookup = self.v.keys.client_lookup(new_slug)
         s.flush()
+        state.client(row, +1)
         return ClientRef(client.id, row.version, client.created_at, row.updated_at, client.keys, data)
 
     def edit(self, slug: str, name: str | None = None, **terms: Any) -> ClientRef:

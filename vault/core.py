@@ -111,6 +111,8 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.Va
         k = keys.VaultKeys(vault_id, vmk)
         recovery = keys.new_recovery_code()
         priv, pub = crypto.new_signing_key()
+        v = Vault(path, st, k)
+        v.record_head = False
         with st.write("creating the vault") as s:
             s.add(Meta(key="format", value=FORMAT))
             s.add(Meta(key="vault_id", value=vault_id.encode()))
@@ -121,8 +123,10 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.Va
             rec = keys.normalise_recovery_code(recovery)
             s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
             mark_indexed(s)
-        v = Vault(path, st, k)
-        v.audit.append_now("vault.init", detail={"fingerprint": v.fingerprint})
+            from .commitment import recompute_commitments
+
+            recompute_commitments(v, s)
+            v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub)})
     finally:
         st.close()
     return k, recovery
@@ -167,11 +171,19 @@ def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> by
     raise AuthenticationFailed("wrong passphrase", "check the passphrase source (prompt, file or command)")
 
 
-def open_vault(path: Path | str, passphrase: str | None = None, session_token: str | None = None) -> Vault:
+def open_vault(
+    path: Path | str,
+    passphrase: str | None = None,
+    session_token: str | None = None,
+    *,
+    check_head: bool = True,
+) -> Vault:
     """Open and unlock a vault with a passphrase or a session token.
 
-    Raises NotFound (no file), IntegrityError (not a vault, corrupt), MigrationRequired (newer
-    schema), AuthenticationFailed (wrong passphrase, bad or expired session).
+    Raises NotFound (no file), IntegrityError (not a vault, corrupt, or older than the last state
+    this machine saw of it: see ``statehead.py``; ``check_head=False`` only for
+    ``handover verify --accept-rollback``), MigrationRequired (newer schema), AuthenticationFailed
+    (wrong passphrase, bad or expired session).
     """
     path = Path(path)
     st, vault_id, older = _open_store(path)
@@ -187,10 +199,29 @@ def open_vault(path: Path | str, passphrase: str | None = None, session_token: s
             raise AuthenticationFailed("no passphrase was given")
         if older:
             store.upgrade_older(st)
+        v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+        _opened(v, check_head)
     except BaseException:
         st.close()
         raise
-    return Vault(path, st, keys.VaultKeys(vault_id, vmk))
+    return v
+
+
+def _opened(v: Vault, check_head: bool = True) -> None:
+    """Once unlocked: compute the commitments of an upgraded vault, then compare the file with the
+    last state this machine saw (statehead.py). Raises IntegrityError for an older file."""
+    from .statehead import check_open
+
+    with v.read() as s:
+        from .commitment import is_initialised
+
+        initialised = is_initialised(s)
+    if not initialised:
+        from .commitment import initialise
+
+        initialise(v)
+    if check_head:
+        check_open(v)
 
 
 def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
@@ -206,6 +237,11 @@ def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> 
         st.close()
         raise
     v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+    try:
+        _opened(v)
+    except BaseException:
+        st.close()
+        raise
     v.set_passphrase(new_passphrase, action="vault.recover")
     return v
 
@@ -218,6 +254,9 @@ class Vault:
         self.store = st
         self.keys = k
         self.vault_id = k.vault_id
+        # Whether writes record the head outside the file (statehead.py): not for the hidden file
+        # ``init`` builds before giving it its name.
+        self.record_head = True
 
     def __enter__(self) -> Vault:
         return self
@@ -302,9 +341,22 @@ class Vault:
     def _meta(self) -> dict[str, bytes]:
         return _read_meta(self.store)
 
-    @property
+    @cached_property
     def signing_public(self) -> bytes:
-        return self._meta["signing_public"]
+        """The stored public key, once it is known to be the one of the vault's own private key.
+
+        Raises IntegrityError when it was swapped: the letter, checkpoints and every signature
+        would otherwise announce another key's fingerprint.
+        """
+        stored = self._meta["signing_public"]
+        private = self.keys.unwrap_signing_key(self._meta["signing_private"])
+        if not crypto.mac_equal(crypto.public_from_private(private), bytes(stored)):
+            raise IntegrityError(
+                "the vault's signing public key does not match its private key: it was swapped "
+                "(tampered); nothing was signed or shown",
+                "run: handover verify",
+            )
+        return bytes(stored)
 
     @property
     def fingerprint(self) -> str:
@@ -327,6 +379,7 @@ class Vault:
 
     def sign(self, data: bytes) -> bytes:
         """Ed25519 signature with the vault's key (the private key is unwrapped for this call only)."""
+        self.signing_public  # noqa: B018 - refuses a swapped public key before anything is signed
         priv = self.keys.unwrap_signing_key(self._meta["signing_private"])
         return crypto.sign(priv, data)
 
@@ -341,8 +394,7 @@ class Vault:
         secret = keys.new_passphrase(new_passphrase)
         slot = keys.make_slot(self.vault_id, "passphrase", secret, self.keys.vmk, kdf_params())
         with self.store.write("changing the passphrase") as s:
-            s.execute(delete(KeySlot).where(KeySlot.kind == "passphrase"))
-            s.add(_slot_row(slot))
+            self._replace_slots(s, "passphrase", slot)
             self.audit.append(s, action, detail={"slot": slot.id})
 
     def new_recovery_code(self) -> str:
@@ -351,10 +403,23 @@ class Vault:
             self.vault_id, "recovery", keys.normalise_recovery_code(code), self.keys.vmk, kdf_params()
         )
         with self.store.write("replacing the recovery code") as s:
-            s.execute(delete(KeySlot).where(KeySlot.kind == "recovery"))
-            s.add(_slot_row(slot))
+            self._replace_slots(s, "recovery", slot)
             self.audit.append(s, "vault.recovery-code", detail={"slot": slot.id})
         return code
+
+    def _replace_slots(self, s: Any, kind: str, slot: keys.SlotData) -> None:
+        """Delete the slots of ``kind`` and add ``slot``, after checking the slots are the vault's own."""
+        from .commitment import hasher, tracker
+        from .statecheck import check_top
+
+        check_top(self, s)
+        state, h = tracker(self, s), hasher(self)
+        for old in s.execute(select(KeySlot).where(KeySlot.kind == kind)).scalars().all():
+            state.vault_element(h.slot(old), -1)
+        s.execute(delete(KeySlot).where(KeySlot.kind == kind))
+        row = _slot_row(slot)
+        s.add(row)
+        state.vault_element(h.slot(row), +1)
 
     def start_session(self, seconds: int) -> str:
         token = session.create(self.vault_id, self.path, self.keys.vmk, seconds)

@@ -199,6 +199,12 @@ def new_signing_key() -> tuple[bytes, bytes]:
     return raw_priv, raw_pub
 
 
+def public_from_private(private_raw: bytes) -> bytes:
+    """The raw Ed25519 public key of a raw private key."""
+    key = Ed25519PrivateKey.from_private_bytes(private_raw).public_key()
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def sign(private_raw: bytes, data: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(private_raw).sign(data)
 

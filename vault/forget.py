@@ -39,6 +39,7 @@ from sqlalchemy import delete, func, select
 
 from . import crypto
 from .agreement import effective_status, status_line
+from .commitment import tracker
 from .errors import IntegrityError, InvalidInput, NotFound, PolicyRefused, StorageError
 
 if TYPE_CHECKING:
@@ -178,6 +179,9 @@ def forget_client(
         check_forgettable(client, today)
         n = counts(v, s, client)
         a = client.agreement
+        row = s.get(Client, client.id)
+        if row is not None:
+            tracker(v, s).client_removed(s, row)
         s.execute(delete(Client).where(Client.id == client.id))
         from .rekey import forget_client_keys
 

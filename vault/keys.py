@@ -28,6 +28,7 @@ INFO_AUDIT_DETAIL = b"handover-vault/v1 audit detail"
 INFO_CLIENT_INDEX = b"handover-vault/v1 client index"
 INFO_RECORD_INDEX = b"handover-vault/v1 record index"
 INFO_SEARCH_INDEX = b"handover-vault/v1 search index"
+INFO_STATE = b"handover-vault/v1 state commitment"  # the keyed state commitment (vault/commitment.py)
 
 
 def _aad(*parts: str) -> bytes:
@@ -138,6 +139,7 @@ class VaultKeys:
         self.audit_mac_key = crypto.hkdf(vmk, INFO_AUDIT_MAC)
         self.audit_detail = Sealer(crypto.hkdf(vmk, INFO_AUDIT_DETAIL))
         self.client_index_key = crypto.hkdf(vmk, INFO_CLIENT_INDEX)
+        self.state_key = crypto.hkdf(vmk, INFO_STATE)
         self._clients: dict[str, ClientKeys] = {}
 
     def client_lookup(self, slug: str) -> str:

@@ -114,6 +114,8 @@ class AuditEntry(Base):
     scope: Mapped[str] = mapped_column(String(8))  # "vault" or "client": which key seals the detail
     detail: Mapped[bytes] = mapped_column(LargeBinary)
     mac: Mapped[bytes] = mapped_column(LargeBinary)
+    # The vault's state commitment after this entry's transaction (schema 0005; NULL before it).
+    commitment: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     __table_args__ = (Index("ix_audit_client", "client_id"),)
 
@@ -141,3 +143,27 @@ class SearchPosting(Base):
     ids: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class StateBucket(Base):
+    """One group of a client's records in the state commitment: the sum of their element MACs.
+
+    ``bucket`` is the first two characters of the record ids it sums; ``total`` is 32 bytes,
+    big-endian (docs/spec.md, "State commitment"). Only non-empty groups have a row.
+    """
+
+    __tablename__ = "state_buckets"
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(8), primary_key=True)
+    total: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class StateClient(Base):
+    """A client's part of the state commitment: its row's element MAC and its records' sum."""
+
+    __tablename__ = "state_clients"
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    row_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    records: Mapped[bytes] = mapped_column(LargeBinary)

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, literal_column, select
 
+from .commitment import note_record
 from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound
 from .keys import record_aad
 from .models import Record, RecordVersion
 from .search import drop_record_everywhere, drop_record_tokens, index_new_records, index_record
+from .statecheck import check_client, check_record
 from .store import insert_many
 
 if TYPE_CHECKING:
@@ -114,6 +116,7 @@ class Records:
         )
         s.add(row)
         s.flush()
+        note_record(self.v, s, client.id, rid, kind, 1, row.envelope, +1)
         rec = Rec(rid, client.id, kind, 1, now, now, data)
         index_record(s, client, rec)
         return rec
@@ -140,6 +143,8 @@ class Records:
         if rows:
             s.flush()  # pending ORM rows first: the records' client must exist before they do
             insert_many(s, Record.__table__, _RECORD_COLUMNS, rows)
+            for rid, _cid, _kind, version, _lookup, _c, _u, envelope in rows:
+                note_record(self.v, s, client.id, rid, kind, version, envelope, +1)
             index_new_records(s, client, recs)
         return recs
 
@@ -156,6 +161,7 @@ class Records:
             raise InvalidInput(f"{rec.kind} {rec.id} was changed meanwhile; try again")
         now = utcnow()
         before = self.unseal(client, rec.kind, rec.id, row.version, row.envelope)
+        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, -1)
         s.add(
             RecordVersion(
                 record_id=row.id, version=row.version, created_at=row.updated_at, envelope=row.envelope
@@ -167,6 +173,7 @@ class Records:
         if name is not None:
             row.lookup = client.keys.record_lookup(rec.kind, name)
         s.flush()
+        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, +1)
         new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, now, data)
         index_record(s, client, new, old=before)
         return new
@@ -177,8 +184,10 @@ class Records:
         if row is None:
             raise NotFound(f"{rec.kind} {rec.id} no longer exists")
         before = self.unseal(client, rec.kind, rec.id, row.version, row.envelope)
+        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, -1)
         row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
         s.flush()
+        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, +1)
         new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, rec.updated_at, data)
         index_record(s, client, new, old=before)
         return new
@@ -186,6 +195,7 @@ class Records:
     def delete(self, s: Session, client: ClientRef, rec: Rec) -> None:
         row = s.get(Record, rec.id)
         if row is not None and row.client_id == client.id:
+            note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, -1)
             # Postings have no index by record: they are found again from the stored payload.
             try:
                 drop_record_tokens(s, client, self.load(client, row))
@@ -195,13 +205,21 @@ class Records:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def list(self, s: Session, client: ClientRef, kind: str) -> builtins.list[Rec]:
+    def list(self, s: Session, client: ClientRef, kind: str, check: bool = True) -> builtins.list[Rec]:
+        """Every record of the kind, once all the client's records are checked (statecheck.py).
+
+        ``check=False`` only for a caller that checks the records another way and refuses itself
+        (the request report cross-checks each request against the audit entry that logged it).
+        """
         rows = s.execute(
             select(Record)
             .where(Record.client_id == client.id, Record.kind == kind)
             .order_by(Record.created_at)
         ).scalars()
-        return [self.load(client, r) for r in rows]
+        recs = [self.load(client, r) for r in rows]
+        if check:
+            check_client(self.v, s, client.id)
+        return recs
 
     def count(self, s: Session, client: ClientRef, kind: str) -> int:
         q = select(func.count()).select_from(Record).where(Record.client_id == client.id, Record.kind == kind)
@@ -235,6 +253,8 @@ class Records:
             lookup = client.keys.record_lookup(kind, ref)
             rows = self._rows_named(s, client, kind, lookup)
         if not rows:
+            # A record that is gone may have been removed behind the vault's back: say so instead.
+            check_client(self.v, s, client.id)
             raise NotFound(
                 f"no {kind} {ref!r} for client {client.slug}",
                 f"list them: handover {_COMMAND.get(kind, kind)} list {client.slug}",
@@ -243,6 +263,7 @@ class Records:
             ids = ", ".join(r.id[:8] for r in rows)
             raise InvalidInput(f"{ref!r} matches several {kind} records ({ids})", "name one by its id")
         rec = self.load(client, rows[0])
+        check_record(self.v, s, client.id, rec.id, rec.kind)
         # The lookup column is clear text that anyone with the file can swap between rows; the name
         # inside the ciphertext must match it, or asking for one record would quietly return another.
         if lookup is not None and not any(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, select, update
 
 from . import crypto, keys
+from .commitment import recompute_commitments
 from .crypto import DecryptFailed
 from .errors import AuthenticationFailed, IntegrityError
 from .models import AuditEntry, Chunk, Client, KeySlot, Meta, Record, RecordVersion, SearchPosting
@@ -196,15 +197,6 @@ class _Counts:
     chunks: int = 0
 
 
-def recompute_commitments(v: Vault, s: Session) -> None:
-    """Hook for the state commitment (DESIGN §3a, issue 13): its keys derive from the VMK, so a
-    rekey must recompute every commitment under the new commitment key, in this transaction.
-
-    Nothing to do until the commitment lands; it is called once, before ``vault.rekey`` is
-    appended, so that entry covers the state under the new keys.
-    """
-
-
 def reseal_profile(v: Vault, s: Session, new: keys.VaultKeys) -> None:
     """The technician profile (``meta.profile``, sealed under the VMK) under the new master key."""
     from .profile import META_KEY
@@ -250,6 +242,8 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
             s.add(_slot_row(slot))
         s.flush()
         renewed = _vault_with(v, new)
+        # Every commitment again under the new commitment key (DESIGN §3a): the bridge entry
+        # appended next carries it.
         recompute_commitments(renewed, s)
         # The bridge: this entry is the last of the old key's epoch (MAC, detail and head under the
         # old keys); the key history then records where the epoch ended, and the head record is

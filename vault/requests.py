@@ -412,10 +412,17 @@ class Requests:
         """The report from the audit entries and the records together, and where they disagree."""
         from .core import utcnow
         from .request_ledger import problems, reconcile
+        from .statecheck import check_client
 
         client = self.v.clients.get(slug)
         linked = reconcile(self.v, client)
         found = problems(linked)
+        if not found:
+            # The requests agree with the log: the rest of the client's records must pass the state
+            # commitment (DESIGN §3a) before anything is reported. Where they disagree, the report
+            # itself says so (and the command exits 4).
+            with self.v.read() as s:
+                check_client(self.v, s, client.id)
         head = self.v.audit.head()
         text, page = render_report(
             client, linked, agreement_at(client), self.v.fingerprint, head, utcnow(), self.v.profile.get()

@@ -409,6 +409,8 @@ def search(v: Vault, query: str, slug: str | None = None, limit: int | None = No
     def full() -> bool:
         return limit is not None and len(hits) >= limit
 
+    from .statecheck import check_record
+
     with v.read() as s:
         for client in clients:
             if full():
@@ -434,6 +436,7 @@ def search(v: Vault, query: str, slug: str | None = None, limit: int | None = No
                 # Checked here, not in SQL: a client_id condition makes SQLite walk the client's index.
                 for row in (r for r in rows if r.client_id == client.id):
                     rec = v.records.load(client, row)
+                    check_record(v, s, client.id, rec.id, rec.kind)
                     if not full() and all(w in _text(rec.data) for w in words):
                         hits.append(
                             {

@@ -26,7 +26,9 @@ class RecordService:
 
     kind = ""
     name_field = "title"
-    audit_changes = False  # whether add/edit/rm write audit entries
+    # Every change is an audit entry: the entry carries the state commitment after it (DESIGN §3a),
+    # so a change without one would leave nothing that pins it down.
+    audit_changes = True
     # A second record with the same value of this field in one client is refused unless allowed:
     # "cred show acme 'Firewall admin'" must name one credential, and one email one contact.
     unique_field: str | None = None

@@ -24,8 +24,8 @@ from .errors import Busy, IntegrityError, MigrationRequired, NotFound, StorageEr
 
 # The Alembic revision this program writes. Checked with one cheap query on open, so Alembic is
 # imported only when an upgrade is due. tests/test_migrations.py asserts it equals Alembic's head.
-SCHEMA_HEAD = "0004"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
+SCHEMA_HEAD = "0005"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_SECONDS = 30.0
 MAX_BUSY_SECONDS = 86_400.0
@@ -221,10 +221,18 @@ class Store:
         """A write transaction: commits when the block ends, rolls back on any exception.
 
         ``bulk`` gives the transaction a larger page cache (imports of thousands of records).
+        Callables in ``s.info["before_commit"]`` run (with the session) just before the commit,
+        inside the transaction; those in ``s.info["after_commit"]`` run once it has committed
+        (vault/commitment.py finishes the state commitment and records the head outside the file).
         """
         try:
-            with Session(self._bulk_writer if bulk else self._writer, expire_on_commit=False) as s, s.begin():
-                yield s
+            with Session(self._bulk_writer if bulk else self._writer, expire_on_commit=False) as s:
+                with s.begin():
+                    yield s
+                    for hook in s.info.pop("before_commit", ()):
+                        hook(s)
+                for done in s.info.pop("after_commit", ()):
+                    done()
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise wrap_db_error(exc, doing) from None
 
