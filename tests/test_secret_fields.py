@@ -8,9 +8,9 @@ strings went into plain ``fields``, which `cred show --json` and `cred list --js
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -196,16 +196,25 @@ def test_a_kdbx_bomb_is_refused_with_bounded_memory(acme, vault_path: Path, tmp_
         "correct horse battery staple",
         {"HANDOVER_IMPORT_PASSPHRASE": "kp-pw", "HANDOVER_NO_AGENT": "1"},
     )
-    proc = subprocess.Popen(
-        [*handover_cmd(), "import", "keepass", "acme", str(tmp_path / "bomb.kdbx")],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # Linux carries ru_maxrss across fork and exec: a child forked by this (large) test process would
+    # report this process's size. A small launcher forks the command and reports its child's peak.
+    launcher = (
+        "import json, os, subprocess, sys\n"
+        "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.PIPE)\n"
+        "err = p.stderr.read()\n"
+        "_pid, status, usage = os.wait4(p.pid, 0)\n"
+        "print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss, err.decode()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", launcher, *handover_cmd(), "import", "keepass", "acme", str(tmp_path / "bomb.kdbx")],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    assert os.waitstatus_to_exitcode(status) == 1, err
+    code, maxrss, err = json.loads(done.stdout)
+    assert code == 1, err
     assert err.startswith("Error: the KeePass database's contents expand to more than 128 MiB; refused"), err
     # ru_maxrss is in KiB: the 128 MiB cap plus the program, far below the bomb's 1 GiB.
-    assert usage.ru_maxrss < 512 * 1024, f"peak {usage.ru_maxrss // 1024} MiB"
+    assert maxrss < 512 * 1024, f"peak {maxrss // 1024} MiB"
     assert (
         json.loads(run(["cred", "list", "acme", "--json"], vault_path).stdout)[0]["label"] == "Firewall admin"
     )
