@@ -150,8 +150,9 @@ def test_profile_copied_into_another_vault_does_not_decrypt(v, vault_path: Path,
         with pytest.raises(IntegrityError) as err:
             other.profile.get()
         assert err.value.message == "the technician profile does not decrypt: tampered or corrupt"
-        # The damaged profile is replaced by setting it again.
-        assert other.profile.set(name="Someone else").name == "Someone else"
+        # Not written over either: the damaged value would go into the state commitment.
+        with pytest.raises(IntegrityError):
+            other.profile.set(name="Someone else")
 
 
 def test_rekey_reseals_the_profile(v, vault_path: Path) -> None:
@@ -393,5 +394,26 @@ def test_a_tampered_profile_is_an_integrity_failure(vault_path: Path, tmp_path: 
     assert res.returncode == 4
     assert res.stderr == (
         "Error: the technician profile does not decrypt: tampered or corrupt\n"
-        "hint: set it again: handover profile set ...\n"
+        "hint: handover verify names every problem; restore the vault from a backup made before it\n"
     )
+    again = run(["profile", "set", "--name", "Someone Else"], vault_path)
+    assert again.returncode == 4  # not written over: its damaged value would go into the commitment
+
+
+def test_a_profile_rolled_back_to_its_own_older_copy_is_refused(vault_path: Path, tmp_path: Path) -> None:
+    """An older envelope of the profile decrypts (same key, same AAD): only the commitment notices."""
+    _client(vault_path, tmp_path)
+    ok(run(["profile", "set", "--name", "Alex Tech", "--phone", "+44 1"], vault_path))
+    db = sqlite3.connect(vault_path)
+    (old,) = db.execute("SELECT value FROM meta WHERE key = 'profile'").fetchone()
+    db.close()
+    ok(run(["profile", "set", "--phone", "+44 2"], vault_path))
+    db = sqlite3.connect(vault_path)
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'profile'", (old,))
+    db.close()
+    for args in (["profile", "show"], ["letter", "acme", "--out", str(tmp_path / "letters")]):
+        res = run(args, vault_path)
+        assert res.returncode == 4, (args, res.stderr)
+        assert "technician profile" in res.stderr and "+44 1" not in res.stdout + res.stderr
+    assert not (tmp_path / "letters").exists() or not list((tmp_path / "letters").iterdir())

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 MODULUS = 1 << 256
 STATE_KEY = "state"  # meta row: V (32 bytes) || W (32 bytes), big-endian
 BUCKET_CHARS = 2  # groups by the first two characters of a record id: 256 groups of UUIDs
-COMMITTED_META = ("signing_public", "signing_private")
+COMMITTED_META = ("signing_public", "signing_private", "profile")  # profile: the technician (vault/profile.py)
 TAG_RECORD = b"handover-vault/v1/state/record"
 TAG_CLIENT = b"handover-vault/v1/state/client"
 TAG_SLOT = b"handover-vault/v1/state/slot"

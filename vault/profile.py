@@ -201,6 +201,11 @@ class Profiles:
             data = None
         if not isinstance(data, dict):
             raise IntegrityError("the technician profile has a malformed payload")
+        # After the decryption (a flipped byte is named as such first): an older copy of the profile
+        # decrypts too, and only the state commitment tells it from the current one.
+        from .statecheck import check_top
+
+        check_top(self.v, s)
         known = {f.name for f in fields(Profile)}
         return Profile(**{k: v for k, v in data.items() if k in known and isinstance(v, str)})
 
@@ -216,7 +221,7 @@ class Profiles:
         except DecryptFailed:
             raise IntegrityError(
                 "the technician profile does not decrypt: tampered or corrupt",
-                "set it again: handover profile set ...",
+                "handover verify names every problem; restore the vault from a backup made before it",
             ) from None
 
     def set(self, **changes: str | None) -> Profile:
@@ -238,20 +243,25 @@ class Profiles:
                 "give at least one of --name, --company, --email, --phone, --address, --website",
             )
         with self.v.write("setting the technician profile") as s:
-            try:
-                current = self.get(s)
-            except IntegrityError:  # a damaged profile is replaced by what is given now
-                current = Profile()
+            # A damaged profile is not written over: its old value would go into the commitment.
+            current = self.get(s)
             merged = {**current.values(), **given}
             new = Profile(**merged, updated_at=utcnow())
             payload = {k: v for k, v in new.to_json().items() if v}
             plain = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             blob = self.v.keys.vmk_sealer.seal(plain.encode("utf-8"), self.v.keys.profile_aad())
+            # The profile is part of the state commitment (a copy rolled back is refused): take the
+            # old value out of the vault-wide sum and put the new one in, in this transaction.
+            from .commitment import hasher, tracker
+
+            h, state = hasher(self.v), tracker(self.v, s)
             row = s.get(Meta, META_KEY)
             if row is None:
                 s.add(Meta(key=META_KEY, value=blob))
             else:
+                state.vault_element(h.meta(META_KEY, row.value), -1)
                 row.value = blob
+            state.vault_element(h.meta(META_KEY, blob), +1)
             # Which fields changed, never their values (the detail is sealed anyway; it need not hold them).
             changed = sorted(k for k in given if current.values().get(k) != new.values().get(k))
             self.v.audit.append(s, ACTION, vault_scope=True, detail={"fields": changed})

@@ -104,8 +104,8 @@ def check_top(v: Vault, s: Session) -> None:
         )
     if stored is not None and stored[0] != v_sum:
         raise IntegrityError(
-            "the key slots or the signing key do not match the vault's state commitment: replaced or "
-            "rolled back",
+            "the key slots, the signing key or the technician profile do not match the vault's state "
+            "commitment: replaced or rolled back",
             HINT,
         )
     where = f" (audit entry {seq})" if seq > 0 else ""
