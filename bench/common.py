@@ -38,7 +38,7 @@ STATE = RUNTIME / "state"
 def base_env(**extra: str) -> dict[str, str]:
     """The environment of every child: no HANDOVER_* from the caller, the floor KDF, our runtime dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
-    # The out-of-file heads (vault/statehead.py) of the bench's vaults, apart from the user's own.
+    # The out-of-file heads (vault/integrity/statehead.py) of the bench's vaults, apart from the user's own.
     env.update(
         HANDOVER_KDF="minimum", HANDOVER_RUNTIME_DIR=str(RUNTIME), NO_COLOR="1", XDG_STATE_HOME=str(STATE)
     )

@@ -68,7 +68,7 @@ def _write_stamp(folder: Path, params: dict[str, Any], seconds: float) -> None:
 @contextmanager
 def _building(name: str, params: dict[str, Any], rebuild: bool) -> Iterator[tuple[Path, bool]]:
     """(folder, fresh): ``fresh`` False means the cached copy is good and nothing is to be done."""
-    from handover_vault.store import SCHEMA_HEAD
+    from handover_vault.store.engine import SCHEMA_HEAD
 
     # Vaults of each schema revision are kept apart, so runs against an older tree (--tag with
     # PYTHONPATH) and the current one each find theirs; a KDBX does not depend on our schema.
@@ -117,7 +117,7 @@ def kdbx_category(i: int) -> str:
 
 
 def kdbx_creds(n: int) -> list[Any]:
-    from handover_vault.formats import new_credential
+    from handover_vault.formats.common import new_credential
 
     rnd = random.Random(n)
     creds = []
@@ -139,7 +139,7 @@ def kdbx(n: int, rebuild: bool = False) -> tuple[Path, Path]:
     with _building(f"kdbx-{n}", {"n": n}, rebuild) as (folder, fresh):
         xml, db = folder / "entries.xml", folder / "entries.kdbx"
         if fresh:
-            from handover_vault.formats import write_keepass_xml
+            from handover_vault.formats.common import write_keepass_xml
 
             xml.write_bytes(
                 write_keepass_xml(kdbx_creds(n), exported_at=datetime(2026, 1, 1, tzinfo=UTC), name="Bench")

@@ -294,8 +294,8 @@ def bench_audit(cfg: Config) -> None:
     from sqlalchemy import select
 
     from handover_vault import open_vault
-    from handover_vault.audit import check_row, entry_bytes
-    from handover_vault.models import AuditEntry
+    from handover_vault.integrity.audit import check_row, entry_bytes
+    from handover_vault.store.models import AuditEntry
 
     n = cfg.n(100_000, 10_000)
     path = datasets.audit(n, cfg.rebuild)
@@ -343,7 +343,7 @@ def bench_audit(cfg: Config) -> None:
             "runs_s": times[key],
         }
 
-    ours = series("handover_vault.audit.verify()", "v.audit.verify()  # in process, vault open", "verify")
+    ours = series("handover_vault.integrity.audit.verify()", "v.audit.verify()  # in process, vault open", "verify")
     peers = (
         series(
             "raw HMAC, stdlib hmac.digest",

@@ -55,14 +55,14 @@ PRELOAD = (
     "handover_vault.cli.imports",
     "handover_vault.cli.profile",
     "handover_vault.core",
-    "handover_vault.records",
+    "handover_vault.store.records",
     "handover_vault.clients",
     "handover_vault.services",
     "handover_vault.creds",
-    "handover_vault.audit",
-    "handover_vault.search",
+    "handover_vault.integrity.audit",
+    "handover_vault.store.index",
     "handover_vault.attachments",
-    "handover_vault.store",
+    "handover_vault.store.engine",
     "handover_vault.readiness",
     "handover_vault.agreement",
     "handover_vault.profile",
@@ -76,7 +76,7 @@ PRELOAD = (
     "getpass",
     "termios",
     "handover_vault.paths",
-    "handover_vault.session",
+    "handover_vault.keys.session",
     "handover_vault.rekey",  # checks every session's key on open
 )
 
@@ -101,8 +101,8 @@ def _warm_up() -> None:
 
     from sqlalchemy import func, select
 
-    from ..models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchPosting
-    from ..store import Store, schema_revision
+    from ..store.engine import Store, schema_revision
+    from ..store.models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchPosting
 
     with tempfile.TemporaryDirectory(prefix="handover-agent-") as tmp:
         st = Store(Path(tmp) / "warm.db")

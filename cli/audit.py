@@ -52,7 +52,7 @@ def audit_list(slug: str | None, action: str | None) -> None:
 def _load_checkpoint(path: str) -> tuple[dict[str, Any] | None, bytes]:
     """(the JSON checkpoint, None for a signed receipt) and the file's bytes."""
     from ..errors import InvalidInput
-    from ..receipts import MAX_RECEIPT, is_signed_document
+    from ..requests.receipts import MAX_RECEIPT, is_signed_document
 
     try:
         with open(path, "rb") as fh:
@@ -97,7 +97,7 @@ def audit_verify(checkpoint: str | None) -> None:
         head = v.audit.verify(cp)
         extra = f"; checkpoint at entry {cp['seq']} matches"
     else:
-        from ..receipts import check_receipt
+        from ..requests.receipts import check_receipt
 
         pinned = check_receipt(v, data)
         head = v.audit.verify(pinned=pinned)

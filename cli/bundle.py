@@ -56,7 +56,7 @@ def successor_set(
     slug: str, name: str, org: str | None, email: str | None, phone: str | None, recipients: tuple[str, ...]
 ) -> None:
     """Record the successor and the public key(s) the bundle is sealed to."""
-    from ..export import set_successor
+    from ..bundle.export import set_successor
 
     v = state().open()
     s = set_successor(v, slug, name, list(recipients), org=org, email=email, phone=phone)
@@ -113,7 +113,7 @@ def _echo_vault_keys(v: Any) -> None:
 )
 def keygen(out: str | None) -> None:
     """Make an age identity for a successor who has none; prints the public key."""
-    from ..export import keygen as make
+    from ..bundle.export import keygen as make
 
     text, public = make(Path(out) if out else None)
     if out:
@@ -161,7 +161,7 @@ def export(
     slug: str, recipients: tuple[str, ...], use_passphrase: bool, out: str | None, force: bool
 ) -> None:
     """Export the sealed handover bundle (age format; tar of docs, credentials, issues, report)."""
-    from ..export import export as run_export
+    from ..bundle.export import export as run_export
 
     v = state().open()
     passphrase = _bundle_passphrase(confirm=True) if use_passphrase else None
@@ -220,7 +220,7 @@ def bundle() -> None:
 
 
 def _identities(identity: tuple[str, ...]) -> list[Any]:
-    from ..agefile import load_identity_file
+    from ..bundle.agefile import load_identity_file
 
     out: list[Any] = []
     for path in identity:
@@ -272,7 +272,7 @@ _signer_opt = click.option("--signer", metavar="FINGERPRINT", help="Require this
 @json_option
 def bundle_verify(file: str, identity: tuple[str, ...], use_passphrase: bool, signer: str | None) -> None:
     """Decrypt, check the signature and every file's size and SHA-256. Exit 4 naming what is wrong."""
-    from ..bundle_format import verify_sealed_bundle
+    from ..bundle.format import verify_sealed_bundle
 
     vb = verify_sealed_bundle(
         Path(file), expected_signer_fingerprint=signer, **_decrypt_args(identity, use_passphrase, file)
@@ -316,7 +316,7 @@ def bundle_open(
     file: str, to: str, identity: tuple[str, ...], use_passphrase: bool, signer: str | None
 ) -> None:
     """Verify, then extract only regular files into DIR/<bundle folder>/ (0600)."""
-    from ..bundle_format import open_sealed_bundle
+    from ..bundle.format import open_sealed_bundle
 
     target = Path(to)
     target.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -82,7 +82,7 @@ class State:
             if token:
                 self._vault = open_vault(path, session_token=token, check_head=check_head)
             else:
-                from ..store import check_file
+                from ..store.engine import check_file
 
                 check_file(path)  # say "no vault" before asking for a passphrase
                 self._vault = open_vault(path, passphrase=read_passphrase(), check_head=check_head)

@@ -32,7 +32,7 @@ def _kdbx_password(keyfile: bool = False) -> str:
 
 
 def _run(source: str, slug: str, file: str, dry_run: bool, **read: Any) -> None:
-    from .. import imports
+    from ..formats import imports
 
     v = state().open()
     v.clients.get(slug)

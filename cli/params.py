@@ -40,7 +40,7 @@ def _date(value: str) -> None:
 
 
 def _duration(value: str) -> None:
-    from ..session import parse_duration
+    from ..keys.session import parse_duration
 
     parse_duration(value)
 

@@ -65,14 +65,14 @@ def _pick_items(reqs: Any, slug: str) -> list[str]:
 
 
 def reqs_name(kind: str, rec: Any) -> str:
-    from ..requests import item_name
+    from ..requests.service import item_name
 
     return item_name(kind, rec)
 
 
 def _ask(v: Any, slug: str, opts: dict[str, Any]) -> None:
     """Fill what the flags left out by prompting (only on a terminal)."""
-    from ..requests import Requests
+    from ..requests.service import Requests
 
     reqs = Requests(v)
     if not opts["requester"]:
@@ -141,7 +141,7 @@ def request_log(slug: str, receipt: str | None, **opts: Any) -> None:
     (exit 1, nothing shown) unless --override REASON. A granted credential is shown once, here, and
     flagged for rotation; the request and the audit log never hold the secret.
     """
-    from ..requests import Requests
+    from ..requests.service import Requests
 
     missing = [
         f"--{k.replace('_', '-')}" for k in ("requester", "channel", "verified_by", "decision") if not opts[k]
@@ -177,7 +177,7 @@ def _check_receipt_path(path: Path) -> None:
 def _write_receipt(v: Any, done: Any, path: Path) -> None:
     from ..errors import VaultError
     from ..files import write_private
-    from ..receipts import receipt
+    from ..requests.receipts import receipt
 
     try:
         write_private(path, receipt(v, done).encode("utf-8"))
@@ -263,7 +263,7 @@ def _row(x: Any) -> dict[str, Any]:
 @json_option
 def request_list(slug: str | None) -> None:
     """List requests, of one client or of every client."""
-    from ..requests import Requests, requester_name
+    from ..requests.service import Requests, requester_name
 
     v = state().open()
     linked = Requests(v).list(slug)
@@ -300,7 +300,7 @@ def request_list(slug: str | None) -> None:
 @json_option
 def request_show(ref: str) -> None:
     """Show one request (any client) by its id or a unique id prefix."""
-    from ..requests import KIND_NAMES, Requests
+    from ..requests.service import KIND_NAMES, Requests
 
     v = state().open()
     x = Requests(v).get(ref)
@@ -356,7 +356,7 @@ def request_show(ref: str) -> None:
 )
 def request_report(slug: str, out: str | None) -> None:
     """A record of every request of a client, to send or file (Markdown and HTML; no secrets)."""
-    from ..requests import Requests, disagreement
+    from ..requests.service import Requests, disagreement
 
     v = state().open()
     built = Requests(v).build_report(slug)

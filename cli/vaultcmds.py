@@ -65,7 +65,7 @@ def unlock(duration: str) -> None:
 
     Use as: eval "$(handover unlock --for 30m)". Commands with a valid session skip the passphrase.
     """
-    from ..session import parse_duration
+    from ..keys.session import parse_duration
 
     seconds = parse_duration(duration)
     v = state().open()
@@ -90,7 +90,7 @@ def lock() -> None:
     Locking ends the session on this machine. A copy of the session file together with its token
     holds the vault's master key: after such a leak, `handover rekey` is what is needed.
     """
-    from .. import session
+    from ..keys import session
 
     token = secret_env("HANDOVER_SESSION")
     if not token:
@@ -130,7 +130,7 @@ def recover() -> None:
     """
     from ..core import recover_vault
     from ..process import forbid_core_dumps
-    from ..store import check_file
+    from ..store.engine import check_file
 
     forbid_core_dumps()
     path = state().path()
@@ -172,7 +172,7 @@ def rekey() -> None:
     """
     from ..core import open_vault
     from ..rekey import rekey as do_rekey
-    from ..store import check_file
+    from ..store.engine import check_file
 
     path = state().path()
     check_file(path)

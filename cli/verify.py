@@ -21,8 +21,8 @@ def verify(accept_rollback: bool, yes: bool) -> None:
     With --accept-rollback: show what the last state seen on this machine had that the file lacks,
     ask, then adopt the file as it is (audited as vault.rollback-accepted).
     """
-    from ..verify import accept_rollback as adopt
-    from ..verify import rollback, verify_vault
+    from ..integrity.verify import accept_rollback as adopt
+    from ..integrity.verify import rollback, verify_vault
 
     v = state().open(check_head=False)
     if not accept_rollback:

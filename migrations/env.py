@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from handover_vault.models import Base
+from handover_vault.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

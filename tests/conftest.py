@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOVER_KDF", "minimum")
     monkeypatch.setenv("HANDOVER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    # The out-of-file head of each vault (vault/statehead.py) lives in the user state dir: one per
+    # The out-of-file head of each vault (vault/integrity/statehead.py) lives in the user state dir: one per
     # test, so that no test sees another's vaults (or the user's own), and subprocesses inherit it.
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     for name in (

@@ -309,7 +309,7 @@ def audit_allows_inserts(path: Path) -> None:
 def snapshot(path: Path) -> dict[str, Any]:
     """Everything the library can read: clients, every record of every kind, audit length."""
     from handover_vault import open_vault
-    from handover_vault.records import KINDS
+    from handover_vault.store.records import KINDS
 
     out: dict[str, Any] = {}
     with open_vault(path, passphrase=PASSPHRASE) as v:

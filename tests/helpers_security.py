@@ -164,10 +164,6 @@ def _preload() -> Any:
 
     for target in cli_main.COMMANDS.values():
         importlib.import_module(target.split(":")[0])
-    import handover_vault.attachments
-    import handover_vault.creds
-    import handover_vault.search
-    import handover_vault.services  # noqa: F401
 
     return cli_main
 

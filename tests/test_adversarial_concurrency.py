@@ -240,7 +240,7 @@ def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert integrity_check(path) == "ok"
-    from handover_vault.store import SCHEMA_HEAD
+    from handover_vault.store.engine import SCHEMA_HEAD
 
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
@@ -255,7 +255,7 @@ def test_concurrent_first_opens_of_an_older_vault_upgrade_it_once(tmp_path: Path
 def test_hostile_busy_timeouts_still_give_a_bounded_wait(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     import math
 
-    from handover_vault.store import busy_seconds
+    from handover_vault.store.engine import busy_seconds
 
     monkeypatch.setenv("HANDOVER_BUSY_TIMEOUT", raw)
     seconds = busy_seconds()

@@ -54,7 +54,7 @@ def identity(tmp_path: Path) -> tuple[str, object]:
     """An age recipient and the parsed identity (through the library's own loader) that opens it."""
     import pyrage
 
-    from handover_vault.agefile import load_identity_file
+    from handover_vault.bundle.agefile import load_identity_file
 
     ident = pyrage.x25519.Identity.generate()
     key = tmp_path / "successor.key"
@@ -114,7 +114,7 @@ def _op(kind: str, i: int, tmp: Path, recipient: str) -> tuple[list[str], bytes,
 def _check(path: Path, led: Ledger, ident: object) -> None:
     """The guarantees after a crash, checked through plain SQLite and the real library."""
     from handover_vault import open_vault
-    from handover_vault.bundle_format import verify_sealed_bundle
+    from handover_vault.bundle.format import verify_sealed_bundle
 
     assert integrity_check(path) == "ok"
     candidates = [led.passphrase] + ([led.pending] if led.pending else [])
@@ -246,7 +246,7 @@ def test_kill_after_sealing_before_audit_leaves_no_unaudited_bundle(
 ) -> None:
     """An export is an audit event: a bundle that reached its final name must be in the log."""
     out = tmp_path / "out.tar.age"
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.bundle_format:seal_bundle:after:kill"))
+    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.bundle.format:seal_bundle:after:kill"))
     done = run_env(["export", "acme", "--recipient", identity[0], "--force", "--out", str(out)], env)
     assert done.returncode == -9, done.stderr
     leftovers = sorted(p.name for p in tmp_path.iterdir() if "out.tar.age" in p.name)
@@ -259,7 +259,7 @@ def test_kill_before_audit_commit_of_export_leaves_nothing(
     crash_vault: Path, tmp_path: Path, identity: tuple[str, object]
 ) -> None:
     out = tmp_path / "out.tar.age"
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:after:kill"))
+    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:kill"))
     done = run_env(["export", "acme", "--recipient", identity[0], "--force", "--out", str(out)], env)
     assert done.returncode == -9
     assert not out.exists()
@@ -273,7 +273,7 @@ def test_kill_after_export_audit_commit_then_the_bundle_is_audited(
     from handover_vault import open_vault
 
     out = tmp_path / "out.tar.age"
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append_now:after:kill"))
+    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append_now:after:kill"))
     done = run_env(["export", "acme", "--recipient", identity[0], "--force", "--out", str(out)], env)
     assert done.returncode == -9
     with open_vault(crash_vault, passphrase=PASSPHRASE) as v:
@@ -287,9 +287,9 @@ def test_kill_after_export_audit_commit_then_the_bundle_is_audited(
 @pytest.mark.parametrize(
     "point",
     [
-        "handover_vault.keys:make_slot:after:kill",  # new slot derived, nothing written yet
-        "handover_vault.audit:AuditLog.append:after:kill",  # old slots deleted, new one added, not committed
-        "handover_vault.store:Store.close:before:kill",  # committed, process dies before closing
+        "handover_vault.keys.hierarchy:make_slot:after:kill",  # new slot derived, nothing written yet
+        "handover_vault.integrity.audit:AuditLog.append:after:kill",  # old slots deleted, new one added, not committed
+        "handover_vault.store.engine:Store.close:before:kill",  # committed, process dies before closing
     ],
 )
 def test_kill_inside_passphrase_change_keeps_exactly_one_passphrase(
@@ -300,12 +300,12 @@ def test_kill_inside_passphrase_change_keeps_exactly_one_passphrase(
     done = run_env(["passwd"], env)
     assert done.returncode == -9, done.stderr
     assert integrity_check(crash_vault) == "ok"
-    expected = [new] if point.startswith("handover_vault.store") else [PASSPHRASE]
+    expected = [new] if point.startswith("handover_vault.store.engine") else [PASSPHRASE]
     assert which_opens(crash_vault, [PASSPHRASE, new]) == expected
 
 
 def test_kill_inside_reveal_before_commit_shows_nothing(crash_vault: Path, tmp_path: Path) -> None:
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:after:kill"))
+    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:kill"))
     done = run_env(["cred", "show", "acme", "seed", "--reveal"], env)
     assert done.returncode == -9
     assert SEED_SECRET.encode() not in done.stdout + done.stderr
@@ -319,7 +319,7 @@ def test_kill_inside_reveal_before_commit_shows_nothing(crash_vault: Path, tmp_p
 @pytest.mark.parametrize(
     "point",
     [
-        "handover_vault.store:online_backup:after:kill",  # pre-upgrade backup written, schema not yet upgraded
+        "handover_vault.store.engine:online_backup:after:kill",  # pre-upgrade backup written, schema not yet upgraded
         "alembic.command:upgrade:after:kill",  # migrations ran, not yet committed
     ],
 )
@@ -335,7 +335,7 @@ def test_kill_during_schema_upgrade_leaves_an_openable_vault(tmp_path: Path, poi
     assert integrity_check(path) == "ok"
     again = run_env(["audit", "verify"], base_env(path, passphrase=passphrase))
     assert again.returncode == 0, again.stderr
-    from handover_vault.store import SCHEMA_HEAD
+    from handover_vault.store.engine import SCHEMA_HEAD
 
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
@@ -353,7 +353,7 @@ def _golden_passphrase() -> str:
 @pytest.mark.parametrize(
     "point",
     [
-        "handover_vault.audit:AuditLog.append:after:kill",  # rows deleted, not committed: nothing is forgotten
+        "handover_vault.integrity.audit:AuditLog.append:after:kill",  # rows deleted, not committed: nothing is forgotten
         "handover_vault.forget:purge:before:kill",  # committed, the WAL not yet checkpointed and truncated
     ],
 )
@@ -391,7 +391,7 @@ def test_kill_during_forget_is_all_or_nothing_and_leaves_no_key_behind(tmp_path:
         slugs = [c.slug for c in v.clients.list()]
         actions = [e.action for e in v.audit.events()]
         assert v.creds.reveal("kept", "fw").data["secret"] == "Kept-s3cret"
-    if point.startswith("handover_vault.audit"):
+    if point.startswith("handover_vault.integrity.audit"):
         assert slugs == ["gone", "kept"] and "client.forget" not in actions
         return
     assert slugs == ["kept"] and actions[-1] == "client.forget"
@@ -405,10 +405,10 @@ def test_kill_during_forget_is_all_or_nothing_and_leaves_no_key_behind(tmp_path:
 @pytest.mark.parametrize(
     "point",
     [
-        "handover_vault.store:upgrade:after:kill",  # schema made, nothing else
-        "handover_vault.keys:make_slot:after:kill",  # inside the first transaction
-        "handover_vault.audit:AuditLog.append:after:kill",  # vault.init written, its transaction not committed
-        "handover_vault.store:Store.close:after:kill",  # closed, not yet published
+        "handover_vault.store.engine:upgrade:after:kill",  # schema made, nothing else
+        "handover_vault.keys.hierarchy:make_slot:after:kill",  # inside the first transaction
+        "handover_vault.integrity.audit:AuditLog.append:after:kill",  # vault.init written, its transaction not committed
+        "handover_vault.store.engine:Store.close:after:kill",  # closed, not yet published
     ],
 )
 def test_kill_during_init_leaves_no_half_made_vault(tmp_path: Path, point: str) -> None:

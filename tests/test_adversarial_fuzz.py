@@ -142,7 +142,7 @@ def test_otpauth_uris(uri: str) -> None:
 @FAST
 @given(st.one_of(st.text(max_size=30), st.from_regex(r"\A\s*\d{1,9}\s*[smhdw]?\s*\Z")))
 def test_durations(text: str) -> None:
-    from handover_vault.session import MAX_SECONDS, parse_duration
+    from handover_vault.keys.session import MAX_SECONDS, parse_duration
 
     out = only_vault_errors(parse_duration, text)
     if isinstance(out, int):
@@ -158,7 +158,7 @@ def test_durations(text: str) -> None:
     )
 )
 def test_recipients(text: str) -> None:
-    from handover_vault.agefile import parse_recipient
+    from handover_vault.bundle.agefile import parse_recipient
 
     only_vault_errors(parse_recipient, text)
 
@@ -312,7 +312,7 @@ def _takes_two(fn: Any) -> bool:
     )
 )
 def test_age_headers(data: bytes) -> None:
-    from handover_vault.agefile import read_header
+    from handover_vault.bundle.agefile import read_header
 
     only_vault_errors(read_header, io.BytesIO(data))
 
@@ -320,9 +320,9 @@ def test_age_headers(data: bytes) -> None:
 @pytest.fixture(scope="module")
 def bundle_tar() -> tuple[bytes, Any]:
     """A real, signed bundle archive made by the library, and its signing key."""
-    from handover_vault import crypto
-    from handover_vault.bundle_format import assemble_bundle
-    from handover_vault.tarsafe import BundleFile, tar_stream
+    from handover_vault.bundle.format import assemble_bundle
+    from handover_vault.bundle.tarsafe import BundleFile, tar_stream
+    from handover_vault.keys import crypto
 
     priv, pub = crypto.new_signing_key()
     root = "acme-handover-2026-11-26"
@@ -338,7 +338,7 @@ def bundle_tar() -> tuple[bytes, Any]:
 @SLOW
 @given(data=st.data())
 def test_mutated_bundle_archives_are_refused(bundle_tar: tuple[bytes, Any], data: st.DataObject) -> None:
-    from handover_vault.bundle_format import verify_bundle_tar
+    from handover_vault.bundle.format import verify_bundle_tar
 
     raw = bytearray(bundle_tar[0])
     assert not isinstance(only_vault_errors(verify_bundle_tar, io.BytesIO(bytes(raw))), Exception)
@@ -399,7 +399,7 @@ HOSTILE_MEMBERS = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_MEMBERS))
 def test_hostile_tar_members_are_refused_before_anything_is_written(tmp_path: Path, name: str) -> None:
-    from handover_vault.bundle_format import extract_bundle
+    from handover_vault.bundle.format import extract_bundle
     from handover_vault.errors import IntegrityError, VaultError
 
     raw = _tar([_member("r/index.html"), HOSTILE_MEMBERS[name]])
@@ -412,7 +412,7 @@ def test_hostile_tar_members_are_refused_before_anything_is_written(tmp_path: Pa
 
 
 def test_duplicate_and_case_folded_members_are_refused(tmp_path: Path) -> None:
-    from handover_vault.bundle_format import extract_bundle
+    from handover_vault.bundle.format import extract_bundle
     from handover_vault.errors import IntegrityError
 
     for second in ("r/index.html", "r/INDEX.html", "r/inde\u0301x.html"):
@@ -434,8 +434,8 @@ json_values = st.recursive(
 @given(data=st.data())
 def test_signed_but_hostile_manifests_are_refused(bundle_tar: tuple[bytes, Any], data: st.DataObject) -> None:
     """A manifest correctly signed (by an attacker's own key) but malformed in any way: only a clean refusal."""
-    from handover_vault import crypto
-    from handover_vault.bundle_format import verify_bundle_tar
+    from handover_vault.bundle.format import verify_bundle_tar
+    from handover_vault.keys import crypto
 
     priv, pub, root = bundle_tar[1]
     good = {
@@ -470,8 +470,8 @@ def test_signed_but_hostile_manifests_are_refused(bundle_tar: tuple[bytes, Any],
 def test_sealed_bundle_garbage_leaves_nothing(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
     import pyrage
 
-    from handover_vault.agefile import load_identity_file
-    from handover_vault.bundle_format import open_sealed_bundle
+    from handover_vault.bundle.agefile import load_identity_file
+    from handover_vault.bundle.format import open_sealed_bundle
 
     d = tmp_path_factory.mktemp("sealed")
     ident = pyrage.x25519.Identity.generate()
@@ -519,7 +519,9 @@ IMPORTERS = [
 
 
 def _reader(kind: str) -> Any:
-    from handover_vault import formats_bitwarden, formats_csv, formats_keepass
+    from handover_vault.formats import bitwarden as formats_bitwarden
+    from handover_vault.formats import csvfile as formats_csv
+    from handover_vault.formats import keepass as formats_keepass
 
     return {
         "csv": formats_csv.read_csv,
@@ -551,7 +553,7 @@ def test_mutated_import_files_are_refused_or_read_cleanly(
 @SLOW
 @given(st.binary(max_size=4096))
 def test_random_bytes_as_keepass_database(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
-    from handover_vault.formats_keepass import read_keepass
+    from handover_vault.formats.keepass import read_keepass
 
     path = tmp_path_factory.mktemp("kdbx") / "x.kdbx"
     kdbx = (FIXTURES / "keepassxc-kdbx4.kdbx").read_bytes()
@@ -823,10 +825,10 @@ def test_any_titles_and_attachment_names_give_a_bundle_the_successor_can_open(
     import pyrage
 
     from handover_vault import init_vault
-    from handover_vault.agefile import load_identity_file
-    from handover_vault.bundle_format import open_sealed_bundle
+    from handover_vault.bundle.agefile import load_identity_file
+    from handover_vault.bundle.export import export
+    from handover_vault.bundle.format import open_sealed_bundle
     from handover_vault.errors import InvalidInput
-    from handover_vault.export import export
 
     d = tmp_path_factory.mktemp("names")
     ident = pyrage.x25519.Identity.generate()
@@ -854,9 +856,9 @@ def test_any_titles_and_attachment_names_give_a_bundle_the_successor_can_open(
 def test_bundle_signatures_forged_flipped_or_truncated_are_refused(bundle_tar: tuple[bytes, Any]) -> None:
     """manifest.sig must be the signer's signature of manifest.json's exact bytes; a bundle
     re-signed by someone else verifies only until the expected fingerprint is given."""
-    from handover_vault import crypto
-    from handover_vault.bundle_format import verify_bundle_tar
+    from handover_vault.bundle.format import verify_bundle_tar
     from handover_vault.errors import IntegrityError
+    from handover_vault.keys import crypto
 
     raw, (_priv, pub, root) = bundle_tar
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:

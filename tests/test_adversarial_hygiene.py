@@ -238,9 +238,9 @@ def test_planted_secrets_appear_only_where_the_command_shows_them(hv: dict, tmp_
 def test_debug_traceback_of_an_unexpected_exception_shows_no_secret(hv: dict, tmp_path: Path) -> None:
     """A bug raises while holding decrypted data: --debug shows the stack, never the message."""
     for hook, args in [
-        ("handover_vault.records:Records.load:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
-        ("handover_vault.records:Records.load:after:leak", ["cred", "list", "acme"]),
-        ("handover_vault.crypto:Sealer.open:after:leak", ["doc", "show", "acme", "Network overview"]),
+        ("handover_vault.store.records:Records.load:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
+        ("handover_vault.store.records:Records.load:after:leak", ["cred", "list", "acme"]),
+        ("handover_vault.keys.crypto:Sealer.open:after:leak", ["doc", "show", "acme", "Network overview"]),
         ("handover_vault.creds:Creds.reveal:after:leak", ["cred", "show", "acme", "fw", "--reveal"]),
     ]:
         for debug in (["--debug"], []):
@@ -470,7 +470,7 @@ def test_vault_companion_files_are_private_while_the_vault_is_open(hv: dict, tmp
     """-wal and -shm exist only while a command runs: pause one inside its write and look at them."""
     marker = tmp_path / "paused"
     env = private_env(
-        hv, **fault_env(tmp_path, "handover_vault.audit:AuditLog.append:after:sleep2", marker=marker)
+        hv, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:sleep2", marker=marker)
     )
     proc = start(["cred", "show", "acme", "fw", "--reveal"], env)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from handover_vault import agefile
+from handover_vault.bundle import agefile
 from handover_vault.errors import AuthenticationFailed, IntegrityError, InvalidInput, VaultError
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "age" / "testdata"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from handover_vault.audit import Row, _check_row_slowly, _entry_encoder, check_row, entry_bytes
 from handover_vault.errors import IntegrityError
+from handover_vault.integrity.audit import Row, _check_row_slowly, _entry_encoder, check_row, entry_bytes
 
 VAULT_ID = "6f1c2f5e-4a8b-4c1d-9e0f-123456789abc"
 CLIENT = "0b9a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"

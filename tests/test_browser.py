@@ -72,8 +72,8 @@ def dump_dom(page: Path, profile: Path) -> str:
 
 
 def _open(bundle: Path, key: Path, into: Path) -> Path:
-    from handover_vault.agefile import load_identity_file
-    from handover_vault.bundle_format import open_sealed_bundle
+    from handover_vault.bundle.agefile import load_identity_file
+    from handover_vault.bundle.format import open_sealed_bundle
 
     vb = open_sealed_bundle(bundle, into, identities=load_identity_file(key))
     return into / vb.root
@@ -81,7 +81,7 @@ def _open(bundle: Path, key: Path, into: Path) -> Path:
 
 @pytest.fixture
 def hostile_bundle(v: Any, vault_path: Path, tmp_path: Path) -> Path:
-    from handover_vault.export import export, set_successor
+    from handover_vault.bundle.export import export, set_successor
 
     v.clients.add("acme", name='ACME <Ltd> & "Co"')
     for cred in HOSTILE:

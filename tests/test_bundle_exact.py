@@ -21,8 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from handover_vault.clients import ClientRef
-from handover_vault.handover import (
+from handover_vault.bundle.handover import (
     Handover,
     _password_manager_files,
     acknowledgement_html,
@@ -31,8 +30,9 @@ from handover_vault.handover import (
     index_html,
     json_bytes,
 )
-from handover_vault.records import Rec
-from handover_vault.report import md_code, md_fence, md_text
+from handover_vault.clients import ClientRef
+from handover_vault.requests.report import md_code, md_fence, md_text
+from handover_vault.store.records import Rec
 
 TODAY = dt.date(2026, 12, 1)
 FIELDS = ("username", "secret", "url", "notes")
@@ -396,7 +396,7 @@ def test_a_real_export_counts_its_files_once(ready_bundle: tuple[Path, Path, str
 def ready_bundle(acme, vault_path: Path, tmp_path: Path) -> tuple[Path, Path, str]:
     import subprocess
 
-    from handover_vault.export import set_successor
+    from handover_vault.bundle.export import set_successor
     from tests.conftest import need, run
 
     key = tmp_path / "successor.txt"
@@ -411,7 +411,7 @@ def ready_bundle(acme, vault_path: Path, tmp_path: Path) -> tuple[Path, Path, st
 
 
 def test_the_technician_to_call_is_named_when_known() -> None:
-    from handover_vault.verify_guide import verify_txt
+    from handover_vault.bundle.verify_guide import verify_txt
 
     h = handover([])
     assert "Call the outgoing technician on a number you already know" in index_html(h, TODAY)

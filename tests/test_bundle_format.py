@@ -27,8 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handover_vault import agefile, bundle_format, crypto, sshsig, tarsafe
-from handover_vault.bundle_format import BundleFile, TarLimits
+from handover_vault.bundle import agefile, tarsafe
+from handover_vault.bundle import format as bundle_format
+from handover_vault.bundle.format import BundleFile, TarLimits
 from handover_vault.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -37,6 +38,7 @@ from handover_vault.errors import (
     NotFound,
     StorageError,
 )
+from handover_vault.keys import crypto, sshsig
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -566,7 +568,7 @@ MEMORY_PROBE = r"""
 import io, json, resource, sys, tracemalloc
 from pathlib import Path
 import pyrage
-from handover_vault import agefile
+from handover_vault.bundle import agefile
 
 class Zeros(io.RawIOBase):
     def __init__(self, n): self.left = n

@@ -1,6 +1,6 @@
 """The bundle's two-process pipeline: age runs in a forked helper, the tar is made and checked here.
 
-Sealing and opening with keys fork a helper process (``vault.agefile``); ``bundle verify`` hashes
+Sealing and opening with keys fork a helper process (``vault.bundle.agefile``); ``bundle verify`` hashes
 every member while the decrypted archive is written (``vault.tarsafe.MemberHasher``). These tests
 make each side fail in turn, with real processes and real files, and check that the result is
 always a clear error, no file left behind, and no helper process left running.
@@ -20,9 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handover_vault import agefile, bundle_format, crypto, tarsafe
-from handover_vault.bundle_format import BundleFile
+from handover_vault.bundle import agefile, tarsafe
+from handover_vault.bundle import format as bundle_format
+from handover_vault.bundle.format import BundleFile
 from handover_vault.errors import AuthenticationFailed, IntegrityError, StorageError
+from handover_vault.keys import crypto
 from tests.helpers_adversarial import fill, tmpfs
 
 DAY = date(2026, 11, 26)

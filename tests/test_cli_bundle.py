@@ -61,7 +61,7 @@ def ready(acme, vault_path: Path, tmp_path: Path):
     from handover_vault.agreement import record_ack
 
     record_ack(v, "acme", by="Jane Doe", role="Office manager", date="2026-11-20", method="signed-form")
-    from handover_vault.export import set_successor
+    from handover_vault.bundle.export import set_successor
 
     set_successor(v, "acme", "Next IT", [public])
     v.close()

@@ -625,7 +625,7 @@ def test_ambiguous_id_prefix_and_title(acme, vault_path: Path, monkeypatch: pyte
         [uuid.UUID("abcd1111-0000-4000-8000-000000000001"), uuid.UUID("abcd2222-0000-4000-8000-000000000002")]
     )
     with monkeypatch.context() as mp:
-        mp.setattr("handover_vault.records.uuid.uuid4", lambda: next(ids))
+        mp.setattr("handover_vault.store.records.uuid.uuid4", lambda: next(ids))
         acme.docs.add("acme", title="Printers", body="HP in the hall")
         acme.docs.add("acme", title="Printers", body="Canon upstairs")
     by_prefix = fork_run(["doc", "show", "acme", "abcd"], vault=vault_path)

@@ -1,4 +1,4 @@
-"""vault/crypto.py: the record envelope, the KDF bounds, signing and TOTP.
+"""vault/keys/crypto.py: the record envelope, the KDF bounds, signing and TOTP.
 
 The envelope is ``version (1) || nonce (12) || AES-256-GCM ciphertext || tag (16)``; every test here
 states one property of that layout or of the limits put on Argon2id parameters read from a file.
@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handover_vault import crypto
-from handover_vault.crypto import (
+from handover_vault.errors import IntegrityError, InvalidInput
+from handover_vault.keys import crypto
+from handover_vault.keys.crypto import (
     DEFAULT_KDF,
     ENVELOPE_V1,
     MIN_KDF,
@@ -27,7 +28,6 @@ from handover_vault.crypto import (
     KdfParams,
     Sealer,
 )
-from handover_vault.errors import IntegrityError, InvalidInput
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import fork_run, one, sql
 
@@ -182,7 +182,7 @@ def test_record_payload_round_trip(records_vault, data: dict, version: int) -> N
 
 def test_record_payload_is_json_inside_the_envelope(acme) -> None:
     """Documented in docs/spec.md: the plaintext of a record envelope is its JSON payload."""
-    from handover_vault.keys import record_aad
+    from handover_vault.keys.hierarchy import record_aad
 
     client = acme.clients.get("acme")
     blob = acme.records.seal(client, "doc", "r1", 3, {"title": "T", "n": 1})
@@ -310,7 +310,7 @@ def test_real_default_cost_creates_and_unlocks_a_vault(
 
 
 def test_hkdf_labels_give_independent_keys() -> None:
-    from handover_vault import keys
+    from handover_vault.keys import hierarchy as keys
 
     labels = [
         keys.INFO_AUDIT_MAC,

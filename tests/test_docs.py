@@ -50,7 +50,7 @@ def test_the_spec_fingerprint_recipe_gives_the_codes_fingerprint() -> None:
     import hashlib
     import re
 
-    from handover_vault import crypto
+    from handover_vault.keys import crypto
 
     spec = (Path(__file__).resolve().parents[1] / "docs" / "spec.md").read_text()
     m = re.search(r'`SHA-256\("([^"]+)" \|\| 0x00 \|\| public_raw\)`', spec)

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
-from handover_vault.agefile import Identity
-from handover_vault.bundle_format import verify_sealed_bundle
+from handover_vault.bundle.agefile import Identity
+from handover_vault.bundle.export import export
+from handover_vault.bundle.format import verify_sealed_bundle
+from handover_vault.bundle.tarsafe import BundleFile, tar_stream
 from handover_vault.errors import IntegrityError
-from handover_vault.export import export
-from handover_vault.tarsafe import BundleFile, tar_stream
 
 
 def _identity():

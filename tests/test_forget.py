@@ -239,7 +239,7 @@ def test_certificate_rejects_tampering_and_other_signers(cert) -> None:
         fg.verify_certificate(text, signer=other)
     assert str(err.value) == f"the certificate was signed by {v.fingerprint}, not by {other}"
     # A key swapped in must match the fingerprint claimed beside it.
-    from handover_vault import crypto
+    from handover_vault.keys import crypto
 
     _priv, pub = crypto.new_signing_key()
     pem = crypto.public_key_pem(v.signing_public).decode()

@@ -33,9 +33,11 @@ from hypothesis import strategies as st
 from lxml import etree
 from pykeepass.kdbx_parsing.common import aes_kdf as pykeepass_aes_kdf
 
-from handover_vault import formats, formats_keepass, formats_keepass_write
 from handover_vault.errors import AuthenticationFailed, InvalidInput, NotFound, VaultError
-from handover_vault.formats import (
+from handover_vault.formats import common as formats
+from handover_vault.formats import keepass as formats_keepass
+from handover_vault.formats import keepass_write as formats_keepass_write
+from handover_vault.formats.common import (
     ImportedCredential,
     merge_tags,
     new_credential,
@@ -1497,7 +1499,7 @@ def test_keepass_xml_writer_gives_exactly_lxmls_bytes(
 def test_an_export_does_not_load_lxml(tmp_path: Path) -> None:
     """The bundle's KeePass XML is written without lxml (about 4.5 MiB of the export's memory)."""
     code = (
-        "import sys; from handover_vault.formats import write_keepass_xml; "
+        "import sys; from handover_vault.formats.common import write_keepass_xml; "
         "write_keepass_xml([]); print('lxml' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

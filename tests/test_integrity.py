@@ -40,8 +40,8 @@ def _build(base: Path) -> World:
     import pyrage
 
     from handover_vault import init_vault
-    from handover_vault.export import set_successor
-    from handover_vault.requests import Requests
+    from handover_vault.bundle.export import set_successor
+    from handover_vault.requests.service import Requests
 
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     path, older, other = base / "vault.db", base / "older.db", base / "other.db"

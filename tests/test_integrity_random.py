@@ -79,7 +79,7 @@ def test_random_writes_and_a_random_tamper_are_always_detected(
 ) -> None:
     from handover_vault import init_vault, open_vault
     from handover_vault.errors import IntegrityError
-    from handover_vault.verify import verify_vault
+    from handover_vault.integrity.verify import verify_vault
 
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "vault.db"
     v, _ = init_vault(path, PASSPHRASE)

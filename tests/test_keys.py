@@ -1,4 +1,4 @@
-"""vault/keys.py: key slots, the recovery code, passphrase changes and what the slot AAD binds."""
+"""vault/keys/hierarchy.py: key slots, the recovery code, passphrase changes and what the slot AAD binds."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from handover_vault import keys
 from handover_vault.errors import AuthenticationFailed, IntegrityError, InvalidInput
+from handover_vault.keys import hierarchy as keys
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import flip, fork_run, one, sql
 

@@ -26,7 +26,7 @@ def test_schema_head_matches_alembic() -> None:
     from alembic.script import ScriptDirectory
 
     from handover_vault.migrations import alembic_config
-    from handover_vault.store import KNOWN_REVISIONS, SCHEMA_HEAD
+    from handover_vault.store.engine import KNOWN_REVISIONS, SCHEMA_HEAD
 
     script = ScriptDirectory.from_config(alembic_config(None))
     assert script.get_current_head() == SCHEMA_HEAD
@@ -36,7 +36,7 @@ def test_schema_head_matches_alembic() -> None:
 @pytest.mark.parametrize("golden", sorted(GOLDEN.glob("vault-*.db")), ids=lambda p: p.name)
 def test_golden_vault_upgrades_with_every_record_readable(golden: Path, tmp_path: Path) -> None:
     from handover_vault import open_vault
-    from handover_vault.store import SCHEMA_HEAD
+    from handover_vault.store.engine import SCHEMA_HEAD
 
     path = tmp_path / "old.db"
     shutil.copy(golden, path)

@@ -50,9 +50,9 @@ def _forged_bundle(tmp_path: Path, client: str, exported_at: str) -> tuple[Path,
     with another key (an attacker's own): it verifies, and says who really signed it."""
     from pyrage import x25519
 
-    from handover_vault import crypto
-    from handover_vault.bundle_format import seal_bundle
-    from handover_vault.tarsafe import BundleFile
+    from handover_vault.bundle.format import seal_bundle
+    from handover_vault.bundle.tarsafe import BundleFile
+    from handover_vault.keys import crypto
 
     ident = x25519.Identity.generate()
     key = tmp_path / "successor.key"
@@ -180,9 +180,9 @@ def test_imported_names_with_escapes_show_as_text_in_lists_fields_and_errors(
     ids=["rlo", "csi", "lrm", "isolate", "zwsp", "bom", "nel"],
 )
 def test_tar_names_with_format_or_c1_characters_are_refused(name: str, tmp_path: Path) -> None:
-    from handover_vault.bundle_format import verify_bundle_tar
+    from handover_vault.bundle.format import verify_bundle_tar
+    from handover_vault.bundle.tarsafe import name_problem
     from handover_vault.errors import VaultError
-    from handover_vault.tarsafe import name_problem
 
     assert name_problem(name) == "a control or format character (such as a bidi override) in the name"
     buf = io.BytesIO()
@@ -228,7 +228,7 @@ def _cell_starts(text: str) -> list[str]:
     ],
 )
 def test_the_csv_guard_leaves_no_cell_that_starts_a_formula(value: str) -> None:
-    from handover_vault.handover import csv_cell
+    from handover_vault.bundle.handover import csv_cell
 
     guarded = csv_cell(value)
     assert [c for c in _cell_starts(guarded) if c and c in _TRIGGERS] == [], repr(guarded)
@@ -236,7 +236,7 @@ def test_the_csv_guard_leaves_no_cell_that_starts_a_formula(value: str) -> None:
 
 
 def test_the_csv_guard_keeps_ordinary_values_exact() -> None:
-    from handover_vault.handover import csv_cell
+    from handover_vault.bundle.handover import csv_cell
 
     for value in ("plain", "p=q", "a-b", "user@example.com", "x;y", "Fw!2024", "café", ""):
         assert csv_cell(value) == value
@@ -246,7 +246,7 @@ def test_csv_guard_property() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from handover_vault.handover import csv_cell
+    from handover_vault.bundle.handover import csv_cell
 
     @settings(max_examples=300, deadline=None)
     @given(st.text(alphabet=st.sampled_from(list("ab =+-@;,\t\r\n'"))))

@@ -108,7 +108,7 @@ def test_a_flipped_byte_or_another_signer_is_refused(vault: Path, tmp_path: Path
     # Re-signed by another vault: it verifies as that vault's, and this vault refuses it as a checkpoint.
     from handover_vault import init_vault
     from handover_vault.forget import sign_certificate
-    from handover_vault.receipts import RECEIPT_FORMAT
+    from handover_vault.requests.receipts import RECEIPT_FORMAT
 
     body = data.decode().split("```handover-signature\n")[0]
     stranger, _ = init_vault(tmp_path / "other.db", PASSPHRASE)
@@ -154,7 +154,7 @@ def test_a_receipt_of_a_rewritten_history_is_caught(vault: Path, tmp_path: Path)
     grant(vault, receipt)
     from handover_vault import open_vault
     from handover_vault.forget import sign_certificate
-    from handover_vault.receipts import RECEIPT_FORMAT
+    from handover_vault.requests.receipts import RECEIPT_FORMAT
 
     text = receipt.read_text()
     mac = facts(receipt)["audit"]["mac"]

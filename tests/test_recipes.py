@@ -43,7 +43,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         need(tool)
     os.environ["HANDOVER_KDF"] = "minimum"
     from handover_vault import init_vault
-    from handover_vault.export import export, set_successor
+    from handover_vault.bundle.export import export, set_successor
 
     tmp = tmp_path_factory.mktemp("recipes")
     key = tmp / "successor.txt"
@@ -163,7 +163,7 @@ def test_the_recipe_accepts_only_the_good_bundle(bundles, where: str, tmp_path: 
 
 
 def test_both_copies_of_the_recipe_are_the_same(bundles) -> None:
-    from handover_vault.verify_guide import RECIPE
+    from handover_vault.bundle.verify_guide import RECIPE
 
     printed = verify_txt_recipe(bundles["verify_txt"])
     assert "\n".join(line[4:] for line in printed.splitlines()) + "\n" == RECIPE == docs_recipes()[""]

@@ -1,4 +1,4 @@
-"""vault/records.py, clients.py, attachments.py: every stored ciphertext is bound to its place.
+"""vault/store/records.py, clients.py, attachments.py: every stored ciphertext is bound to its place.
 
 A flipped byte in any blob is an integrity failure (exit 4) that names the kind and id and leaves
 every other record readable; a ciphertext moved to another row, client, kind, version or chunk
@@ -408,7 +408,7 @@ def test_dropped_chunk(world: Ids, vault_path: Path, seq: int, message: str) -> 
 
 def test_record_payload_that_is_not_an_object(acme) -> None:
     """A validly sealed payload of the wrong JSON shape is refused, not half-loaded."""
-    from handover_vault.keys import record_aad
+    from handover_vault.keys.hierarchy import record_aad
 
     client = acme.clients.get("acme")
     blob = client.keys.sealer.seal(b"[1, 2]", record_aad(acme.vault_id, client.id, "doc", "r1", 1))

@@ -30,7 +30,7 @@ def vault(acme, vault_path: Path, tmp_path: Path) -> tuple[Path, str]:
     acme.docs.edit("acme", doc.id, body="# LAN\n\n10.0.0.0/24 behind fw1 and fw2")
     (tmp_path / "diagram.bin").write_bytes(BLOB)
     acme.attachments.add_file("acme", tmp_path / "diagram.bin")
-    from handover_vault.requests import Requests
+    from handover_vault.requests.service import Requests
 
     Requests(acme).log(
         "acme",
@@ -244,9 +244,9 @@ def _state(path: Path, code: str) -> tuple[bool, bool]:
 @pytest.mark.parametrize(
     ("point", "committed"),
     [
-        ("handover_vault.keys:make_slot:after:kill", False),  # new slot made, nothing written
+        ("handover_vault.keys.hierarchy:make_slot:after:kill", False),  # new slot made, nothing written
         ("handover_vault.rekey:_rekey_client:after:kill", False),  # one client re-sealed, not committed
-        ("handover_vault.audit:AuditLog.adopt_head:after:kill", False),  # everything written, not committed
+        ("handover_vault.integrity.audit:AuditLog.adopt_head:after:kill", False),  # everything written, not committed
         ("handover_vault.rekey:drop_sessions:before:kill", True),  # committed, sessions not yet dropped
     ],
 )

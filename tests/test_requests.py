@@ -18,7 +18,7 @@ VERIFIED = "called back on the number on file"
 
 @pytest.fixture
 def reqs(acme):
-    from handover_vault.requests import Requests
+    from handover_vault.requests.service import Requests
 
     acme.contacts.add("acme", name="Bob Intern", email="bob@acme.example")
     acme.creds.add("acme", label="Wi-Fi", secret="wifi-s3cret", category="wifi")
@@ -61,7 +61,7 @@ def requests_of(v) -> list:
 
 
 def test_a_grant_to_an_authorised_verified_contact_after_the_end(reqs) -> None:
-    from handover_vault.requests import ROTATE_AFTER_END, digest
+    from handover_vault.requests.service import ROTATE_AFTER_END, digest
 
     v = reqs.v
     end_agreement(v)
@@ -92,7 +92,7 @@ def test_a_grant_to_an_authorised_verified_contact_after_the_end(reqs) -> None:
 
 
 def test_a_request_during_the_agreement_is_allowed_and_noted(reqs) -> None:
-    from handover_vault.requests import ROTATE_DURING
+    from handover_vault.requests.service import ROTATE_DURING
 
     done = grant(reqs)
     assert done.during_agreement
@@ -233,7 +233,7 @@ def test_bad_values_are_refused_before_anything_is_written(
 def test_fail_closed_when_the_audit_entry_cannot_be_written(reqs, vault_path: Path) -> None:
     from handover_vault import open_vault
     from handover_vault.errors import VaultError
-    from handover_vault.requests import Requests
+    from handover_vault.requests.service import Requests
 
     reqs.v.close()
     con = sqlite3.connect(vault_path)

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handover_vault import search
 from handover_vault.errors import IntegrityError
+from handover_vault.store import index as search
 
 
 def _rows(path: Path) -> list[tuple[str, bytes, bytes, bytes]]:
@@ -203,8 +203,8 @@ def test_forgetting_a_client_takes_its_postings(acme, v, vault_path: Path) -> No
     con.commit()
     con.close()
     assert not any(c == acme_id for c, *_ in _rows(vault_path))
-    from handover_vault.commitment import recompute_commitments
     from handover_vault.errors import IntegrityError
+    from handover_vault.integrity.commitment import recompute_commitments
 
     with pytest.raises(IntegrityError, match=f"client {acme_id} was removed"):
         v.search("zanzibar")  # a client deleted behind the vault's back (DESIGN §3a)

@@ -1,4 +1,4 @@
-"""vault/session.py and `handover unlock` / `lock`: the VMK kept for a while under a key only the shell holds."""
+"""vault/keys/session.py and `handover unlock` / `lock`: the VMK kept for a while under a key only the shell holds."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from handover_vault import session
 from handover_vault.errors import AuthenticationFailed, InvalidInput
+from handover_vault.keys import session
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import flip, fork_run, mode, session_token
 
@@ -24,7 +24,7 @@ def _file(token: str) -> Path:
 
 
 def _no_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    from handover_vault import crypto
+    from handover_vault.keys import crypto
 
     def never(*_a: object, **_kw: object) -> bytes:
         raise AssertionError("a session must not run the KDF")

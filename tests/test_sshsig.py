@@ -1,4 +1,4 @@
-"""OpenSSH signatures (vault/sshsig.py) against the real ``ssh-keygen -Y`` and ``ssh-keygen -lf``."""
+"""OpenSSH signatures (vault/keys/sshsig.py) against the real ``ssh-keygen -Y`` and ``ssh-keygen -lf``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from handover_vault import crypto, sshsig
 from handover_vault.errors import IntegrityError
+from handover_vault.keys import crypto, sshsig
 from tests.conftest import need
 
 MESSAGE = b"0" * 64 + b"  HANDOVER.md\n" + "caf\u00e9  docs/01-\u00e9.md\n".encode()
@@ -126,8 +126,9 @@ def test_bundle_verify_refuses_a_sums_signature_in_another_namespace(key, monkey
     then ``bundle verify`` refuses what ``ssh-keygen -Y verify -n handover-bundle`` would."""
     import io
 
-    from handover_vault import bundle_format, tarsafe
-    from handover_vault.tarsafe import BundleFile
+    from handover_vault.bundle import format as bundle_format
+    from handover_vault.bundle import tarsafe
+    from handover_vault.bundle.tarsafe import BundleFile
 
     priv, pub = key
     real = sshsig.sign

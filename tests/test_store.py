@@ -1,4 +1,4 @@
-"""vault/store.py: pragmas, transactions, files that are not (or no longer) vaults, schema versions
+"""vault/store/engine.py: pragmas, transactions, files that are not (or no longer) vaults, schema versions
 and the upgrade of an older vault."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from handover_vault import store
 from handover_vault.errors import Busy, IntegrityError, MigrationRequired, StorageError
+from handover_vault.store import engine as store
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import digests, fork_run, mode, one, sql
 
@@ -272,7 +272,8 @@ def test_older_vault_opened_with_a_session_or_recovery_code_is_upgraded(tmp_path
 
 
 def test_init_failure_leaves_no_file_behind(vault_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from handover_vault import init_vault, keys
+    from handover_vault import init_vault
+    from handover_vault.keys import hierarchy as keys
 
     def broken(*_a: object, **_kw: object) -> None:
         raise RuntimeError("disk pulled out")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from .clients import ClientRef
     from .core import Vault
-    from .records import Rec
+    from .store.records import Rec
 
 DEFAULT_ON_HAND_DAYS = 90
 STATUSES = ("active", "notice-given", "ended", "archived")

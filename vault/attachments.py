@@ -16,17 +16,17 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from . import validate
-from .crypto import DecryptFailed
 from .errors import AlreadyExists, IntegrityError, InvalidInput, StorageError
-from .keys import record_aad
-from .models import Chunk
+from .keys.crypto import DecryptFailed
+from .keys.hierarchy import record_aad
 from .services import RecordService
+from .store.models import Chunk
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .clients import ClientRef
-    from .records import Rec
+    from .store.records import Rec
 
 CHUNK = 256 * 1024  # large enough to amortise per-row cost, small enough to keep memory flat
 DEFAULT_MAX = 512 * 1024 * 1024

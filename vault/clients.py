@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from . import crypto, validate
-from .commitment import tracker
-from .crypto import DecryptFailed
+from . import validate
 from .errors import AlreadyExists, IntegrityError, NotFound
-from .keys import ClientKeys, record_aad
-from .models import Client
-from .statecheck import check_top
+from .integrity.commitment import tracker
+from .integrity.statecheck import check_top
+from .keys import crypto
+from .keys.crypto import DecryptFailed
+from .keys.hierarchy import ClientKeys, record_aad
+from .store.models import Client
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -16,20 +16,22 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from . import crypto, keys, session, store
-from .crypto import DEFAULT_KDF, KdfParams
 from .errors import AlreadyExists, AuthenticationFailed, IntegrityError, InvalidInput, StorageError
-from .models import KeySlot, Meta
-from .search import mark_indexed
+from .keys import crypto, session
+from .keys import hierarchy as keys
+from .keys.crypto import DEFAULT_KDF, KdfParams
+from .store import engine as store
+from .store.index import mark_indexed
+from .store.models import KeySlot, Meta
 
 if TYPE_CHECKING:
     from .attachments import Attachments
-    from .audit import AuditLog
     from .clients import Clients
     from .creds import Creds
+    from .integrity.audit import AuditLog
     from .profile import Profiles
-    from .records import Records
     from .services import Assets, Contacts, Docs, Issues
+    from .store.records import Records
 
 FORMAT = b"handover-vault/1"
 
@@ -123,7 +125,7 @@ def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.Va
             rec = keys.normalise_recovery_code(recovery)
             s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
             mark_indexed(s)
-            from .commitment import recompute_commitments
+            from .integrity.commitment import recompute_commitments
 
             recompute_commitments(v, s)
             v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub)})
@@ -210,14 +212,14 @@ def open_vault(
 def _opened(v: Vault, check_head: bool = True) -> None:
     """Once unlocked: compute the commitments of an upgraded vault, then compare the file with the
     last state this machine saw (statehead.py). Raises IntegrityError for an older file."""
-    from .statehead import check_open
+    from .integrity.statehead import check_open
 
     with v.read() as s:
-        from .commitment import is_initialised
+        from .integrity.commitment import is_initialised
 
         initialised = is_initialised(s)
     if not initialised:
-        from .commitment import initialise
+        from .integrity.commitment import initialise
 
         initialise(v)
     if check_head:
@@ -271,13 +273,13 @@ class Vault:
 
     @cached_property
     def audit(self) -> AuditLog:
-        from .audit import AuditLog
+        from .integrity.audit import AuditLog
 
         return AuditLog(self)
 
     @cached_property
     def records(self) -> Records:
-        from .records import Records
+        from .store.records import Records
 
         return Records(self)
 
@@ -331,7 +333,7 @@ class Vault:
         return Profiles(self)
 
     def search(self, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        from .search import search
+        from .store.index import search
 
         return search(self, query, slug, limit)
 
@@ -366,14 +368,14 @@ class Vault:
     def ssh_public_key(self) -> str:
         """The signing key as an OpenSSH line (``ssh-ed25519 AAAA… handover-vault``): what the
         successor puts in allowed_signers to check SHA256SUMS.sig with ``ssh-keygen -Y verify``."""
-        from .sshsig import public_key_line
+        from .keys.sshsig import public_key_line
 
         return public_key_line(self.signing_public)
 
     @property
     def ssh_fingerprint(self) -> str:
         """``SHA256:…`` as ``ssh-keygen -lf`` prints it for :attr:`ssh_public_key`."""
-        from .sshsig import ssh_fingerprint
+        from .keys.sshsig import ssh_fingerprint
 
         return ssh_fingerprint(self.signing_public)
 
@@ -409,8 +411,8 @@ class Vault:
 
     def _replace_slots(self, s: Any, kind: str, slot: keys.SlotData) -> None:
         """Delete the slots of ``kind`` and add ``slot``, after checking the slots are the vault's own."""
-        from .commitment import hasher, tracker
-        from .statecheck import check_top
+        from .integrity.commitment import hasher, tracker
+        from .integrity.statecheck import check_top
 
         check_top(self, s)
         state, h = tracker(self, s), hasher(self)

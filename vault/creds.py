@@ -16,15 +16,16 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from . import crypto, validate
+from . import validate
 from .errors import InvalidInput
+from .keys import crypto
 from .services import RecordService
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .clients import ClientRef
-    from .records import Rec
+    from .store.records import Rec
 
 CATEGORIES = (
     "registrar",

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 
-from . import crypto
 from .agreement import effective_status, status_line
-from .commitment import tracker
 from .errors import IntegrityError, InvalidInput, NotFound, PolicyRefused, StorageError
+from .integrity.commitment import tracker
+from .keys import crypto
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -48,11 +48,11 @@ if TYPE_CHECKING:
     from .clients import ClientRef
     from .core import Vault
 
-from .models import AuditEntry, Chunk, Client, Record, RecordVersion
+from .store.models import AuditEntry, Chunk, Client, Record, RecordVersion
 
 CERT_FORMAT = "handover-certificate/1"
 # Documents signed the same way: the certificate of destruction and a request's receipt
-# (vault/receipts.py). The format line is what the signature covers first, so a signature made for
+# (vault/requests/receipts.py). The format line is what the signature covers first, so a signature made for
 # one kind of document never verifies as the other.
 SIGNED_FORMATS = (CERT_FORMAT, "handover-receipt/1")
 SIG_OPEN = "```handover-signature\n"
@@ -90,7 +90,7 @@ class Forgotten:
 
 
 def upgrade_backups(vault_path: Path) -> list[Path]:
-    """The copies a schema upgrade made next to the vault (``NAME.pre-NNNN[.n].bak``, vault/store.py).
+    """The copies a schema upgrade made next to the vault (``NAME.pre-NNNN[.n].bak``, vault/store/engine.py).
 
     Each is the whole vault as it was before that upgrade: a client that was in it then is in it
     still, under the same keys, whatever ``forget`` does to the vault itself.
@@ -230,7 +230,7 @@ def purge(v: Vault) -> bool:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .store import wrap_db_error
+    from .store.engine import wrap_db_error
 
     try:
         with v.store.engine.connect() as conn:
@@ -442,7 +442,7 @@ def verify_certificate(data: bytes | str, signer: str | None = None) -> Verified
         raise IntegrityError(f"the {what} was signed by {actual}, not by {signer.strip()}")
     if not crypto.verify_signature(public, sig, (fmt + "\n").encode() + body.encode("utf-8")):
         raise IntegrityError(f"the {what}'s signature is not valid: it was altered or not signed by this key")
-    from .sshsig import ssh_fingerprint
+    from .keys.sshsig import ssh_fingerprint
 
     return VerifiedCertificate(actual, _facts(body, fmt), signer is not None, ssh_fingerprint(public))
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from . import validate
-from .crypto import DecryptFailed
 from .errors import IntegrityError, InvalidInput, NotFound
+from .keys.crypto import DecryptFailed
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -188,7 +188,7 @@ class Profiles:
 
     def get(self, s: Session | None = None) -> Profile:
         """The profile (empty when none was set). Raises IntegrityError when it does not decrypt."""
-        from .models import Meta
+        from .store.models import Meta
 
         if s is None:
             with self.v.read() as s2:
@@ -203,7 +203,7 @@ class Profiles:
             raise IntegrityError("the technician profile has a malformed payload")
         # After the decryption (a flipped byte is named as such first): an older copy of the profile
         # decrypts too, and only the state commitment tells it from the current one.
-        from .statecheck import check_top
+        from .integrity.statecheck import check_top
 
         check_top(self.v, s)
         known = {f.name for f in fields(Profile)}
@@ -211,7 +211,7 @@ class Profiles:
 
     def plaintext(self, s: Session) -> bytes:
         """The profile's JSON as stored (for ``rekey``). Raises IntegrityError, NotFound (none set)."""
-        from .models import Meta
+        from .store.models import Meta
 
         row = s.get(Meta, META_KEY)
         if row is None:
@@ -231,7 +231,7 @@ class Profiles:
         character, a line break outside the address, or an email that is not one.
         """
         from .core import utcnow
-        from .models import Meta
+        from .store.models import Meta
 
         unknown = sorted(set(changes) - set(LABELS))
         if unknown:
@@ -252,7 +252,7 @@ class Profiles:
             blob = self.v.keys.vmk_sealer.seal(plain.encode("utf-8"), self.v.keys.profile_aad())
             # The profile is part of the state commitment (a copy rolled back is refused): take the
             # old value out of the vault-wide sum and put the new one in, in this transaction.
-            from .commitment import hasher, tracker
+            from .integrity.commitment import hasher, tracker
 
             h, state = hasher(self.v), tracker(self.v, s)
             row = s.get(Meta, META_KEY)

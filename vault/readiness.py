@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .clients import ClientRef
     from .core import Vault
     from .profile import Profile
-    from .records import Rec
+    from .store.records import Rec
 
 # Categories a successor cannot work without. Registrar and DNS count as one need: either will do.
 ESSENTIAL = (

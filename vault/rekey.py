@@ -37,18 +37,19 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, select, update
 
-from . import crypto, keys
-from .commitment import recompute_commitments
-from .crypto import DecryptFailed
 from .errors import AuthenticationFailed, IntegrityError
-from .models import AuditEntry, Chunk, Client, KeySlot, Meta, Record, RecordVersion, SearchPosting
+from .integrity.commitment import recompute_commitments
+from .keys import crypto
+from .keys import hierarchy as keys
+from .keys.crypto import DecryptFailed
+from .store.models import AuditEntry, Chunk, Client, KeySlot, Meta, Record, RecordVersion, SearchPosting
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .clients import ClientRef
     from .core import Vault
-    from .store import Store
+    from .store.engine import Store
 
 HISTORY_KEY = "key_history"
 HISTORY_FORMAT = 1
@@ -153,7 +154,7 @@ def check_session_key(st: Store, vault_id: str, vmk: bytes) -> None:
     session stale; one of them failing alone is tampering with that value, reported (exit 4) where
     it is used. Raises AuthenticationFailed (exit 3).
     """
-    from .audit import HEAD_KEY, head_verifies
+    from .integrity.audit import HEAD_KEY, head_verifies
 
     with st.read() as s:
         row = s.get(Meta, "signing_private")
@@ -212,8 +213,8 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
     Raises AuthenticationFailed (the passphrase does not open the passphrase slot), IntegrityError
     (the audit chain or a record is broken: nothing is changed), Busy/StorageError (nothing changed).
     """
-    from .audit import Head
     from .core import _slot_row, _unlock_with, kdf_params
+    from .integrity.audit import Head
 
     secret = keys.normalise_passphrase(passphrase)
     if _unlock_with(v.store, v.vault_id, "passphrase", secret) != v.keys.vmk:
@@ -297,8 +298,8 @@ def _rekey_client(v: Vault, s: Session, new: keys.VaultKeys, row: Client, n: _Co
 def _rekey_records(v: Vault, s: Session, old: ClientRef, fresh: ClientRef, n: _Counts) -> None:
     """Re-seal the client's records, and write their search tokens under the new key, in batches
     (a client of 100,000 records is never held in memory at once)."""
-    from .records import Rec
-    from .search import index_new_records
+    from .store.index import index_new_records
+    from .store.records import Rec
 
     s.execute(delete(SearchPosting).where(SearchPosting.client_id == old.id))
     ids = list(s.execute(select(Record.id).where(Record.client_id == old.id).order_by(Record.id)).scalars())

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from .clients import ClientRef
     from .core import Vault
-    from .records import Rec
+    from .store.records import Rec
 
 
 class RecordService:

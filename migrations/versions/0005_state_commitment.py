@@ -2,7 +2,7 @@
 
 The commitment is keyed (an HKDF sub-key of the vault master key), so this migration only makes
 the tables and the column; the first unlocked open computes every commitment once from the live
-rows and writes an audit entry ``vault.commitment`` that carries it (vault/commitment.py).
+rows and writes an audit entry ``vault.integrity.commitment`` that carries it (vault/integrity/commitment.py).
 
 Revision ID: 0005
 Revises: 0004

@@ -1,0 +1,1 @@
+"""Outside formats: KeePass, Bitwarden and CSV imports and the KeePass export."""

@@ -1,0 +1,1 @@
+"""Storage: the database engine, the models, sealed records and the blind search index."""

@@ -1,0 +1,450 @@
+"""Search across clients through keyed word-prefix tokens, then an exact check on decrypted records.
+
+Each word of a record's non-secret fields contributes the keyed hashes of its prefixes (2 to 12
+characters) under the client's search key. A query finds the records holding a token for every one
+of its words, decrypts only those, and keeps the ones that really contain every word. Search thus
+matches word beginnings ("fire" finds "Firewall"), costs the same in a vault of any size, and never
+looks at secrets or TOTP seeds.
+
+The tokens are stored as postings (``search_postings``): per client and token, sorted blocks of
+up to :data:`BLOCK_IDS` record ids, each block keyed by the lowest id its range may hold. A
+record's postings are found again by recomputing its tokens from its payload and seeking to the
+block whose range holds its id, so the table needs no second index by record.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from ..errors import IntegrityError, InvalidInput
+from .models import Meta, Record, SearchPosting
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from ..clients import ClientRef
+    from ..core import Vault
+    from .records import Rec
+
+SEARCH_KINDS = ("doc", "cred", "asset", "contact", "issue", "attachment")
+TITLE_FIELD = {
+    "doc": "title",
+    "cred": "label",
+    "asset": "hostname",
+    "contact": "name",
+    "issue": "title",
+    "attachment": "name",
+}
+NOT_SEARCHED = {"secret", "totp", "sha256", "fields", "secret_fields"}
+MIN_PREFIX, MAX_PREFIX = 2, 12
+_WORD = re.compile(r"\w+", re.UNICODE)
+INDEX_FLAG = "search_index"
+SEARCH_BATCH = 500
+TOKEN_BYTES = 16  # 128 bits of HMAC-SHA256: collisions between a client's prefixes never happen
+ID_BYTES = 16  # a record id (UUID) in a postings block
+BLOCK_IDS = 256  # record ids per postings row at most: 4 KiB, rewritten whole when one changes
+PROBE = 256  # candidates left up to which a further search word is checked by seeks, not read whole
+FEW = 5_000  # ids added at once up to which each is placed by a seek rather than a bulk read
+LOOKUP_CHUNK = 5_000  # tokens per IN (...) query, well under SQLite's bound-parameter limit
+INSERT_CHUNK = 20_000  # postings rows per statement: bounded memory for the parameter lists
+
+
+def _text(data: dict[str, Any]) -> str:
+    parts = []
+    for key, value in data.items():
+        if key in NOT_SEARCHED or value is None or isinstance(value, bool | int | float):
+            continue
+        parts.append(" ".join(map(str, value)) if isinstance(value, list) else str(value))
+    return "\n".join(parts).casefold()
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.casefold()) if len(w) >= MIN_PREFIX}
+
+
+def _token(client: ClientRef, prefix: str) -> bytes:
+    return client.keys.search_mac(prefix.encode("utf-8"))[:TOKEN_BYTES]
+
+
+class TokenMemo:
+    """Tokens already computed while indexing many records of one client at once.
+
+    Words that many records share ("admin", "https", "rack") are served whole; a new word still
+    finds most of its prefixes ("adm", "admi", ...) computed: an import then runs one HMAC per
+    distinct prefix instead of about fifty per record.
+    """
+
+    def __init__(self, client: ClientRef) -> None:
+        self.client = client
+        self.words: dict[str, frozenset[bytes]] = {}
+        self.prefixes: dict[str, bytes] = {}
+
+    def word(self, w: str) -> frozenset[bytes]:
+        tokens = self.words.get(w)
+        if tokens is None:
+            out = []
+            for n in range(MIN_PREFIX, min(len(w), MAX_PREFIX) + 1):
+                prefix = w[:n]
+                token = self.prefixes.get(prefix)
+                if token is None:
+                    token = self.prefixes[prefix] = _token(self.client, prefix)
+                out.append(token)
+            tokens = self.words[w] = frozenset(out)
+        return tokens
+
+
+def tokens_for(client: ClientRef, data: dict[str, Any], memo: TokenMemo | None = None) -> set[bytes]:
+    """The tokens of a record's payload: those of every prefix of every word."""
+    words = _words(_text(data))
+    if memo is None:
+        return {_token(client, w[:n]) for w in words for n in range(MIN_PREFIX, min(len(w), MAX_PREFIX) + 1)}
+    out: set[bytes] = set()
+    for w in words:
+        out |= memo.word(w)
+    return out
+
+
+# --- postings: which records hold each token -------------------------------------------------------
+
+
+def rid_bytes(rid: str) -> bytes:
+    """A record id (a UUID in its canonical text form) as its 16 raw bytes."""
+    try:
+        raw = bytes.fromhex(rid.replace("-", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != ID_BYTES or rid_text(raw) != rid:
+        raise IntegrityError(f"record id {rid!r} is not a UUID: the vault file was altered")
+    return raw
+
+
+def rid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _split(ids: bytes) -> list[bytes]:
+    if len(ids) % ID_BYTES or not ids:
+        raise IntegrityError(
+            "the search index holds a malformed row: the vault file was altered",
+            "restore a backup (handover backup) or rebuild the index by deleting the search_index meta row",
+        )
+    return [ids[i : i + ID_BYTES] for i in range(0, len(ids), ID_BYTES)]
+
+
+def _in_list(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# The block whose range holds ``id``: the one with the greatest ``low`` not above it.
+_SEEK = (
+    "SELECT low, ids FROM search_postings WHERE client_id = ? AND token = ? AND low <= ? "
+    "ORDER BY low DESC LIMIT 1"
+)
+_PUT = "INSERT OR REPLACE INTO search_postings (client_id, token, low, ids) VALUES (?, ?, ?, ?)"
+_DROP = "DELETE FROM search_postings WHERE client_id = ? AND token = ? AND low = ?"
+
+
+class _Writes:
+    """Blocks to write and to delete, sent in two ``executemany`` calls in key order."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self.put: list[tuple[str, bytes, bytes, bytes]] = []
+        self.drop: list[tuple[str, bytes, bytes]] = []
+
+    def block(self, token: bytes, low: bytes, ids: list[bytes], existed: bool) -> None:
+        """Store ``ids`` (sorted, unique) as the block keyed ``low``, split into even blocks of at
+        most :data:`BLOCK_IDS`; an empty block is deleted."""
+        if not ids:
+            if existed:
+                self.drop.append((self.client_id, token, low))
+            return
+        pieces = -(-len(ids) // BLOCK_IDS)
+        size = -(-len(ids) // pieces)
+        for i in range(0, len(ids), size):
+            piece = ids[i : i + size]
+            self.put.append((self.client_id, token, low if i == 0 else piece[0], b"".join(piece)))
+
+    def send(self, s: Session) -> None:
+        conn = s.connection()
+        if self.drop:
+            conn.exec_driver_sql(_DROP, sorted(self.drop))
+        self.put.sort()
+        for start in range(0, len(self.put), INSERT_CHUNK):
+            conn.exec_driver_sql(_PUT, self.put[start : start + INSERT_CHUNK])
+
+
+def _lows(s: Session, client: ClientRef, tokens: list[bytes]) -> dict[bytes, list[bytes]]:
+    """The keys (``low``) of every block of ``tokens``, in order: a bulk write places its ids by them."""
+    out: dict[bytes, list[bytes]] = {}
+    conn = s.connection()
+    for start in range(0, len(tokens), LOOKUP_CHUNK):
+        chunk = tokens[start : start + LOOKUP_CHUNK]
+        rows = conn.exec_driver_sql(
+            "SELECT token, low FROM search_postings "  # noqa: S608 (the f-string adds only "?, ?, ...")
+            f"WHERE client_id = ? AND token IN ({_in_list(len(chunk))}) ORDER BY token, low",
+            (client.id, *chunk),
+        )
+        for t, low in rows:
+            out.setdefault(bytes(t), []).append(bytes(low))
+    return out
+
+
+def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> None:
+    """Add record ids (no repeats within a token, none already there) to the postings of their tokens.
+
+    Each id goes into the block whose range holds it, which is rewritten sorted and split in two
+    when it overflows: adding one record costs a seek per token, whatever the vault's size. A bulk
+    write (an import) places its ids by the keys of the tokens' blocks instead, read in one query
+    per :data:`LOOKUP_CHUNK` tokens; into a client with no postings yet it just writes full blocks.
+    """
+    if not postings:
+        return
+    conn = s.connection()
+    tokens = sorted(postings)
+    groups: dict[tuple[bytes, bytes], set[bytes]] = {}
+    held: dict[tuple[bytes, bytes], bytes] = {}
+    out = _Writes(client.id)
+    if sum(len(ids) for ids in postings.values()) <= FEW:
+        for t in tokens:
+            for rid in postings[t]:
+                row = conn.exec_driver_sql(_SEEK, (client.id, t, rid)).first()
+                key = (t, bytes(row[0]) if row else b"")
+                if row:
+                    held[key] = bytes(row[1])
+                groups.setdefault(key, set()).add(rid)
+    else:
+        lows = _lows(s, client, tokens)
+        for t in tokens:
+            keys = lows.get(t)
+            if not keys:  # the token's first ids: blocks are written without reading any
+                out.block(t, b"", sorted(postings[t]), False)
+                continue
+            for rid in postings[t]:
+                at = bisect_right(keys, rid)
+                groups.setdefault((t, keys[at - 1] if at else b""), set()).add(rid)
+        for key in groups:
+            if key[1] in lows.get(key[0], ()):
+                row = conn.exec_driver_sql(
+                    "SELECT ids FROM search_postings WHERE client_id = ? AND token = ? AND low = ?",
+                    (client.id, *key),
+                ).first()
+                held[key] = bytes(row[0]) if row else b""
+    for (t, low), new in groups.items():
+        old = held.get((t, low), b"")
+        out.block(t, low, sorted(new.union(_split(old)) if old else new), bool(old))
+    out.send(s)
+
+
+def _remove(s: Session, client: ClientRef, record_id: str, tokens: set[bytes] | None) -> None:
+    """Take a record's id out of the postings of ``tokens`` (None: of every token of the client).
+
+    With its tokens, a seek per token finds the one block that can hold the id. Without them (a
+    payload that no longer decrypts), SQLite looks through the client's blocks for the bytes
+    (``instr``). A block left empty is deleted.
+    """
+    needle = rid_bytes(record_id)
+    conn = s.connection()
+    rows: list[tuple[Any, ...]] = []
+    if tokens is None:
+        rows += (
+            tuple(row)
+            for row in conn.exec_driver_sql(
+                "SELECT token, low, ids FROM search_postings WHERE client_id = ? AND instr(ids, ?) > 0",
+                (client.id, needle),
+            )
+        )
+    else:
+        for t in sorted(tokens):
+            row = conn.exec_driver_sql(_SEEK, (client.id, t, needle)).first()
+            if row:
+                rows.append((t, *row))
+    out = _Writes(client.id)
+    for token, low, ids in rows:
+        parts = _split(bytes(ids))
+        if needle in parts:
+            out.block(bytes(token), bytes(low), [p for p in parts if p != needle], True)
+    out.send(s)
+
+
+def index_record(s: Session, client: ClientRef, rec: Rec, old: dict[str, Any] | None = None) -> None:
+    """Write a record's tokens inside the caller's transaction; ``old`` is the payload it replaces.
+
+    Only the tokens that changed are touched: the ones ``old`` had and the new payload lacks lose
+    the record, the new ones gain it.
+    """
+    if rec.kind not in SEARCH_KINDS:
+        return
+    new = tokens_for(client, rec.data)
+    if old is not None:
+        before = tokens_for(client, old)
+        if before - new:
+            _remove(s, client, rec.id, before - new)
+        new -= before
+    raw = rid_bytes(rec.id)
+    _add(s, client, {t: [raw] for t in new})
+
+
+def drop_record_tokens(s: Session, client: ClientRef, rec: Rec) -> None:
+    """Take out the postings of a record about to be deleted (``rec.data`` as stored)."""
+    if rec.kind in SEARCH_KINDS:
+        tokens = tokens_for(client, rec.data)
+        if tokens:
+            _remove(s, client, rec.id, tokens)
+
+
+def drop_record_everywhere(s: Session, client: ClientRef, record_id: str) -> None:
+    """Take a record out of every posting of its client (its payload no longer decrypts)."""
+    _remove(s, client, record_id, None)
+
+
+def index_new_records(s: Session, client: ClientRef, recs: list[Rec]) -> None:
+    """Write the tokens of records just added (bulk imports, index rebuilds)."""
+    memo = TokenMemo(client)
+    postings: dict[bytes, list[bytes]] = {}
+    # In id order, each token's list comes out sorted: writing a new token's blocks sorts nothing.
+    by_id = sorted({rid_bytes(rec.id): rec for rec in recs if rec.kind in SEARCH_KINDS}.items())
+    for raw, rec in by_id:
+        for t in tokens_for(client, rec.data, memo):
+            ids = postings.get(t)
+            if ids is None:
+                postings[t] = [raw]
+            else:
+                ids.append(raw)
+    _add(s, client, postings)
+
+
+def ensure_index(v: Vault) -> None:
+    """Build the tokens of every record when the vault has none yet (after schema 0002 to 0004)."""
+    with v.read() as s:
+        if s.get(Meta, INDEX_FLAG) is not None:
+            return
+    with v.write("building the search index", bulk=True) as s:
+        if s.get(Meta, INDEX_FLAG) is not None:
+            return
+        s.execute(delete(SearchPosting))
+        for client in v.clients.list():
+            for kind in SEARCH_KINDS:
+                index_new_records(s, client, v.records.list(s, client, kind))
+        s.add(Meta(key=INDEX_FLAG, value=b"1"))
+
+
+def mark_indexed(s: Session) -> None:
+    s.add(Meta(key=INDEX_FLAG, value=b"1"))
+
+
+def _candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
+    """Ids (raw, sorted) of the client's records holding a token for every word.
+
+    The word whose token has the fewest blocks is read whole, its blocks in key order (so its ids
+    come sorted); each other word then either probes the one block that could hold each remaining
+    candidate, when few are left, or is read whole and intersected.
+    """
+    conn = s.connection()
+    tokens = [_token(client, w[:MAX_PREFIX]) for w in words]
+    sizes = {
+        t: conn.exec_driver_sql(
+            "SELECT count(*) FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
+        ).scalar_one()
+        for t in tokens
+    }
+    tokens.sort(key=sizes.__getitem__)
+    if not sizes[tokens[0]]:
+        return []
+    found: list[bytes] = []
+    for blob in conn.exec_driver_sql(
+        "SELECT ids FROM search_postings WHERE client_id = ? AND token = ? ORDER BY low",
+        (client.id, tokens[0]),
+    ).scalars():
+        found += _split(bytes(blob))
+    for t in tokens[1:]:
+        if len(found) <= PROBE:
+            kept = []
+            for rid in found:
+                row = conn.exec_driver_sql(_SEEK, (client.id, t, rid)).first()
+                if row is not None and rid in _split(bytes(row[1])):
+                    kept.append(rid)
+            found = kept
+        else:
+            ids: set[bytes] = set()
+            for blob in conn.exec_driver_sql(
+                "SELECT ids FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
+            ).scalars():
+                ids.update(_split(bytes(blob)))
+            found = [rid for rid in found if rid in ids]
+        if not found:
+            break
+    return found
+
+
+def _snippet(data: dict[str, Any], needle: str) -> str:
+    for key, value in data.items():
+        if key in NOT_SEARCHED or not isinstance(value, str):
+            continue
+        pos = value.casefold().find(needle)
+        if pos >= 0:
+            start = max(0, pos - 30)
+            return value[start : pos + len(needle) + 30].replace("\n", " ")
+    return ""
+
+
+def search(v: Vault, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Records (and clients) whose non-secret text contains every word of ``query``.
+
+    With ``limit``, stops once it has found that many (candidates are decrypted in batches, so a
+    very common word costs what ``limit`` matches cost, not what every match would).
+    """
+    words = sorted(_words(query or ""), key=len, reverse=True)
+    if not words:
+        raise InvalidInput("the search needs a word of at least two letters or digits")
+    ensure_index(v)
+    clients = [v.clients.get(slug)] if slug else v.clients.list()
+    hits: list[dict[str, Any]] = []
+
+    def full() -> bool:
+        return limit is not None and len(hits) >= limit
+
+    from ..integrity.statecheck import check_record
+
+    with v.read() as s:
+        for client in clients:
+            if full():
+                break
+            name = f"{client.slug} {client.name}".casefold()
+            if all(w in name for w in words):
+                hits.append(
+                    {
+                        "client": client.slug,
+                        "kind": "client",
+                        "id": client.id,
+                        "title": client.name,
+                        "snippet": "",
+                    }
+                )
+            ordered = _candidates(s, client, words)
+            # Batches keep each query under SQLite's bound-parameter limit and let a limit stop early.
+            for start in range(0, len(ordered), SEARCH_BATCH):
+                if full():
+                    break
+                batch = [rid_text(raw) for raw in ordered[start : start + SEARCH_BATCH]]
+                rows = s.execute(select(Record).where(Record.id.in_(batch)).order_by(Record.id)).scalars()
+                # Checked here, not in SQL: a client_id condition makes SQLite walk the client's index.
+                for row in (r for r in rows if r.client_id == client.id):
+                    rec = v.records.load(client, row)
+                    check_record(v, s, client.id, rec.id, rec.kind)
+                    if not full() and all(w in _text(rec.data) for w in words):
+                        hits.append(
+                            {
+                                "client": client.slug,
+                                "kind": rec.kind,
+                                "id": rec.id,
+                                "title": rec.data.get(TITLE_FIELD.get(rec.kind, ""), ""),
+                                "snippet": _snippet(rec.data, words[0]),
+                            }
+                        )
+    return hits
