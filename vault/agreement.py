@@ -273,7 +273,7 @@ def end_agreement(
     ``dry_run`` computes without writing. Raises NotFound, InvalidInput, PolicyRefused (an end
     earlier than the notice allows, notice already recorded, agreement already ended).
     """
-    from .core import utcnow
+    from .clock import utcnow
 
     items = [reasons] if isinstance(reasons, str) else list(reasons)
     cleaned = [validate.text(r.strip(), "reason", 5000, required=True) or "" for r in items if r is not None]
@@ -353,7 +353,7 @@ def record_ack(
     A signed scan is stored as an attachment linked from the record. Raises NotFound, InvalidInput
     (no open issues, a date in the future, an unknown method, an unreadable scan).
     """
-    from .core import utcnow
+    from .clock import utcnow
 
     by = validate.text(by, "acknowledged by", 200, required=True) or ""
     role = validate.text(role, "role", 200)

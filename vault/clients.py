@@ -101,7 +101,7 @@ class Clients:
 
     def add(self, slug: str, name: str, **terms: Any) -> ClientRef:
         """Create a client with its own random data key. Raises AlreadyExists for a taken slug."""
-        from .core import utcnow
+        from .clock import utcnow
 
         slug = validate.slug(slug)
         name = validate.text(name, "name", 200, required=True) or slug
@@ -160,7 +160,7 @@ class Clients:
 
     def save(self, s: Session, client: ClientRef, data: dict[str, Any]) -> ClientRef:
         """Write a new version of the client's profile inside the caller's transaction."""
-        from .core import utcnow
+        from .clock import utcnow
 
         row = s.get(Client, client.id)
         if row is None:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import uuid
 from functools import cached_property
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
+from .clock import utcnow
 from .errors import AlreadyExists, AuthenticationFailed, IntegrityError, InvalidInput, StorageError
 from .keys import crypto, session
 from .keys import hierarchy as keys
@@ -34,11 +34,6 @@ if TYPE_CHECKING:
     from .store.records import Records
 
 FORMAT = b"handover-vault/1"
-
-
-def utcnow() -> str:
-    """Timestamps are UTC ISO-8601 with seconds precision (sortable as text)."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def kdf_params() -> KdfParams:
@@ -279,9 +274,10 @@ class Vault:
 
     @cached_property
     def records(self) -> Records:
+        from .integrity.statecheck import VaultGuard
         from .store.records import Records
 
-        return Records(self)
+        return Records(self.vault_id, VaultGuard(self))
 
     @cached_property
     def clients(self) -> Clients:
@@ -333,7 +329,7 @@ class Vault:
         return Profiles(self)
 
     def search(self, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        from .store.index import search
+        from .search import search
 
         return search(self, query, slug, limit)
 

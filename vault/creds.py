@@ -185,7 +185,7 @@ class Creds(RecordService):
 
     def rotate(self, slug: str, ref: str, new_secret: str) -> Rec:
         """Replace the secret; the previous one stays in the credential's history."""
-        from .core import utcnow
+        from .clock import utcnow
 
         if not new_secret:
             raise InvalidInput("the new secret is empty")

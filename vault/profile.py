@@ -230,7 +230,7 @@ class Profiles:
         Raises InvalidInput for an unknown field, a value too long, a NUL or other control
         character, a line break outside the address, or an email that is not one.
         """
-        from .core import utcnow
+        from .clock import utcnow
         from .store.models import Meta
 
         unknown = sorted(set(changes) - set(LABELS))

@@ -219,6 +219,6 @@ class Issues(RecordService):
         }
 
     def resolve(self, slug: str, ref: str) -> Rec:
-        from .core import utcnow
+        from .clock import utcnow
 
         return self.edit(slug, ref, status="resolved", resolved_at=utcnow())

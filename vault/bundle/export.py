@@ -95,7 +95,7 @@ def export(
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
     """Seal the client's handover bundle. Raises PolicyRefused for blocking gaps without ``force``."""
-    from ..core import utcnow
+    from ..clock import utcnow
     from ..readiness import check
     from .format import bundle_root, export_mtime, file_count, seal_bundle
     from .handover import build_files, collect

@@ -447,7 +447,7 @@ class AuditLog:
         Raises IntegrityError (nothing is written) when the head record was tampered with, when
         entries follow the recorded head, or when the log was emptied.
         """
-        from ..core import utcnow
+        from ..clock import utcnow
         from .commitment import tracker
 
         state = tracker(self.v, s)
@@ -716,7 +716,7 @@ class AuditLog:
 
     def checkpoint(self) -> dict[str, Any]:
         """A signed statement of the current head, to keep outside the vault (verifies first)."""
-        from ..core import utcnow
+        from ..clock import utcnow
         from .statecheck import check_top
 
         head = self.verify()

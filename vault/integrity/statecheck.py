@@ -32,6 +32,7 @@ from .commitment import (
     _stored_state,
     bucket_of,
     hasher,
+    note_record,
     vault_sum,
 )
 
@@ -249,3 +250,19 @@ def _client_gone(s: Session, present: set[str]) -> tuple[str, int] | None:
         if cid not in present and action != FORGET_ACTION:
             return str(cid), seq
     return None
+
+
+class VaultGuard:
+    """The state guard (``store.scope.StateGuard``) of an open vault: the store's records call it."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.v = vault
+
+    def note(self, s: Session, cid: str, rid: str, kind: str, version: int, envelope: bytes, sign: int) -> None:
+        note_record(self.v, s, cid, rid, kind, version, envelope, sign)
+
+    def check_client(self, s: Session, cid: str) -> None:
+        check_client(self.v, s, cid)
+
+    def check_record(self, s: Session, cid: str, rid: str, kind: str) -> None:
+        check_record(self.v, s, cid, rid, kind)

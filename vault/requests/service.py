@@ -232,7 +232,7 @@ class Requests:
         unauthorised or unverified requester without ``override``: nothing is disclosed, the refusal
         is logged), StorageError/Busy/IntegrityError (the log could not be written: nothing disclosed).
         """
-        from ..core import utcnow
+        from ..clock import utcnow
 
         fields = _clean(requester, channel, verified_by, decision, override, note)
         if fields["decision"] == "granted" and not items:
@@ -410,7 +410,7 @@ class Requests:
 
     def build_report(self, slug: str) -> Report:
         """The report from the audit entries and the records together, and where they disagree."""
-        from ..core import utcnow
+        from ..clock import utcnow
         from ..integrity.statecheck import check_client
         from .ledger import problems, reconcile
 

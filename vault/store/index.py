@@ -18,17 +18,14 @@ import re
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
-
-from ..errors import IntegrityError, InvalidInput
-from .models import Meta, Record, SearchPosting
+from ..errors import IntegrityError
+from .models import Meta
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from ..clients import ClientRef
-    from ..core import Vault
     from .records import Rec
+    from .scope import ClientScope as ClientRef
 
 SEARCH_KINDS = ("doc", "cred", "asset", "contact", "issue", "attachment")
 TITLE_FIELD = {
@@ -53,7 +50,7 @@ LOOKUP_CHUNK = 5_000  # tokens per IN (...) query, well under SQLite's bound-par
 INSERT_CHUNK = 20_000  # postings rows per statement: bounded memory for the parameter lists
 
 
-def _text(data: dict[str, Any]) -> str:
+def searched_text(data: dict[str, Any]) -> str:
     parts = []
     for key, value in data.items():
         if key in NOT_SEARCHED or value is None or isinstance(value, bool | int | float):
@@ -62,7 +59,7 @@ def _text(data: dict[str, Any]) -> str:
     return "\n".join(parts).casefold()
 
 
-def _words(text: str) -> set[str]:
+def words_of(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.casefold()) if len(w) >= MIN_PREFIX}
 
 
@@ -99,7 +96,7 @@ class TokenMemo:
 
 def tokens_for(client: ClientRef, data: dict[str, Any], memo: TokenMemo | None = None) -> set[bytes]:
     """The tokens of a record's payload: those of every prefix of every word."""
-    words = _words(_text(data))
+    words = words_of(searched_text(data))
     if memo is None:
         return {_token(client, w[:n]) for w in words for n in range(MIN_PREFIX, min(len(w), MAX_PREFIX) + 1)}
     out: set[bytes] = set()
@@ -319,26 +316,11 @@ def index_new_records(s: Session, client: ClientRef, recs: list[Rec]) -> None:
     _add(s, client, postings)
 
 
-def ensure_index(v: Vault) -> None:
-    """Build the tokens of every record when the vault has none yet (after schema 0002 to 0004)."""
-    with v.read() as s:
-        if s.get(Meta, INDEX_FLAG) is not None:
-            return
-    with v.write("building the search index", bulk=True) as s:
-        if s.get(Meta, INDEX_FLAG) is not None:
-            return
-        s.execute(delete(SearchPosting))
-        for client in v.clients.list():
-            for kind in SEARCH_KINDS:
-                index_new_records(s, client, v.records.list(s, client, kind))
-        s.add(Meta(key=INDEX_FLAG, value=b"1"))
-
-
 def mark_indexed(s: Session) -> None:
     s.add(Meta(key=INDEX_FLAG, value=b"1"))
 
 
-def _candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
+def candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
     """Ids (raw, sorted) of the client's records holding a token for every word.
 
     The word whose token has the fewest blocks is read whole, its blocks in key order (so its ids
@@ -380,71 +362,3 @@ def _candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
         if not found:
             break
     return found
-
-
-def _snippet(data: dict[str, Any], needle: str) -> str:
-    for key, value in data.items():
-        if key in NOT_SEARCHED or not isinstance(value, str):
-            continue
-        pos = value.casefold().find(needle)
-        if pos >= 0:
-            start = max(0, pos - 30)
-            return value[start : pos + len(needle) + 30].replace("\n", " ")
-    return ""
-
-
-def search(v: Vault, query: str, slug: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Records (and clients) whose non-secret text contains every word of ``query``.
-
-    With ``limit``, stops once it has found that many (candidates are decrypted in batches, so a
-    very common word costs what ``limit`` matches cost, not what every match would).
-    """
-    words = sorted(_words(query or ""), key=len, reverse=True)
-    if not words:
-        raise InvalidInput("the search needs a word of at least two letters or digits")
-    ensure_index(v)
-    clients = [v.clients.get(slug)] if slug else v.clients.list()
-    hits: list[dict[str, Any]] = []
-
-    def full() -> bool:
-        return limit is not None and len(hits) >= limit
-
-    from ..integrity.statecheck import check_record
-
-    with v.read() as s:
-        for client in clients:
-            if full():
-                break
-            name = f"{client.slug} {client.name}".casefold()
-            if all(w in name for w in words):
-                hits.append(
-                    {
-                        "client": client.slug,
-                        "kind": "client",
-                        "id": client.id,
-                        "title": client.name,
-                        "snippet": "",
-                    }
-                )
-            ordered = _candidates(s, client, words)
-            # Batches keep each query under SQLite's bound-parameter limit and let a limit stop early.
-            for start in range(0, len(ordered), SEARCH_BATCH):
-                if full():
-                    break
-                batch = [rid_text(raw) for raw in ordered[start : start + SEARCH_BATCH]]
-                rows = s.execute(select(Record).where(Record.id.in_(batch)).order_by(Record.id)).scalars()
-                # Checked here, not in SQL: a client_id condition makes SQLite walk the client's index.
-                for row in (r for r in rows if r.client_id == client.id):
-                    rec = v.records.load(client, row)
-                    check_record(v, s, client.id, rec.id, rec.kind)
-                    if not full() and all(w in _text(rec.data) for w in words):
-                        hits.append(
-                            {
-                                "client": client.slug,
-                                "kind": rec.kind,
-                                "id": rec.id,
-                                "title": rec.data.get(TITLE_FIELD.get(rec.kind, ""), ""),
-                                "snippet": _snippet(rec.data, words[0]),
-                            }
-                        )
-    return hits

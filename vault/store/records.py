@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, literal_column, select
 
 from ..errors import IntegrityError, InvalidInput, NotFound
-from ..integrity.commitment import note_record
-from ..integrity.statecheck import check_client, check_record
 from ..keys.crypto import DecryptFailed
 from ..keys.hierarchy import record_aad
 from .engine import insert_many
@@ -29,8 +27,8 @@ from .models import Record, RecordVersion
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from ..clients import ClientRef
-    from ..core import Vault
+    from .scope import ClientScope as ClientRef
+    from .scope import StateGuard
 
 KINDS = ("contact", "doc", "asset", "cred", "issue", "attachment", "ack", "request")
 # The command group of a kind, where the two differ (the hint must name a command that exists).
@@ -67,18 +65,21 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 
 class Records:
-    def __init__(self, vault: Vault) -> None:
-        self.v = vault
+    """The sealed records of one vault. ``guard`` keeps and checks the state commitment."""
+
+    def __init__(self, vault_id: str, guard: StateGuard) -> None:
+        self.vault_id = vault_id
+        self.guard = guard
 
     # --- envelopes --------------------------------------------------------------------------------
 
     def seal(self, client: ClientRef, kind: str, rid: str, version: int, data: dict[str, Any]) -> bytes:
-        aad = record_aad(self.v.vault_id, client.id, kind, rid, version)
+        aad = record_aad(self.vault_id, client.id, kind, rid, version)
         return client.keys.sealer.seal(_dump(data), aad)
 
     def unseal(self, client: ClientRef, kind: str, rid: str, version: int, blob: bytes) -> dict[str, Any]:
         """Decrypt one envelope; IntegrityError names the kind and id, never the content."""
-        aad = record_aad(self.v.vault_id, client.id, kind, rid, version)
+        aad = record_aad(self.vault_id, client.id, kind, rid, version)
         try:
             data = json.loads(client.keys.sealer.open(blob, aad))
         except (DecryptFailed, ValueError):
@@ -101,7 +102,7 @@ class Records:
     def add(
         self, s: Session, client: ClientRef, kind: str, data: dict[str, Any], name: str | None = None
     ) -> Rec:
-        from ..core import utcnow
+        from ..clock import utcnow
 
         rid, now = str(uuid.uuid4()), utcnow()
         row = Record(
@@ -116,7 +117,7 @@ class Records:
         )
         s.add(row)
         s.flush()
-        note_record(self.v, s, client.id, rid, kind, 1, row.envelope, +1)
+        self.guard.note(s, client.id, rid, kind, 1, row.envelope, +1)
         rec = Rec(rid, client.id, kind, 1, now, now, data)
         index_record(s, client, rec)
         return rec
@@ -129,7 +130,7 @@ class Records:
         The same rows as :meth:`add`, written with one multi-row INSERT for the records and one for
         their search tokens instead of an ORM flush per record (imports of thousands of entries).
         """
-        from ..core import utcnow
+        from ..clock import utcnow
 
         now = utcnow()
         rows: builtins.list[tuple[Any, ...]] = []
@@ -144,7 +145,7 @@ class Records:
             s.flush()  # pending ORM rows first: the records' client must exist before they do
             insert_many(s, Record.__table__, _RECORD_COLUMNS, rows)
             for rid, _cid, _kind, version, _lookup, _c, _u, envelope in rows:
-                note_record(self.v, s, client.id, rid, kind, version, envelope, +1)
+                self.guard.note(s, client.id, rid, kind, version, envelope, +1)
             index_new_records(s, client, recs)
         return recs
 
@@ -152,7 +153,7 @@ class Records:
         self, s: Session, client: ClientRef, rec: Rec, data: dict[str, Any], name: str | None = None
     ) -> Rec:
         """Write version n+1 and keep version n in the history."""
-        from ..core import utcnow
+        from ..clock import utcnow
 
         row = s.get(Record, rec.id)
         if row is None or row.client_id != client.id:
@@ -161,7 +162,7 @@ class Records:
             raise InvalidInput(f"{rec.kind} {rec.id} was changed meanwhile; try again")
         now = utcnow()
         before = self.unseal(client, rec.kind, rec.id, row.version, row.envelope)
-        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, -1)
+        self.guard.note(s, client.id, row.id, row.kind, row.version, row.envelope, -1)
         s.add(
             RecordVersion(
                 record_id=row.id, version=row.version, created_at=row.updated_at, envelope=row.envelope
@@ -173,7 +174,7 @@ class Records:
         if name is not None:
             row.lookup = client.keys.record_lookup(rec.kind, name)
         s.flush()
-        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, +1)
+        self.guard.note(s, client.id, row.id, row.kind, row.version, row.envelope, +1)
         new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, now, data)
         index_record(s, client, new, old=before)
         return new
@@ -184,10 +185,10 @@ class Records:
         if row is None:
             raise NotFound(f"{rec.kind} {rec.id} no longer exists")
         before = self.unseal(client, rec.kind, rec.id, row.version, row.envelope)
-        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, -1)
+        self.guard.note(s, client.id, row.id, row.kind, row.version, row.envelope, -1)
         row.envelope = self.seal(client, rec.kind, rec.id, row.version, data)
         s.flush()
-        note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, +1)
+        self.guard.note(s, client.id, row.id, row.kind, row.version, row.envelope, +1)
         new = Rec(rec.id, client.id, rec.kind, row.version, rec.created_at, rec.updated_at, data)
         index_record(s, client, new, old=before)
         return new
@@ -195,7 +196,7 @@ class Records:
     def delete(self, s: Session, client: ClientRef, rec: Rec) -> None:
         row = s.get(Record, rec.id)
         if row is not None and row.client_id == client.id:
-            note_record(self.v, s, client.id, row.id, row.kind, row.version, row.envelope, -1)
+            self.guard.note(s, client.id, row.id, row.kind, row.version, row.envelope, -1)
             # Postings have no index by record: they are found again from the stored payload.
             try:
                 drop_record_tokens(s, client, self.load(client, row))
@@ -218,7 +219,7 @@ class Records:
         ).scalars()
         recs = [self.load(client, r) for r in rows]
         if check:
-            check_client(self.v, s, client.id)
+            self.guard.check_client(s, client.id)
         return recs
 
     def count(self, s: Session, client: ClientRef, kind: str) -> int:
@@ -254,7 +255,7 @@ class Records:
             rows = self._rows_named(s, client, kind, lookup)
         if not rows:
             # A record that is gone may have been removed behind the vault's back: say so instead.
-            check_client(self.v, s, client.id)
+            self.guard.check_client(s, client.id)
             raise NotFound(
                 f"no {kind} {ref!r} for client {client.slug}",
                 f"list them: handover {_COMMAND.get(kind, kind)} list {client.slug}",
@@ -263,7 +264,7 @@ class Records:
             ids = ", ".join(r.id[:8] for r in rows)
             raise InvalidInput(f"{ref!r} matches several {kind} records ({ids})", "name one by its id")
         rec = self.load(client, rows[0])
-        check_record(self.v, s, client.id, rec.id, rec.kind)
+        self.guard.check_record(s, client.id, rec.id, rec.kind)
         # The lookup column is clear text that anyone with the file can swap between rows; the name
         # inside the ciphertext must match it, or asking for one record would quietly return another.
         if lookup is not None and not any(
