@@ -61,6 +61,7 @@ PRELOAD = (
     "handover_vault.creds",
     "handover_vault.integrity.audit",
     "handover_vault.store.index",
+    "handover_vault.search",
     "handover_vault.attachments",
     "handover_vault.store.engine",
     "handover_vault.readiness",

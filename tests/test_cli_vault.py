@@ -332,7 +332,7 @@ def test_commands_run_without_the_tls_module() -> None:
     kept out (cli.fast.no_tls), and SQLAlchemy, asyncio and a vault still work without it."""
     code = (
         "import sys; from handover_vault.cli.fast import no_tls; no_tls(); "
-        "import asyncio, sqlalchemy.orm, vault.core, vault.export; "
+        "import asyncio, sqlalchemy.orm, vault.core, vault.bundle.export; "
         "asyncio.run(asyncio.sleep(0)); "
         "print(sys.modules['ssl'] is None, 'sqlalchemy' in sys.modules)"
     )
