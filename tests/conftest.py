@@ -10,11 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests.pgserver import PgServer, find_bin_dir
 
 PASSPHRASE = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +93,31 @@ def unavailable(why: str, in_ci: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{why}: {in_ci}")
     pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the whole session (tests/pgserver.py), removed at the end
+    even when tests fail. Missing PostgreSQL goes through :func:`unavailable` (a failure in CI)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        unavailable("PostgreSQL (initdb, pg_ctl) is not installed on this machine", ".ci/run must install it")
+    server = PgServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A SQLAlchemy URL to a fresh empty database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = pg_server.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(name)
 
 
 def need(tool: str) -> str:
