@@ -1,6 +1,6 @@
 """Alembic environment of the vault schema, shipped inside the installed package.
 
-The vault runs these migrations itself at open time (``vault.store.ensure_schema``); nobody needs an
+The vault runs these migrations itself at open time (``vault.store.engine.ensure_schema``); nobody needs an
 ``alembic.ini`` or the ``alembic`` command.
 """
 

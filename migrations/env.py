@@ -10,8 +10,9 @@ connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=Base.metadata,
-    # SQLite cannot ALTER most things in place; batch mode copies the table instead.
-    render_as_batch=True,
+    # SQLite cannot ALTER most things in place; batch mode copies the table instead. PostgreSQL
+    # alters in place (and runs the same migrations: DESIGN §12).
+    render_as_batch=connection.dialect.name == "sqlite",
     transaction_per_migration=True,
 )
 with context.begin_transaction():
