@@ -59,7 +59,8 @@ def _unframe(domain: bytes, data: bytes) -> tuple[Field, ...]:
     (n,) = _U32.unpack_from(data, 0)
     if data[4 : 4 + n] != domain or n != len(domain):
         raise IntegrityError("a team message has the wrong domain")
-    pos, fields = 4 + n, []
+    pos = 4 + n
+    fields: list[Field] = []
     while pos < len(data):
         tag, pos = data[pos : pos + 1], pos + 1
         if tag == _NONE:

@@ -123,7 +123,9 @@ def load(path: Path | str, passphrase: str) -> MemberKey:
     except FileNotFoundError:
         from ..errors import NotFound
 
-        raise NotFound(f"the member key file {path} does not exist", "make one: handover member key") from None
+        raise NotFound(
+            f"the member key file {path} does not exist", "make one: handover member key"
+        ) from None
     body, digest = data[:-32], data[-32:]
     if len(data) > MAX_FILE_BYTES or not body.startswith(MAGIC) or hashlib.sha256(body).digest() != digest:
         raise damaged
@@ -142,7 +144,7 @@ def load(path: Path | str, passphrase: str) -> MemberKey:
         raise AuthenticationFailed("wrong passphrase for the member key")
     try:
         ident_s, ed_priv = unframe(_PRIVATE_DOMAIN, Sealer(file_key).open(sealed, public))  # type: ignore[arg-type]
-        ident = x25519.Identity.from_str(ident_s)  # type: ignore[arg-type]
+        ident = x25519.Identity.from_str(ident_s)
         ok = str(ident.to_public()) == pub_x and crypto.public_from_private(ed_priv) == pub_ed  # type: ignore[arg-type]
     except (DecryptFailed, IntegrityError, ValueError, TypeError, pyrage.IdentityError):
         raise damaged from None
