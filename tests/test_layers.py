@@ -16,7 +16,8 @@ VAULT = Path(__file__).resolve().parent.parent / "vault"
 # What each layer may import from the rest of vault/ (besides itself).
 ALLOWED = {
     "keys": {"errors", "clock", "validate", "files", "paths", "process"},
-    "store": {"errors", "keys", "clock", "migrations"},  # migrations: the Alembic scripts it runs
+    "store": {"errors", "keys", "clock", "migrations"},
+    "team": {"errors", "keys", "files", "clock"},  # the team cryptography: no database, no facade  # migrations: the Alembic scripts it runs
 }
 
 

@@ -18,11 +18,10 @@ TEAM = "team-1"
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MemberKey]:
-    import os
-
-    os.environ["HANDOVER_KDF"] = "minimum"
     d: Path = tmp_path_factory.mktemp("keys")
-    return {n: memberkey.create(d / n, PASSPHRASE) for n in ("root", "admin2", "tech", "mallory")}
+    with pytest.MonkeyPatch.context() as mp:  # the lowered KDF for these keys only, not the whole run
+        mp.setenv("HANDOVER_KDF", "minimum")
+        return {n: memberkey.create(d / n, PASSPHRASE) for n in ("root", "admin2", "tech", "mallory")}
 
 
 def rows(k: dict[str, MemberKey]) -> list[endorse.Member]:

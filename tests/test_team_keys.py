@@ -69,7 +69,7 @@ def test_absurd_kdf_params_refused_before_the_kdf(key_path: Path, monkeypatch: p
     body = key_path.read_bytes()[:-32]
     body = body[:-12] + struct.pack(">III", 64 * 1024 * 1024, 3, 4)  # 64 GiB
     key_path.write_bytes(body + hashlib.sha256(body).digest())
-    from handover_vault import crypto
+    from handover_vault.keys import crypto
 
     def no_kdf(*_a: object) -> bytes:
         raise AssertionError("the KDF ran")

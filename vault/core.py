@@ -19,7 +19,7 @@ from .clock import utcnow
 from .errors import AlreadyExists, AuthenticationFailed, IntegrityError, InvalidInput, StorageError
 from .keys import crypto, session
 from .keys import hierarchy as keys
-from .keys.crypto import DEFAULT_KDF, KdfParams
+from .keys.crypto import KdfParams, kdf_params
 from .store import engine as store
 from .store.index import mark_indexed
 from .store.models import KeySlot, Meta
@@ -34,13 +34,6 @@ if TYPE_CHECKING:
     from .store.records import Records
 
 FORMAT = b"handover-vault/1"
-
-
-def kdf_params() -> KdfParams:
-    """The cost for new slots. ``HANDOVER_KDF=minimum`` is the test hook: OWASP's floor, never lower."""
-    if os.environ.get("HANDOVER_KDF") == "minimum":
-        return crypto.MIN_KDF
-    return DEFAULT_KDF
 
 
 def _slot_row(slot: keys.SlotData) -> KeySlot:

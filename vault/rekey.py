@@ -213,8 +213,9 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
     Raises AuthenticationFailed (the passphrase does not open the passphrase slot), IntegrityError
     (the audit chain or a record is broken: nothing is changed), Busy/StorageError (nothing changed).
     """
-    from .core import _slot_row, _unlock_with, kdf_params
+    from .core import _slot_row, _unlock_with
     from .integrity.audit import Head
+    from .keys.crypto import kdf_params
 
     secret = keys.normalise_passphrase(passphrase)
     if _unlock_with(v.store, v.vault_id, "passphrase", secret) != v.keys.vmk:

@@ -99,6 +99,13 @@ MAX_ITERATIONS = 10
 MAX_LANES = 64
 
 
+def kdf_params() -> KdfParams:
+    """The cost for new slots. ``HANDOVER_KDF=minimum`` is the test hook: OWASP's floor, never lower."""
+    if os.environ.get("HANDOVER_KDF") == "minimum":
+        return MIN_KDF
+    return DEFAULT_KDF
+
+
 def check_kdf_for_create(p: KdfParams) -> None:
     if p.memory_kib < MIN_KDF.memory_kib or p.iterations < MIN_KDF.iterations or p.lanes < 1:
         raise InvalidInput(

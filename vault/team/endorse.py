@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .. import crypto
 from ..errors import IntegrityError
+from ..keys import crypto
 from .encoding import frame
 from .memberkey import MemberKey, MemberPublic
 

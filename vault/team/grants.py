@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pyrage
 from pyrage import x25519
 
-from .. import crypto
 from ..errors import IntegrityError
+from ..keys import crypto
 from .encoding import frame, unframe
 from .memberkey import MemberKey, MemberPublic
 

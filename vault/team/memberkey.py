@@ -17,10 +17,11 @@ from pathlib import Path
 import pyrage
 from pyrage import x25519
 
-from .. import crypto, keys
-from ..crypto import DecryptFailed, KdfParams, Sealer
 from ..errors import AuthenticationFailed, IntegrityError
 from ..files import write_private
+from ..keys import crypto
+from ..keys import hierarchy as keys
+from ..keys.crypto import DecryptFailed, KdfParams, Sealer
 from .encoding import frame, unframe
 
 MAGIC = b"HVMEMBER"
@@ -84,9 +85,7 @@ def create(path: Path | str, passphrase: str, kdf: KdfParams | None = None) -> M
         InvalidInput: passphrase too short or KDF below the floor. AlreadyExists: ``path`` exists.
     """
     if kdf is None:
-        from ..core import kdf_params
-
-        kdf = kdf_params()
+        kdf = crypto.kdf_params()
     secret = keys.new_passphrase(passphrase)
     ident = x25519.Identity.generate()
     ed_priv, ed_pub = crypto.new_signing_key()
