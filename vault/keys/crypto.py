@@ -224,6 +224,26 @@ def verify_signature(public_raw: bytes, signature: bytes, data: bytes) -> bool:
     return True
 
 
+class Verifier:
+    """One Ed25519 public key, loaded once, for checking many signatures (a team's audit chain).
+
+    :func:`verify_signature` parses the key on every call; a chain of 100,000 entries by a handful
+    of members pays that once per member here.
+    """
+
+    __slots__ = ("_verify",)
+
+    def __init__(self, public_raw: bytes) -> None:
+        self._verify = Ed25519PublicKey.from_public_bytes(public_raw).verify  # ValueError: not a key
+
+    def __call__(self, signature: bytes, data: bytes) -> bool:
+        try:
+            self._verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+
 def fingerprint(public_raw: bytes) -> str:
     """A vault's identity: SHA-256 of its Ed25519 public key, shown as ``hv:`` + 8 groups of 4 hex
     (the digest's first 128 bits; docs/spec.md "Signing key")."""
