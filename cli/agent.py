@@ -64,6 +64,8 @@ PRELOAD = (
     "handover_vault.search",
     "handover_vault.attachments",
     "handover_vault.store.engine",
+    "handover_vault.store.sqlite",
+    "handover_vault.store.postgres",  # psycopg too: a team vault's handler connects after the fork
     "handover_vault.readiness",
     "handover_vault.agreement",
     "handover_vault.profile",
@@ -102,11 +104,12 @@ def _warm_up() -> None:
 
     from sqlalchemy import func, select
 
-    from ..store.engine import Store, schema_revision
+    from ..store.engine import schema_revision
     from ..store.models import AuditEntry, Base, Client, KeySlot, Meta, Record, SearchPosting
+    from ..store.sqlite import SqliteStore
 
     with tempfile.TemporaryDirectory(prefix="handover-agent-") as tmp:
-        st = Store(Path(tmp) / "warm.db")
+        st = SqliteStore(Path(tmp) / "warm.db")
         try:
             Base.metadata.create_all(st.engine)
             schema_revision(st)

@@ -200,7 +200,7 @@ def forget(slug: str, yes: bool, cert_path: str | None, keep_backups: bool) -> N
     records = forgetting.record_total(counts)
     until = client.agreement.get("on_hand_until")
     window = "" if status == "archived" else f" Its on-hand window runs until {until}."
-    copies = forgetting.upgrade_backups(v.path)
+    copies = forgetting.upgrade_backups(v)
     also = (
         f" The {len(copies)} copies schema upgrades made ({', '.join(c.name for c in copies)}) are deleted too."
         if copies and not keep_backups

@@ -19,7 +19,9 @@ def _terms(f: Any) -> Any:
     )(f)
     f = click.option("--notice-months", type=MONTHS, help="Notice period in months.")(f)
     f = click.option("--notice-days", type=DAYS, help="Notice period in days.")(f)
-    f = click.option("--contract-start", type=DATE, metavar="DATE", help="Contract start date (YYYY-MM-DD).")(f)
+    f = click.option("--contract-start", type=DATE, metavar="DATE", help="Contract start date (YYYY-MM-DD).")(
+        f
+    )
     return f
 
 

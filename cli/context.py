@@ -57,6 +57,7 @@ class State:
     vault_path: str | None = None
     as_json: bool = False
     debug: bool = False
+    db_url: str | None = None
     _vault: Any = field(default=None, repr=False)
 
     def path(self) -> Path:
@@ -65,6 +66,24 @@ class State:
         import platformdirs
 
         return Path(platformdirs.user_data_dir("handover-vault")) / "vault.db"
+
+    def target(self) -> Path | str:
+        """The vault to use: a team database (``--db`` / HANDOVER_DB_URL) or a vault file."""
+        return self.db_url if self.db_url else self.path()
+
+    def location(self) -> str:
+        """How messages name the target (a database URL never with its password)."""
+        if self.db_url:
+            from ..store.postgres import normalise_url, public_location
+
+            return public_location(normalise_url(self.db_url))
+        return str(self.path())
+
+    def check(self) -> None:
+        """Say "no vault" (or "cannot reach the server") before asking for a passphrase."""
+        from ..store.engine import check_target
+
+        check_target(self.target())
 
     def open(self, check_head: bool = True) -> Vault:
         """Open and unlock the vault (session first, then the passphrase sources).
@@ -77,17 +96,27 @@ class State:
             from ..process import forbid_core_dumps
 
             forbid_core_dumps()  # before the key exists in this process (a no-op in the agent's forks)
-            path = self.path()
+            target = self.target()
             token = secret_env("HANDOVER_SESSION")
             if token:
-                self._vault = open_vault(path, session_token=token, check_head=check_head)
+                self._vault = open_vault(target, session_token=token, check_head=check_head)
             else:
-                from ..store.engine import check_file
-
-                check_file(path)  # say "no vault" before asking for a passphrase
-                self._vault = open_vault(path, passphrase=read_passphrase(), check_head=check_head)
+                self.check()
+                self._vault = open_vault(target, passphrase=read_passphrase(), check_head=check_head)
             click.get_current_context().call_on_close(self._vault.close)
         return self._vault
+
+
+def refuse_password_in_argv(url: str) -> None:
+    """A password in ``--db URL`` is a secret in argv (visible in ps, shell history): refused."""
+    from ..errors import InvalidInput
+    from ..store.postgres import normalise_url
+
+    if normalise_url(url).password:
+        raise InvalidInput(
+            "the --db URL holds a password, and the command line is visible to every user of this machine",
+            "leave the password out of the URL and put it in ~/.pgpass or PGPASSWORD (or the URL in HANDOVER_DB_URL)",
+        )
 
 
 def state() -> State:

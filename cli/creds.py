@@ -43,7 +43,13 @@ def cred() -> None:
     "--allow-duplicate", is_flag=True, help="Add it even if the client has a credential with this label."
 )
 def cred_add(
-    slug: str, label: str, generate: int | None, with_totp: bool, no_secret: bool, allow_duplicate: bool, **kw: Any
+    slug: str,
+    label: str,
+    generate: int | None,
+    with_totp: bool,
+    no_secret: bool,
+    allow_duplicate: bool,
+    **kw: Any,
 ) -> None:
     """Add a credential. The secret comes from a hidden prompt (asked twice) or standard input (one line)."""
     from ..creds import generate_secret
@@ -77,7 +83,9 @@ def cred_add(
             "--with-totp was given but no otpauth:// URI came",
             "give it on the second line of standard input (the first with --generate)",
         )
-    rec = v.creds.add(slug, label=label, secret=secret or None, totp=totp, allow_duplicate=allow_duplicate, **kw)
+    rec = v.creds.add(
+        slug, label=label, secret=secret or None, totp=totp, allow_duplicate=allow_duplicate, **kw
+    )
     note = " (generated; reveal it with cred show --reveal)" if generate is not None else ""
     click.echo(f"Added credential {rec.data['label']!r} ({short(rec.id)}){note}.")
 
@@ -190,7 +198,11 @@ def cred_rotate(slug: str, ref: str, generate: int | None) -> None:
 
     v = state().open()
     v.creds.get(slug, ref)
-    secret = generate_secret(generate) if generate is not None else read_secret_lines("New secret", confirm=True)[0]
+    secret = (
+        generate_secret(generate)
+        if generate is not None
+        else read_secret_lines("New secret", confirm=True)[0]
+    )
     rec = v.creds.rotate(slug, ref, secret)
     click.echo(f"Rotated {rec.data['label']!r} (now version {rec.version}).")
 

@@ -23,7 +23,9 @@ def asset() -> None:
 @click.option("--location")
 @click.option("--model")
 @click.option("--serial")
-@click.option("--expires", type=DATE, metavar="DATE", help="Warranty/licence/domain/certificate expiry (YYYY-MM-DD).")
+@click.option(
+    "--expires", type=DATE, metavar="DATE", help="Warranty/licence/domain/certificate expiry (YYYY-MM-DD)."
+)
 @click.option("--expiry-kind", type=click.Choice(["warranty", "licence", "domain", "certificate", "support"]))
 @click.option("--notes")
 def asset_add(slug: str, hostname: str, **kw: Any) -> None:

@@ -113,11 +113,18 @@ class LazyGroup(click.Group):
     type=click.Path(dir_okay=False),
     help="Vault file (env HANDOVER_VAULT; default: the user data dir).",
 )
+@click.option(
+    "--db",
+    "db_url",
+    envvar="HANDOVER_DB_URL",
+    metavar="URL",
+    help="A team vault on PostgreSQL, postgresql+psycopg://USER@HOST/DB (env HANDOVER_DB_URL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on list/show commands.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.version_option("0.1.0", prog_name="handover")
 @click.pass_context
-def cli(ctx: click.Context, vault_path: str | None, as_json: bool, debug: bool) -> None:
+def cli(ctx: click.Context, vault_path: str | None, db_url: str | None, as_json: bool, debug: bool) -> None:
     """Handover Vault: client network docs and credentials in one encrypted file, and a sealed,
     verifiable handover when a maintenance agreement ends.
 
@@ -125,7 +132,14 @@ def cli(ctx: click.Context, vault_path: str | None, as_json: bool, debug: bool) 
     HANDOVER_SESSION (from `handover unlock`), else a hidden prompt. Exit codes: 0 ok, 1 failed,
     2 usage, 3 authentication failed, 4 integrity failure.
     """
-    ctx.obj = context.State(vault_path=vault_path, as_json=as_json, debug=debug)
+    given = click.core.ParameterSource.COMMANDLINE
+    if db_url and ctx.get_parameter_source("db_url") is given:
+        if vault_path and ctx.get_parameter_source("vault_path") is given:
+            raise click.UsageError("give either --vault FILE or --db URL, not both")
+        context.refuse_password_in_argv(db_url)
+    elif vault_path and ctx.get_parameter_source("vault_path") is given:
+        db_url = None  # --vault on the command line wins over HANDOVER_DB_URL in the environment
+    ctx.obj = context.State(vault_path=vault_path, as_json=as_json, debug=debug, db_url=db_url or None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,13 +20,13 @@ def init() -> None:
     from ..process import forbid_core_dumps
 
     forbid_core_dumps()
-    path = state().path()
-    if path.exists():
-        raise AlreadyExists(f"a vault already exists at {path}; refusing to overwrite it")
+    st = state()
+    if st.db_url is None and st.path().exists():
+        raise AlreadyExists(f"a vault already exists at {st.path()}; refusing to overwrite it")
     passphrase = secret_env("HANDOVER_NEW_PASSPHRASE") or _init_passphrase()
-    v, code = init_vault(path, passphrase)
+    v, code = init_vault(st.target(), passphrase)
     with v:
-        click.echo(f"Created vault {path}")
+        click.echo(f"Created vault {st.location()}")
         click.echo(f"Vault fingerprint: {v.fingerprint}  {v.ssh_fingerprint}")
     click.echo("")
     click.echo("Recovery code (shown once; write it down and keep it offline):")
@@ -74,7 +74,7 @@ def unlock(duration: str) -> None:
 
     start(token, seconds)  # the warm agent: optional, commands work the same without it
     click.echo(f"export HANDOVER_SESSION={token}")
-    click.echo(f"# unlocked {v.path} for {duration}; end it early with: handover lock", err=True)
+    click.echo(f"# unlocked {v.location} for {duration}; end it early with: handover lock", err=True)
 
 
 AFTER_A_LEAK = (
@@ -130,14 +130,13 @@ def recover() -> None:
     """
     from ..core import recover_vault
     from ..process import forbid_core_dumps
-    from ..store.engine import check_file
 
     forbid_core_dumps()
-    path = state().path()
-    check_file(path)
+    st = state()
+    st.check()
     code = secret_env("HANDOVER_RECOVERY_CODE") or _prompt_code()
     new = new_secret("HANDOVER_NEW_PASSPHRASE", "New passphrase")
-    with recover_vault(path, code, new):
+    with recover_vault(st.target(), code, new):
         pass
     click.echo("New passphrase set. The recovery code stays valid; keep it safe.")
 
@@ -154,7 +153,10 @@ def _prompt_code() -> str:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def backup(file: str) -> None:
-    """Copy the live vault to FILE with SQLite's online backup (0600, safe while in use)."""
+    """Copy the live vault to a new vault file FILE (0600, safe while in use).
+
+    A vault file is copied with SQLite's online backup; a team database as one consistent snapshot
+    of every table (the same ciphertexts: FILE opens with the same passphrase)."""
     v = state().open()
     dest = v.backup(file)
     click.echo(f"Backed up to {dest}. It opens with the same passphrase; keep it as safe as the vault.")
@@ -172,12 +174,11 @@ def rekey() -> None:
     """
     from ..core import open_vault
     from ..rekey import rekey as do_rekey
-    from ..store.engine import check_file
 
-    path = state().path()
-    check_file(path)
+    st = state()
+    st.check()
     passphrase = read_passphrase()
-    v = open_vault(path, passphrase=passphrase)
+    v = open_vault(st.target(), passphrase=passphrase)
     try:
         done = do_rekey(v, passphrase)  # shares v's store: the new vault object closes it
     except BaseException:
@@ -185,7 +186,7 @@ def rekey() -> None:
         raise
     with done.vault:
         click.echo(
-            f"Rekeyed {path}: {done.clients} clients, {done.records} records, {done.versions} previous "
+            f"Rekeyed {st.location()}: {done.clients} clients, {done.records} records, {done.versions} previous "
             f"versions and {done.chunks} attachment chunks re-encrypted under new keys (audit entry "
             f"{done.audit_seq})."
         )

@@ -104,7 +104,9 @@ class PgServer:
             self._as_owner(argv), capture_output=True, text=True, timeout=timeout, check=False, cwd=self.root
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"{Path(argv[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(
+                f"{Path(argv[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
+            )
         return proc
 
     def _init(self) -> None:
@@ -185,7 +187,17 @@ class PgServer:
             for mode in ("fast", "immediate"):
                 with contextlib.suppress(Exception):
                     self._run(
-                        [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop"],
+                        [
+                            str(self.bin_dir / "pg_ctl"),
+                            "-D",
+                            str(self.data),
+                            "-m",
+                            mode,
+                            "-w",
+                            "-t",
+                            "30",
+                            "stop",
+                        ],
                         timeout=40,
                     )
                     break

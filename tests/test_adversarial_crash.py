@@ -259,7 +259,9 @@ def test_kill_before_audit_commit_of_export_leaves_nothing(
     crash_vault: Path, tmp_path: Path, identity: tuple[str, object]
 ) -> None:
     out = tmp_path / "out.tar.age"
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:kill"))
+    env = base_env(
+        crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:kill")
+    )
     done = run_env(["export", "acme", "--recipient", identity[0], "--force", "--out", str(out)], env)
     assert done.returncode == -9
     assert not out.exists()
@@ -273,7 +275,9 @@ def test_kill_after_export_audit_commit_then_the_bundle_is_audited(
     from handover_vault import open_vault
 
     out = tmp_path / "out.tar.age"
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append_now:after:kill"))
+    env = base_env(
+        crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append_now:after:kill")
+    )
     done = run_env(["export", "acme", "--recipient", identity[0], "--force", "--out", str(out)], env)
     assert done.returncode == -9
     with open_vault(crash_vault, passphrase=PASSPHRASE) as v:
@@ -305,7 +309,9 @@ def test_kill_inside_passphrase_change_keeps_exactly_one_passphrase(
 
 
 def test_kill_inside_reveal_before_commit_shows_nothing(crash_vault: Path, tmp_path: Path) -> None:
-    env = base_env(crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:kill"))
+    env = base_env(
+        crash_vault, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:kill")
+    )
     done = run_env(["cred", "show", "acme", "seed", "--reveal"], env)
     assert done.returncode == -9
     assert SEED_SECRET.encode() not in done.stdout + done.stderr
@@ -319,7 +325,7 @@ def test_kill_inside_reveal_before_commit_shows_nothing(crash_vault: Path, tmp_p
 @pytest.mark.parametrize(
     "point",
     [
-        "handover_vault.store.engine:online_backup:after:kill",  # pre-upgrade backup written, schema not yet upgraded
+        "handover_vault.store.sqlite:online_backup:after:kill",  # pre-upgrade backup written, schema not yet upgraded
         "alembic.command:upgrade:after:kill",  # migrations ran, not yet committed
     ],
 )

@@ -143,7 +143,9 @@ def test_disk_fills_up_at_the_moment_of_the_audit_entry(
     marker = tmp_path / "at-append"
     env = base_env(
         full_disk,
-        **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:before:sleep1.5", marker=marker),
+        **fault_env(
+            tmp_path, "handover_vault.integrity.audit:AuditLog.append:before:sleep1.5", marker=marker
+        ),
     )
     proc = start(args, env)
     deadline = time.monotonic() + 30

@@ -470,7 +470,8 @@ def test_vault_companion_files_are_private_while_the_vault_is_open(hv: dict, tmp
     """-wal and -shm exist only while a command runs: pause one inside its write and look at them."""
     marker = tmp_path / "paused"
     env = private_env(
-        hv, **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:sleep2", marker=marker)
+        hv,
+        **fault_env(tmp_path, "handover_vault.integrity.audit:AuditLog.append:after:sleep2", marker=marker),
     )
     proc = start(["cred", "show", "acme", "fw", "--reveal"], env)
     try:

@@ -142,6 +142,7 @@ def test_chromium_shows_the_acknowledgement_form_cell_by_cell(hostile_bundle: Pa
 
 def test_the_demo_client_prints_on_a_few_pages_without_breaking_tokens(tmp_path: Path) -> None:
     import pypdf  # a test dependency (pyproject's [test] extra): never skipped
+
     need("chromium")
     work = tmp_path / "demo"
     done = run(["demo", "--keep", str(work)], passphrase=None, timeout=600)

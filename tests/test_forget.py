@@ -11,6 +11,7 @@ import pytest
 from handover_vault import agreement as ag
 from handover_vault import forget as fg
 from handover_vault.errors import IntegrityError, InvalidInput, NotFound, PolicyRefused
+from handover_vault.store import sqlite as sqlite_store
 
 
 def client_blobs(path: Path, client_id: str) -> dict[str, bytes]:
@@ -103,7 +104,7 @@ def test_forget_leaves_no_byte_of_the_client_in_any_file(other, vault_path, tmp_
 
 def test_a_reader_delays_the_purge_and_says_so(acme, vault_path, monkeypatch) -> None:
     v = acme
-    monkeypatch.setattr(fg, "CHECKPOINT_WAIT_MS", 100)
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_WAIT_MS", 100)
     ag.end_agreement(v, "acme", "2025-01-01", "Retiring")
     blobs = client_blobs(vault_path, v.clients.get("acme").id)
     reader = sqlite3.connect(str(vault_path), isolation_level=None)

@@ -17,7 +17,12 @@ VAULT = Path(__file__).resolve().parent.parent / "vault"
 ALLOWED = {
     "keys": {"errors", "clock", "validate", "files", "paths", "process"},
     "store": {"errors", "keys", "clock", "migrations"},
-    "team": {"errors", "keys", "files", "clock"},  # the team cryptography: no database, no facade  # migrations: the Alembic scripts it runs
+    "team": {
+        "errors",
+        "keys",
+        "files",
+        "clock",
+    },  # the team cryptography: no database, no facade  # migrations: the Alembic scripts it runs
 }
 
 

@@ -81,7 +81,9 @@ def test_a_forged_manifests_escape_sequences_are_shown_not_obeyed(tmp_path: Path
     assert len(lines) == 2  # the client's newline did not make a line of its own
     (signed,) = [line for line in lines if line.startswith("Signed by vault")]
     assert signed.startswith(f"Signed by vault {attacker}  SHA256:")  # the attacker's key, in both forms
-    assert signed.endswith(" (compare it with the fingerprint the outgoing technician told you, or pass --signer)")
+    assert signed.endswith(
+        " (compare it with the fingerprint the outgoing technician told you, or pass --signer)"
+    )
     assert lines[0].startswith("Bundle OK: acme\\x1b[2K\\x0d\\x1b[1ASigned by vault hv:0000")
     # --json carries the exact value, escaped so that a terminal shows it too.
     as_json = run(["bundle", "verify", str(bundle), "--identity", str(key), "--json"], passphrase=None)

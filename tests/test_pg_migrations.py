@@ -30,7 +30,10 @@ def _schema(engine: sa.Engine) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for table in sorted(insp.get_table_names()):
         columns = {
-            c["name"]: (type(c["type"]._type_affinity()).__name__ if c["type"]._type_affinity else "?", c["nullable"])
+            c["name"]: (
+                type(c["type"]._type_affinity()).__name__ if c["type"]._type_affinity else "?",
+                c["nullable"],
+            )
             for c in insp.get_columns(table)
         }
         pk = tuple(insp.get_pk_constraint(table)["constrained_columns"])

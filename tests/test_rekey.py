@@ -246,7 +246,10 @@ def _state(path: Path, code: str) -> tuple[bool, bool]:
     [
         ("handover_vault.keys.hierarchy:make_slot:after:kill", False),  # new slot made, nothing written
         ("handover_vault.rekey:_rekey_client:after:kill", False),  # one client re-sealed, not committed
-        ("handover_vault.integrity.audit:AuditLog.adopt_head:after:kill", False),  # everything written, not committed
+        (
+            "handover_vault.integrity.audit:AuditLog.adopt_head:after:kill",
+            False,
+        ),  # everything written, not committed
         ("handover_vault.rekey:drop_sessions:before:kill", True),  # committed, sessions not yet dropped
     ],
 )

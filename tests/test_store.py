@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from handover_vault.errors import Busy, IntegrityError, MigrationRequired, StorageError
 from handover_vault.store import engine as store
+from handover_vault.store import sqlite as sqlite_store
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import digests, fork_run, mode, one, sql
 
@@ -45,7 +46,7 @@ def test_every_connection_has_the_pragmas(v) -> None:
 
 def test_busy_timeout_follows_the_environment(v, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOVER_BUSY_TIMEOUT", "2.5")
-    st = store.Store(v.path)
+    st = sqlite_store.SqliteStore(v.path)
     try:
         with st.read() as s:
             assert s.connection().exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
@@ -151,7 +152,7 @@ def test_foreign_keys_cascade_from_a_client(acme, tmp_path: Path) -> None:
     ],
 )
 def test_database_errors_are_wrapped_without_their_text(message: str, kind: type, expected: str) -> None:
-    err = store.wrap_db_error(sqlite3.OperationalError(message), "saving")
+    err = sqlite_store.wrap_db_error(sqlite3.OperationalError(message), "saving")
     assert type(err) is kind and err.message == expected
     assert "Fw-s3cret" not in str(err)
 
@@ -201,11 +202,11 @@ def test_vault_without_its_format_marker(v, vault_path: Path) -> None:
 
 def test_directory_and_missing_file() -> None:
     with pytest.raises(Exception, match="is a directory, not a vault file"):
-        store.check_file(Path(__file__).parent)
+        sqlite_store.check_file(Path(__file__).parent)
     from handover_vault.errors import NotFound
 
     with pytest.raises(NotFound, match=r"^no vault at /nonexistent/vault\.db$"):
-        store.check_file(Path("/nonexistent/vault.db"))
+        sqlite_store.check_file(Path("/nonexistent/vault.db"))
 
 
 # --- schema versions ----------------------------------------------------------------------------------

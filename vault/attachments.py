@@ -20,6 +20,7 @@ from .errors import AlreadyExists, IntegrityError, InvalidInput, StorageError
 from .keys.crypto import DecryptFailed
 from .keys.hierarchy import record_aad
 from .services import RecordService
+from .store.engine import page_cache
 from .store.models import Chunk
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class Attachments(RecordService):
         # Every page is read once: SQLite's default 2 MiB page cache would only fill up with pages
         # never read again (an export's peak RSS: 1.5 MiB lower). It lasts as long as the session's
         # connection, which ends with the read.
-        s.connection().exec_driver_sql(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+        page_cache(s, READ_CACHE_KIB)
         rows = s.execute(
             select(Chunk.seq, Chunk.envelope)
             .where(Chunk.record_id == rec.id)

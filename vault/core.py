@@ -55,16 +55,19 @@ def _slot_data(row: KeySlot) -> keys.SlotData:
     return keys.SlotData(row.id, row.kind, row.salt, params, row.wrapped)
 
 
-def init_vault(path: Path | str, passphrase: str, kdf: KdfParams | None = None) -> tuple[Vault, str]:
-    """Create a new vault at ``path``; return it, unlocked, and the recovery code (shown once).
+def init_vault(target: Path | str, passphrase: str, kdf: KdfParams | None = None) -> tuple[Vault, str]:
+    """Create a new vault at ``target`` (a file path, or an empty PostgreSQL database's URL); return
+    it, unlocked, and the recovery code (shown once).
 
-    Raises AlreadyExists if anything exists at ``path``; InvalidInput for a passphrase under 12
+    Raises AlreadyExists if anything exists at ``target``; InvalidInput for a passphrase under 12
     characters or a KDF below the floor; StorageError if the file cannot be created.
     """
-    path = Path(path)
     secret = keys.new_passphrase(passphrase)
     params = kdf or kdf_params()
     crypto.check_kdf_for_create(params)
+    if store.is_database_url(target):
+        return _init_database(str(target), secret, params)
+    path = Path(target)
     if path.exists() or path.is_symlink():
         raise AlreadyExists(f"a file already exists at {path}; refusing to overwrite it")
     # Built under a hidden name and given its real name only once complete: a process killed during
@@ -83,7 +86,25 @@ def init_vault(path: Path | str, passphrase: str, kdf: KdfParams | None = None) 
         _publish(tmp, path, overwrite=False)  # no clobber; works where hard links do not
     finally:
         _remove_vault_files(tmp)
-    return Vault(path, store.Store(path), k), recovery
+    return Vault(store.open_store(path), k), recovery
+
+
+def _init_database(url: str, secret: bytes, params: KdfParams) -> tuple[Vault, str]:
+    """Create the schema (Alembic) and the vault in an empty database. The schema is built in its
+    own transaction; a crash before the vault's first transaction commits leaves an empty schema,
+    which the next ``init`` fills."""
+    from .store.postgres import PostgresStore
+
+    st = PostgresStore(url)
+    try:
+        if not st.is_empty():
+            raise AlreadyExists(f"the database {st.location} already holds a vault; refusing to overwrite it")
+        store.upgrade(st)
+        k, recovery = _populate(st, secret, params)
+    except BaseException:
+        st.close()
+        raise
+    return Vault(st, k), recovery
 
 
 def _remove_vault_files(path: Path) -> None:
@@ -93,32 +114,42 @@ def _remove_vault_files(path: Path) -> None:
 
 def _populate_new(path: Path, secret: bytes, params: KdfParams) -> tuple[keys.VaultKeys, str]:
     """Write a complete new vault at ``path`` and close it (its WAL folded into the file)."""
-    st = store.Store(path)
+    st = store.open_store(path)
     try:
         store.upgrade(st)
-        vault_id = str(uuid.uuid4())
-        vmk = crypto.random_key()
-        k = keys.VaultKeys(vault_id, vmk)
-        recovery = keys.new_recovery_code()
-        priv, pub = crypto.new_signing_key()
-        v = Vault(path, st, k)
-        v.record_head = False
-        with st.write("creating the vault") as s:
-            s.add(Meta(key="format", value=FORMAT))
-            s.add(Meta(key="vault_id", value=vault_id.encode()))
-            s.add(Meta(key="created_at", value=utcnow().encode()))
-            s.add(Meta(key="signing_public", value=pub))
-            s.add(Meta(key="signing_private", value=k.wrap_signing_key(priv)))
-            s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
-            rec = keys.normalise_recovery_code(recovery)
-            s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
-            mark_indexed(s)
-            from .integrity.commitment import recompute_commitments
-
-            recompute_commitments(v, s)
-            v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub)})
+        v_keys, recovery = _populate(st, secret, params, record_head=False)
     finally:
         st.close()
+    return v_keys, recovery
+
+
+def _populate(
+    st: store.Store, secret: bytes, params: KdfParams, record_head: bool = True
+) -> tuple[keys.VaultKeys, str]:
+    """Write the vault's first transaction into an empty schema: identity, key slots, first entry."""
+    vault_id = str(uuid.uuid4())
+    vmk = crypto.random_key()
+    k = keys.VaultKeys(vault_id, vmk)
+    recovery = keys.new_recovery_code()
+    priv, pub = crypto.new_signing_key()
+    v = Vault(st, k)
+    v.record_head = record_head
+    with st.write("creating the vault") as s:
+        if s.execute(select(Meta.key).limit(1)).first() is not None:
+            raise AlreadyExists(f"{st.location} already holds a vault; refusing to overwrite it")
+        s.add(Meta(key="format", value=FORMAT))
+        s.add(Meta(key="vault_id", value=vault_id.encode()))
+        s.add(Meta(key="created_at", value=utcnow().encode()))
+        s.add(Meta(key="signing_public", value=pub))
+        s.add(Meta(key="signing_private", value=k.wrap_signing_key(priv)))
+        s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
+        rec = keys.normalise_recovery_code(recovery)
+        s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
+        mark_indexed(s)
+        from .integrity.commitment import recompute_commitments
+
+        recompute_commitments(v, s)
+        v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub)})
     return k, recovery
 
 
@@ -127,19 +158,20 @@ def _read_meta(st: store.Store) -> dict[str, bytes]:
         rows = s.execute(select(Meta)).scalars().all()
     meta = {m.key: m.value for m in rows}
     if meta.get("format") != FORMAT or "vault_id" not in meta:
-        raise IntegrityError(f"{st.path} is not a handover vault (format marker missing or unknown)")
+        raise IntegrityError(f"{st.location} is not a handover vault (format marker missing or unknown)")
     return meta
 
 
-def _open_store(path: Path) -> tuple[store.Store, str, bool]:
+def _open_store(target: Path | str) -> tuple[store.Store, str, bool]:
     """The store, the vault id, and whether an older schema awaits its upgrade.
 
     The upgrade (backup + Alembic) waits until the caller has unlocked the vault: a wrong passphrase
     must change nothing on disk. The unlock reads ``meta`` and ``key_slots`` with today's models, so
     a migration that changes those two tables must keep the old columns readable.
     """
-    store.check_file(path)
-    st = store.Store(path)
+    if not store.is_database_url(target):
+        store.check_target(target)  # a database is checked by the queries below
+    st = store.open_store(target)
     try:
         older = store.check_schema(st)
         vault_id = _read_meta(st)["vault_id"].decode("ascii", "replace")
@@ -162,21 +194,20 @@ def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> by
 
 
 def open_vault(
-    path: Path | str,
+    target: Path | str,
     passphrase: str | None = None,
     session_token: str | None = None,
     *,
     check_head: bool = True,
 ) -> Vault:
-    """Open and unlock a vault with a passphrase or a session token.
+    """Open and unlock a vault (a file path or a PostgreSQL URL) with a passphrase or a session token.
 
     Raises NotFound (no file), IntegrityError (not a vault, corrupt, or older than the last state
     this machine saw of it: see ``statehead.py``; ``check_head=False`` only for
     ``handover verify --accept-rollback``), MigrationRequired (newer schema), AuthenticationFailed
     (wrong passphrase, bad or expired session).
     """
-    path = Path(path)
-    st, vault_id, older = _open_store(path)
+    st, vault_id, older = _open_store(target)
     try:
         if session_token:
             vmk = session.load(session_token, vault_id)
@@ -188,8 +219,8 @@ def open_vault(
         else:
             raise AuthenticationFailed("no passphrase was given")
         if older:
-            store.upgrade_older(st)
-        v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+            st.upgrade_older()
+        v = Vault(st, keys.VaultKeys(vault_id, vmk))
         _opened(v, check_head)
     except BaseException:
         st.close()
@@ -214,19 +245,18 @@ def _opened(v: Vault, check_head: bool = True) -> None:
         check_open(v)
 
 
-def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
+def recover_vault(target: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
     """Replace every passphrase slot using the recovery code; the recovery slot stays."""
-    path = Path(path)
-    st, vault_id, older = _open_store(path)
+    st, vault_id, older = _open_store(target)
     try:
         code = keys.normalise_recovery_code(recovery_code)
         vmk = _unlock_with(st, vault_id, "recovery", code)
         if older:
-            store.upgrade_older(st)
+            st.upgrade_older()
     except BaseException:
         st.close()
         raise
-    v = Vault(path, st, keys.VaultKeys(vault_id, vmk))
+    v = Vault(st, keys.VaultKeys(vault_id, vmk))
     try:
         _opened(v)
     except BaseException:
@@ -239,8 +269,10 @@ def recover_vault(path: Path | str, recovery_code: str, new_passphrase: str) -> 
 class Vault:
     """An open, unlocked vault. Use as a context manager or call ``close()``."""
 
-    def __init__(self, path: Path, st: store.Store, k: keys.VaultKeys) -> None:
-        self.path = path
+    def __init__(self, st: store.Store, k: keys.VaultKeys) -> None:
+        #: The vault file (None for a database on a server); ``location`` names either.
+        self.path = st.path
+        self.location = st.location
         self.store = st
         self.keys = k
         self.vault_id = k.vault_id
@@ -413,20 +445,21 @@ class Vault:
         state.vault_element(h.slot(row), +1)
 
     def start_session(self, seconds: int) -> str:
-        token = session.create(self.vault_id, self.path, self.keys.vmk, seconds)
+        token = session.create(self.vault_id, self.location, self.keys.vmk, seconds)
         self.audit.append_now("vault.unlock", detail={"seconds": seconds})
         return token
 
     def backup(self, dest: Path | str) -> Path:
-        """A consistent copy of the live vault (SQLite online backup), 0600, audited."""
+        """A consistent copy of the live vault into a new 0600 vault file, audited (SQLite: the
+        online backup API; PostgreSQL: a snapshot of every table)."""
         dest = Path(dest)
-        if dest.resolve() == self.path.resolve():
+        if self.path is not None and dest.resolve() == self.path.resolve():
             raise InvalidInput("the backup file must not be the vault itself")
         # Refused before the audit entry, so the log never records a backup that was not made.
         if dest.exists() or dest.is_symlink():
             raise AlreadyExists(f"{dest} already exists; choose another backup file name")
         self.audit.append_now("vault.backup", detail={"file": dest.name})
-        store.online_backup(self.path, dest)
+        self.store.backup(dest)
         return dest
 
     def write(self, doing: str, bulk: bool = False) -> Any:

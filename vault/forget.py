@@ -60,7 +60,6 @@ FORGET_ACTION = "client.forget"
 MAX_CERTIFICATE = 1_000_000
 # A TRUNCATE checkpoint waits (busy handler) for readers of older snapshots to finish. The deletion is
 # already committed by then, so wait briefly and report an incomplete purge instead of hanging.
-CHECKPOINT_WAIT_MS = 3000
 # Counted besides the records of each kind (they are parts of records, or audit entries).
 KIND_LABELS = {
     "contact": "contacts",
@@ -89,18 +88,13 @@ class Forgotten:
     backups_left: tuple[Path, ...] = ()  # those still on disk afterwards (kept, or not deletable)
 
 
-def upgrade_backups(vault_path: Path) -> list[Path]:
-    """The copies a schema upgrade made next to the vault (``NAME.pre-NNNN[.n].bak``, vault/store/engine.py).
+def upgrade_backups(v: Vault) -> list[Path]:
+    """The copies of the whole vault that schema upgrades left next to it (store ``upgrade_copies``).
 
     Each is the whole vault as it was before that upgrade: a client that was in it then is in it
     still, under the same keys, whatever ``forget`` does to the vault itself.
     """
-    pattern = re.compile(re.escape(vault_path.name) + r"\.pre-[0-9a-z_]+(\.[0-9]+)?\.bak")
-    try:
-        names = sorted(p for p in vault_path.parent.iterdir() if pattern.fullmatch(p.name))
-    except OSError:
-        return []
-    return [p for p in names if p.is_file() and not p.is_symlink()]
+    return v.store.upgrade_copies()
 
 
 def counts(v: Vault, s: Session, client: ClientRef) -> dict[str, int]:
@@ -173,7 +167,7 @@ def forget_client(
     nothing was deleted). ``purged`` is False when another process kept the write-ahead log from
     being truncated (the deletion itself is committed; ``purge`` may be run again).
     """
-    backups = upgrade_backups(v.path)
+    backups = upgrade_backups(v)
     with v.write("forgetting a client") as s:
         client = v.clients.get(slug, s)
         check_forgettable(client, today)
@@ -220,29 +214,14 @@ def forget_client(
 
 
 def purge(v: Vault) -> bool:
-    """VACUUM, then checkpoint the WAL and truncate it. True when the -wal file is empty afterwards.
+    """Remove what the storage keeps of the deleted rows (SQLite: VACUUM, then the WAL checkpointed
+    and truncated). True when done; :func:`retained` says what a database server keeps beyond it."""
+    return v.store.purge()
 
-    VACUUM cannot run inside a transaction, and every SQLAlchemy connection here opens one with
-    BEGIN, so this drives the driver connection directly (its pragmas, secure_delete included, were
-    set when it connected).
-    """
-    import sqlite3
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .store.engine import wrap_db_error
-
-    try:
-        with v.store.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            raw.execute("VACUUM")
-            raw.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT_MS)}")
-            busy, _log, _done = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except (SQLAlchemyError, sqlite3.Error) as exc:
-        raise wrap_db_error(exc, "vacuuming the vault") from None
-    wal = v.path.with_name(v.path.name + "-wal")
-    return busy == 0 and (not wal.exists() or wal.stat().st_size == 0)
+def retained(v: Vault) -> list[str]:
+    """What the storage may still hold of a forgotten client, beyond this program's reach."""
+    return v.store.retains()
 
 
 # --- the certificate --------------------------------------------------------------------------------
@@ -272,9 +251,10 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
     issuer = v.profile.get()
     names = [str(b) for b in d.get("upgrade_backups") or [] if "/" not in str(b)]
     # Checked on disk as the certificate is written: it never says a copy is gone that is not.
+    still = {p.name for p in v.store.upgrade_copies()}
     copies = {
-        "deleted": [b for b in names if not (v.path.parent / b).exists()],
-        "still_holding_the_client": [b for b in names if (v.path.parent / b).exists()],
+        "deleted": [b for b in names if b not in still],
+        "still_holding_the_client": [b for b in names if b in still],
     }
     facts = {
         "format": CERT_FORMAT,

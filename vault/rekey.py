@@ -276,7 +276,7 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
 def _vault_with(v: Vault, new: keys.VaultKeys) -> Vault:
     from .core import Vault
 
-    return Vault(v.path, v.store, new)
+    return Vault(v.store, new)
 
 
 def _rekey_client(v: Vault, s: Session, new: keys.VaultKeys, row: Client, n: _Counts) -> bytes:

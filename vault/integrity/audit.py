@@ -35,7 +35,7 @@ from ..errors import IntegrityError, InvalidInput, NotFound, StorageError, Vault
 from ..keys import crypto
 from ..keys.crypto import DecryptFailed
 from ..store.engine import TextNotUtf8, builtin_text, scan
-from ..store.models import AuditEntry, Client, Meta
+from ..store.models import AUDIT_HEAD_KEY, AuditEntry, Client, Meta
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ..clients import ClientRef
     from ..core import Vault
     from ..rekey import Epoch
+    from ..store.engine import Store
 
 CHECKPOINT_FORMAT = "handover-audit-checkpoint/1"
 # Entries written since the head record exists use the v2 layout. v1 (the first release) encoded an
@@ -54,7 +55,7 @@ ENTRY_V2 = b"handover-vault/v2/audit"
 # rolling a record back then also means rolling the audit log back. A verifier accepts v2 entries
 # only before the first v3 entry.
 ENTRY_V3 = b"handover-vault/v3/audit"
-HEAD_KEY = "audit_head"
+HEAD_KEY = AUDIT_HEAD_KEY
 HEAD_VERSION = 1
 HEAD_SIZE = 1 + 8 + 32 + 32  # version, seq (u64), mac of the newest entry, tag
 SCOPES = ("vault", "client")
@@ -184,12 +185,10 @@ def detail_aad(vault_id: str, seq: int) -> bytes:
     return f"handover-vault/v1/audit-detail\x00{vault_id}\x00{seq}".encode()
 
 
-def _refused(exc: BaseException, action: str) -> VaultError:
+def _refused(store: Store, exc: BaseException, action: str) -> VaultError:
     """The entry could not be written (full disk, a refusing table): say so; the caller's
     transaction rolls back, so the action it records does not happen (fail closed)."""
-    from ..store.engine import wrap_db_error
-
-    err = wrap_db_error(exc, f"writing the audit entry for {action}")
+    err = store.wrap_error(exc, f"writing the audit entry for {action}")
     if type(err) is StorageError and "refused" in err.message:
         return StorageError(
             f"the audit log refused the entry for {action}, so nothing was done (fail closed)",
@@ -494,7 +493,7 @@ class AuditLog:
             self._write_head(s, Head(seq, entry.mac))  # its query autoflushes the entry
             s.flush()
         except SQLAlchemyError as exc:
-            raise _refused(exc, action) from None
+            raise _refused(self.v.store, exc, action) from None
         state.appended(entry, prev)
         return seq
 
@@ -510,7 +509,7 @@ class AuditLog:
             self._write_head(s, Head(entry.seq, entry.mac))
             s.flush()
         except SQLAlchemyError as exc:
-            raise _refused(exc, entry.action) from None
+            raise _refused(self.v.store, exc, entry.action) from None
 
     def newest(self, s: Session) -> tuple[Head, bytes | None]:
         """The newest entry, checked against the head record and its own MAC, with its commitment.

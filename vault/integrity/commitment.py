@@ -29,6 +29,7 @@ from sqlalchemy import delete, select
 
 from ..errors import IntegrityError
 from ..keys import crypto
+from ..store.engine import driver_sql
 from ..store.models import Client, KeySlot, Meta, StateBucket, StateClient
 
 if TYPE_CHECKING:
@@ -40,7 +41,11 @@ if TYPE_CHECKING:
 MODULUS = 1 << 256
 STATE_KEY = "state"  # meta row: V (32 bytes) || W (32 bytes), big-endian
 BUCKET_CHARS = 2  # groups by the first two characters of a record id: 256 groups of UUIDs
-COMMITTED_META = ("signing_public", "signing_private", "profile")  # profile: the technician (vault/profile.py)
+COMMITTED_META = (
+    "signing_public",
+    "signing_private",
+    "profile",
+)  # profile: the technician (vault/profile.py)
 TAG_RECORD = b"handover-vault/v1/state/record"
 TAG_CLIENT = b"handover-vault/v1/state/client"
 TAG_SLOT = b"handover-vault/v1/state/slot"
@@ -159,7 +164,8 @@ def vault_sum(h: Hasher, s: Session) -> int:
 
 
 def _record_rows(s: Session, sql: str, params: tuple[Any, ...]) -> Iterable[tuple[Any, ...]]:
-    return s.connection().exec_driver_sql(sql, params).fetchall()
+    conn = s.connection()
+    return conn.exec_driver_sql(driver_sql(conn, sql), params).fetchall()
 
 
 def _client_records(s: Session, cid: str) -> Iterable[tuple[Any, ...]]:
@@ -167,13 +173,22 @@ def _client_records(s: Session, cid: str) -> Iterable[tuple[Any, ...]]:
 
 
 def _bucket_records(s: Session, cid: str, bucket: str) -> list[tuple[Any, ...]]:
-    # A range on the primary key (the unary "+" keeps SQLite off the client's kind index): the ids
-    # of every client that start with these two characters, about n/256 rows, filtered here.
-    rows = _record_rows(
-        s,
-        "SELECT id, kind, version, envelope FROM records WHERE id >= ? AND id < ? AND +client_id = ?",
-        (bucket, _after(bucket) if bucket else "\x00", cid),
-    )
+    if s.connection().dialect.name == "sqlite":
+        # A range on the primary key (the unary "+" keeps SQLite off the client's kind index): the
+        # ids of every client that start with these two characters, about n/256 rows, filtered here.
+        rows = _record_rows(
+            s,
+            "SELECT id, kind, version, envelope FROM records WHERE id >= ? AND id < ? AND +client_id = ?",
+            (bucket, _after(bucket) if bucket else "\x00", cid),
+        )
+    else:
+        # PostgreSQL compares text by the database's collation, where a range of ids need not be
+        # the ids with a prefix (and text cannot hold the NUL of the empty bucket's range).
+        rows = _record_rows(
+            s,
+            "SELECT id, kind, version, envelope FROM records WHERE client_id = ? AND starts_with(id, ?)",
+            (cid, bucket),
+        )
     return [r for r in rows if bucket_of(_raw(r[0]).decode("utf-8", "replace")) == bucket]
 
 

@@ -258,7 +258,9 @@ class VaultGuard:
     def __init__(self, vault: Vault) -> None:
         self.v = vault
 
-    def note(self, s: Session, cid: str, rid: str, kind: str, version: int, envelope: bytes, sign: int) -> None:
+    def note(
+        self, s: Session, cid: str, rid: str, kind: str, version: int, envelope: bytes, sign: int
+    ) -> None:
         note_record(self.v, s, cid, rid, kind, version, envelope, sign)
 
     def check_client(self, s: Session, cid: str) -> None:

@@ -39,7 +39,7 @@ def state_dir() -> Path:
 
 
 def head_file(v: Vault) -> Path:
-    key = f"{v.vault_id}\x00{Path(v.path).resolve()}".encode("utf-8", "surrogateescape")
+    key = f"{v.vault_id}\x00{v.location}".encode("utf-8", "surrogateescape")
     return state_dir() / f"{hashlib.sha256(key).hexdigest()[:32]}.json"
 
 
@@ -84,7 +84,7 @@ def record(
             body = {
                 "format": FORMAT,
                 "vault_id": v.vault_id,
-                "path": str(Path(v.path).resolve()),
+                "path": v.location,
                 "seq": seq,
                 "mac": mac.hex(),
                 "commitment": commitment.hex(),

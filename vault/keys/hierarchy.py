@@ -28,7 +28,9 @@ INFO_AUDIT_DETAIL = b"handover-vault/v1 audit detail"
 INFO_CLIENT_INDEX = b"handover-vault/v1 client index"
 INFO_RECORD_INDEX = b"handover-vault/v1 record index"
 INFO_SEARCH_INDEX = b"handover-vault/v1 search index"
-INFO_STATE = b"handover-vault/v1 state commitment"  # the keyed state commitment (vault/integrity/commitment.py)
+INFO_STATE = (
+    b"handover-vault/v1 state commitment"  # the keyed state commitment (vault/integrity/commitment.py)
+)
 
 
 def _aad(*parts: str) -> bytes:

@@ -73,15 +73,18 @@ def _aad(session_id: str) -> bytes:
     return f"handover-vault/v1/session\x00{session_id}".encode()
 
 
-def create(vault_id: str, vault_path: Path, vmk: bytes, seconds: int) -> str:
-    """Write a session file and return the token to export as ``HANDOVER_SESSION``."""
+def create(vault_id: str, location: str, vmk: bytes, seconds: int) -> str:
+    """Write a session file and return the token to export as ``HANDOVER_SESSION``.
+
+    ``location`` names the vault (its resolved path, or its database URL without a password).
+    """
     session_id = secrets.token_hex(16)
     key = random_key()
     expires = time.time() + seconds
     payload = json.dumps(
         {
             "vault_id": vault_id,
-            "vault_path": str(vault_path.resolve()),
+            "vault_path": location,
             "expires": expires,
             "vmk": base64.b64encode(vmk).decode("ascii"),
         }

@@ -1,8 +1,16 @@
-"""The SQLite file: engine, pragmas, transactions, schema version and online backup.
+"""The store interface: one vault database, whatever engine holds it (DESIGN §12).
 
-Every write runs inside ``BEGIN IMMEDIATE`` so that two processes never interleave a read-modify-
-write (the audit chain depends on it). SQLAlchemy and SQLite errors are wrapped here into
-:class:`VaultError` subclasses; none leaves ``vault/``.
+A vault lives in an SQLite file (the default, ``store/sqlite.py``) or in a PostgreSQL database of a
+team (``store/postgres.py``). Everything above this folder talks to a :class:`Store`: read and
+write transactions, the schema version and its upgrade, a backup, and purging deleted bytes after
+a forget. What is particular to an engine (pragmas, ``BEGIN IMMEDIATE``, the online backup API,
+``secure_delete``/VACUUM, file modes; row locks, SQLSTATEs, what a server keeps) stays in its own
+module. Every write is serialised with every other (the audit chain depends on it). SQLAlchemy and
+driver errors are wrapped into :class:`VaultError` subclasses by the engine's module; none leaves
+``vault/``.
+
+>>> st = open_store(Path("~/vault.db"))                          # or a postgresql+psycopg:// URL
+>>> with st.write("adding a doc") as s: ...
 """
 
 from __future__ import annotations
@@ -12,24 +20,52 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import create_engine, event, insert
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..errors import Busy, IntegrityError, MigrationRequired, NotFound, StorageError, VaultError
+from ..errors import IntegrityError, MigrationRequired, VaultError
 
 # The Alembic revision this program writes. Checked with one cheap query on open, so Alembic is
 # imported only when an upgrade is due. tests/test_migrations.py asserts it equals Alembic's head.
 SCHEMA_HEAD = "0005"
 KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
-SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_SECONDS = 30.0
 MAX_BUSY_SECONDS = 86_400.0
-BULK_CACHE_KIB = 16 * 1024
+URL_SCHEMES = ("postgresql+psycopg://", "postgresql://", "postgres://")
+
+
+def is_database_url(target: Path | str) -> bool:
+    """Whether ``target`` names a database server (a URL) rather than a vault file."""
+    return isinstance(target, str) and target.startswith(URL_SCHEMES)
+
+
+def open_store(target: Path | str) -> Store:
+    """The store for a vault file path or a ``postgresql+psycopg://`` URL (nothing is checked yet)."""
+    if is_database_url(target):
+        from .postgres import PostgresStore
+
+        return PostgresStore(str(target))
+    from .sqlite import SqliteStore
+
+    return SqliteStore(Path(target))
+
+
+def check_target(target: Path | str) -> None:
+    """Fail early and clearly when there is no vault at ``target`` (before any passphrase is asked)."""
+    if is_database_url(target):
+        from .postgres import check_database
+
+        check_database(str(target))
+    else:
+        from .sqlite import check_file
+
+        check_file(Path(target))
 
 
 def busy_seconds() -> float:
@@ -106,44 +142,6 @@ def scan(s: Session, statement: Any, batch: int = 2000) -> Iterator[tuple[Any, .
         cursor.close()
 
 
-def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
-    dbapi_conn.isolation_level = None
-    dbapi_conn.text_factory = _text
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout = {int(busy_seconds() * 1000)}")
-    cur.execute("PRAGMA journal_mode = WAL")
-    # FULL: a commit that returned is on disk even after power loss (the WAL is fsynced each commit).
-    cur.execute("PRAGMA synchronous = FULL")
-    cur.execute("PRAGMA foreign_keys = ON")
-    # Deleted content is overwritten with zeros, so forgotten clients do not linger in free pages.
-    cur.execute("PRAGMA secure_delete = ON")
-    cur.close()
-
-
-def _on_begin(conn: Any) -> None:
-    options = conn.get_execution_options()
-    cache_kib = options.get("sqlite_cache_kib")
-    if cache_kib:
-        conn.exec_driver_sql(f"PRAGMA cache_size = -{int(cache_kib)}")
-    conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'DEFERRED')}")
-
-
-def make_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", poolclass=_null_pool())
-    event.listen(engine, "connect", _on_connect)
-    event.listen(engine, "begin", _on_begin)
-    return engine
-
-
-def _null_pool() -> Any:
-    from sqlalchemy.pool import NullPool
-
-    # One short-lived CLI process: no pooled connection may outlive close(), so the -wal/-shm files
-    # are checkpointed and released when the vault is closed.
-    return NullPool
-
-
 def insert_many(s: Session, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """INSERT ``rows`` (tuples in ``columns`` order) into ``table`` with one executemany.
 
@@ -166,61 +164,43 @@ def insert_many(s: Session, table: Any, columns: Sequence[str], rows: Sequence[S
     conn.exec_driver_sql(compiled.string, params)
 
 
-def wrap_db_error(exc: BaseException, doing: str) -> VaultError:
-    """Turn a SQLAlchemy/SQLite error into a VaultError a technician understands."""
-    orig = getattr(exc, "orig", exc)
-    text = str(orig).lower()
-    if "locked" in text or "busy" in text:
-        return Busy(
-            f"the vault is busy: another handover process held it too long while {doing}",
-            "try again; raise HANDOVER_BUSY_TIMEOUT (seconds) if this repeats",
-        )
-    if "disk is full" in text or "database or disk is full" in text:
-        return StorageError(f"the disk is full while {doing}; nothing was changed")
-    if "readonly" in text or "read-only" in text:
-        return StorageError(f"the vault file is read-only while {doing}; nothing was changed")
-    if "not a database" in text or "malformed" in text or "file is not" in text or "could not decode" in text:
-        return IntegrityError(f"the vault file is corrupt or not a vault ({doing})")
-    if "no such table" in text:
-        return IntegrityError(f"the vault file is missing tables ({doing}); it is not a handover vault")
-    if "unable to open" in text:
-        return StorageError(
-            f"cannot open the vault's files while {doing} (is its folder read-only or gone?); nothing was changed"
-        )
-    if "i/o" in text or "disk i/o" in text:
-        return StorageError(f"an I/O error occurred while {doing}; nothing was changed")
-    # Constraint text names tables/columns only, never values (values are bound parameters).
-    return StorageError(f"the database refused the operation while {doing}: {orig.__class__.__name__}")
-
-
 class Store:
-    """Owns the engine and hands out read and write (BEGIN IMMEDIATE) sessions."""
+    """Owns one engine and hands out read and write sessions; an engine's module fills in the rest.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.engine = make_engine(path)
-        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        # A bulk write (an import of thousands of entries) inserts into the search-token indexes at
-        # thousands of places per statement: with SQLite's default 2 MiB page cache the same pages
-        # are evicted and re-read over and over. The larger cache lives only as long as the
-        # transaction's connection (NullPool), so reads such as an export stay small.
-        self._bulk_writer = self.engine.execution_options(
-            sqlite_begin="IMMEDIATE", sqlite_cache_kib=BULK_CACHE_KIB
-        )
+    Subclasses set ``engine`` (reads), ``_writer`` (writes: serialised with every other writer) and
+    ``_bulk_writer`` (writes of thousands of rows), and implement :meth:`wrap_error`.
+    """
+
+    kind: ClassVar[str]
+    engine: Engine
+    _writer: Engine
+    _bulk_writer: Engine
+    #: A vault file's path; None for a database on a server.
+    path: Path | None = None
+    #: What names the vault in messages, session files and the recorded head: a resolved file path,
+    #: or a database URL without its password.
+    location: str
+    #: The errors a database call can raise: SQLAlchemy's and the driver's own.
+    db_errors: ClassVar[tuple[type[BaseException], ...]] = (SQLAlchemyError,)
+
+    def wrap_error(self, exc: BaseException, doing: str) -> VaultError:
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         try:
             with Session(self.engine, expire_on_commit=False) as s, s.begin():
                 yield s
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise wrap_db_error(exc, "reading") from None
+        except self.db_errors as exc:
+            raise self.wrap_error(exc, "reading") from None
 
     @contextlib.contextmanager
     def write(self, doing: str = "writing", bulk: bool = False) -> Iterator[Session]:
         """A write transaction: commits when the block ends, rolls back on any exception.
 
-        ``bulk`` gives the transaction a larger page cache (imports of thousands of records).
+        No other writer runs until it ends (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the audit head
+        row ``SELECT … FOR UPDATE``). ``bulk`` gives the transaction a larger page cache on SQLite
+        (imports of thousands of records).
         Callables in ``s.info["before_commit"]`` run (with the session) just before the commit,
         inside the transaction; those in ``s.info["after_commit"]`` run once it has committed
         (vault/integrity/commitment.py finishes the state commitment and records the head outside the file).
@@ -233,73 +213,84 @@ class Store:
                         hook(s)
                 for done in s.info.pop("after_commit", ()):
                     done()
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise wrap_db_error(exc, doing) from None
+        except self.db_errors as exc:
+            raise self.wrap_error(exc, doing) from None
+
+    def upgrade_connection(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection for Alembic whose transaction holds the write lock (see :func:`upgrade`)."""
+        return self._writer.connect()
+
+    def upgrade_older(self) -> None:
+        """Bring an older schema to :data:`SCHEMA_HEAD` (the engine says what it keeps of the old one)."""
+        raise NotImplementedError
+
+    def upgrade_copies(self) -> list[Path]:
+        """The copies of the whole vault an upgrade left behind (files next to a vault file)."""
+        return []
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the live vault into the new 0600 vault file ``dest``."""
+        raise NotImplementedError
+
+    def purge(self) -> bool:
+        """After a forget: remove what the engine keeps of deleted rows. True when nothing is left
+        that this program can reach (:meth:`retains` says what it cannot)."""
+        raise NotImplementedError
+
+    def retains(self) -> list[str]:
+        """What the storage may still hold of deleted rows, beyond this program's reach."""
+        return []
 
     def checkpoint(self) -> None:
-        """Fold the WAL into the main file and truncate it to zero bytes.
-
-        Checkpoints and VACUUM cannot run inside a transaction, and every SQLAlchemy connection here
-        opens one (the "begin" event), so this drives the driver connection directly.
-        """
-        try:
-            with self.engine.connect() as conn:
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise wrap_db_error(exc, "checkpointing the vault") from None
+        """Make every committed write durable in the vault's main storage (a no-op on a server)."""
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def check_file(path: Path) -> None:
-    """Fail early and clearly when ``path`` is missing or is not an SQLite file at all."""
-    if not path.exists():
-        raise NotFound(f"no vault at {path}", "create one with: handover init")
-    if path.is_dir():
-        raise NotFound(f"{path} is a directory, not a vault file")
-    if not path.is_file():
-        # A FIFO or device would block or stream forever on the read below.
-        raise IntegrityError(f"{path} is not a regular file, so it is not a handover vault")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
-    if head != SQLITE_MAGIC:
-        raise IntegrityError(f"{path} is not a handover vault (not an SQLite database, or corrupt)")
-    # Even reading writes: the audit log of reveals, and SQLite's -wal/-shm files beside the vault.
-    # access() also sees a read-only mount, which file modes do not show (root ignores them).
-    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
-        raise StorageError(
-            f"the vault {path} is read-only (the file, its folder or the file system); handover needs "
-            "to write there even to read, so nothing was done",
-            "copy the vault to a writable folder, or remount it read-write",
-        )
+def page_cache(s: Session, kib: int) -> None:
+    """Set the page cache of the session's connection to ``kib`` KiB (SQLite; a server has its own)."""
+    conn = s.connection()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA cache_size = -{int(kib)}")
+
+
+def driver_sql(conn: Connection, sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, in the paramstyle of ``conn``'s driver.
+
+    For the few hot queries that skip SQLAlchemy's statement building (the search index, the state
+    commitment): SQLite's driver takes ``?``, psycopg takes ``%s``.
+    """
+    style = conn.dialect.paramstyle
+    return sql if style == "qmark" else _format_style(sql)
+
+
+@lru_cache(maxsize=256)
+def _format_style(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 def schema_revision(store: Store) -> str | None:
     """The vault's Alembic revision, by one cheap query (no Alembic import)."""
     try:
         with store.engine.connect() as conn:
+            exists = conn.dialect.has_table(conn, "alembic_version")
+            if not exists:
+                return None
             row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
-    except DBAPIError as exc:
-        if "no such table" in str(exc.orig):
-            return None
-        raise wrap_db_error(exc, "reading the schema version") from None
+    except store.db_errors as exc:
+        raise store.wrap_error(exc, "reading the schema version") from None
     return str(row[0]) if row else None
 
 
 def ensure_schema(store: Store) -> None:
     """Upgrade an older vault (after a backup), refuse a newer one, pass a current one."""
     if check_schema(store):
-        upgrade_older(store)
+        store.upgrade_older()
 
 
 def check_schema(store: Store) -> bool:
-    """Refuse a newer or unknown schema; True when an older one awaits :func:`upgrade_older`.
+    """Refuse a newer or unknown schema; True when an older one awaits :meth:`Store.upgrade_older`.
 
     Opening checks first and upgrades only once the vault is unlocked (core.open_vault), so that
     a wrong passphrase leaves an older vault byte for byte as it was.
@@ -308,7 +299,7 @@ def check_schema(store: Store) -> bool:
     if rev == SCHEMA_HEAD:
         return False
     if rev is None:
-        raise IntegrityError(f"{store.path} is not a handover vault (no schema version)")
+        raise IntegrityError(f"{store.location} is not a handover vault (no schema version)")
     if rev not in KNOWN_REVISIONS:
         raise MigrationRequired(
             f"this vault was written by a newer handover (schema {rev}); this program knows up to "
@@ -318,30 +309,6 @@ def check_schema(store: Store) -> bool:
     return True
 
 
-def upgrade_older(store: Store) -> None:
-    """Back an older vault up next to it (SQLite online backup, 0600), then upgrade it in place.
-
-    Several processes may open an older vault at once: each checks the revision again before it
-    backs up, takes a backup name no other has taken, and upgrades under the write lock (see
-    :func:`upgrade`), where the second finds the work done.
-    """
-    from ..errors import AlreadyExists
-
-    if schema_revision(store) == SCHEMA_HEAD:
-        return
-    for n in range(1000):
-        name = f"{store.path.name}.pre-{SCHEMA_HEAD}{f'.{n}' if n else ''}.bak"
-        backup_to = store.path.with_name(name)
-        if backup_to.exists():
-            continue
-        try:
-            online_backup(store.path, backup_to)
-            break
-        except AlreadyExists:
-            continue  # another process opening the vault took this name meanwhile
-    upgrade(store)
-
-
 def upgrade(store: Store, revision: str = "head") -> None:
     """Run Alembic's upgrade on the vault (imported here only: it is slow to import)."""
     from alembic import command
@@ -349,47 +316,13 @@ def upgrade(store: Store, revision: str = "head") -> None:
     from ..migrations import alembic_config
 
     try:
-        with store._writer.connect() as conn:
-            # BEGIN IMMEDIATE first: Alembic then reads the revision under the write lock, so two
-            # processes opening an older vault at once upgrade it one after the other (the second
-            # finds it done) instead of racing, and the whole upgrade commits or rolls back as one.
+        with store.upgrade_connection() as conn:
+            # The write lock first: Alembic then reads the revision under it, so two processes
+            # opening an older vault at once upgrade it one after the other (the second finds it
+            # done) instead of racing, and the whole upgrade commits or rolls back as one.
             conn.begin()
             cfg = alembic_config(conn)
             command.upgrade(cfg, revision)
             conn.commit()
-    except (SQLAlchemyError, sqlite3.Error) as exc:
+    except store.db_errors as exc:
         raise MigrationRequired(f"upgrading the vault schema failed: {exc.__class__.__name__}") from None
-
-
-def online_backup(src: Path, dest: Path) -> None:
-    """Copy a live vault with SQLite's online backup API into a new 0600 file."""
-    if dest.exists():
-        from ..errors import AlreadyExists
-
-        raise AlreadyExists(f"{dest} already exists; choose another backup file name")
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        create_private_file(tmp)
-        source = sqlite3.connect(str(src), timeout=busy_seconds())
-        target = sqlite3.connect(str(tmp))
-        try:
-            source.backup(target)
-            # The backup is a standalone file: fold its journal into it before it is renamed.
-            target.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            target.close()
-            source.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except (sqlite3.Error, OSError) as exc:
-        _unlink_quietly(tmp)
-        raise wrap_db_error(exc, f"backing up to {dest}") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

@@ -19,9 +19,11 @@ from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IntegrityError
+from .engine import driver_sql
 from .models import Meta
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
     from .records import Rec
@@ -133,6 +135,16 @@ def _split(ids: bytes) -> list[bytes]:
     return [ids[i : i + ID_BYTES] for i in range(0, len(ids), ID_BYTES)]
 
 
+def _q(conn: Connection, sql: str, params: Any) -> Any:
+    """Run ``sql`` (``?`` placeholders) straight on the driver, in its paramstyle."""
+    return conn.exec_driver_sql(driver_sql(conn, sql), params)
+
+
+def _holding(conn: Connection) -> str:
+    """The condition "the block holds the bytes of the bound id" in the engine's SQL."""
+    return "instr(ids, ?) > 0" if conn.dialect.name == "sqlite" else "position(? in ids) > 0"
+
+
 def _in_list(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -142,7 +154,11 @@ _SEEK = (
     "SELECT low, ids FROM search_postings WHERE client_id = ? AND token = ? AND low <= ? "
     "ORDER BY low DESC LIMIT 1"
 )
-_PUT = "INSERT OR REPLACE INTO search_postings (client_id, token, low, ids) VALUES (?, ?, ?, ?)"
+# An upsert both engines take (SQLite 3.24+, PostgreSQL 9.5+): a block's ids replace the old ones.
+_PUT = (
+    "INSERT INTO search_postings (client_id, token, low, ids) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (client_id, token, low) DO UPDATE SET ids = excluded.ids"
+)
 _DROP = "DELETE FROM search_postings WHERE client_id = ? AND token = ? AND low = ?"
 
 
@@ -170,10 +186,10 @@ class _Writes:
     def send(self, s: Session) -> None:
         conn = s.connection()
         if self.drop:
-            conn.exec_driver_sql(_DROP, sorted(self.drop))
+            _q(conn, _DROP, sorted(self.drop))
         self.put.sort()
         for start in range(0, len(self.put), INSERT_CHUNK):
-            conn.exec_driver_sql(_PUT, self.put[start : start + INSERT_CHUNK])
+            _q(conn, _PUT, self.put[start : start + INSERT_CHUNK])
 
 
 def _lows(s: Session, client: ClientRef, tokens: list[bytes]) -> dict[bytes, list[bytes]]:
@@ -182,7 +198,8 @@ def _lows(s: Session, client: ClientRef, tokens: list[bytes]) -> dict[bytes, lis
     conn = s.connection()
     for start in range(0, len(tokens), LOOKUP_CHUNK):
         chunk = tokens[start : start + LOOKUP_CHUNK]
-        rows = conn.exec_driver_sql(
+        rows = _q(
+            conn,
             "SELECT token, low FROM search_postings "  # noqa: S608 (the f-string adds only "?, ?, ...")
             f"WHERE client_id = ? AND token IN ({_in_list(len(chunk))}) ORDER BY token, low",
             (client.id, *chunk),
@@ -210,7 +227,7 @@ def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> N
     if sum(len(ids) for ids in postings.values()) <= FEW:
         for t in tokens:
             for rid in postings[t]:
-                row = conn.exec_driver_sql(_SEEK, (client.id, t, rid)).first()
+                row = _q(conn, _SEEK, (client.id, t, rid)).first()
                 key = (t, bytes(row[0]) if row else b"")
                 if row:
                     held[key] = bytes(row[1])
@@ -227,7 +244,8 @@ def _add(s: Session, client: ClientRef, postings: dict[bytes, list[bytes]]) -> N
                 groups.setdefault((t, keys[at - 1] if at else b""), set()).add(rid)
         for key in groups:
             if key[1] in lows.get(key[0], ()):
-                row = conn.exec_driver_sql(
+                row = _q(
+                    conn,
                     "SELECT ids FROM search_postings WHERE client_id = ? AND token = ? AND low = ?",
                     (client.id, *key),
                 ).first()
@@ -251,14 +269,15 @@ def _remove(s: Session, client: ClientRef, record_id: str, tokens: set[bytes] | 
     if tokens is None:
         rows += (
             tuple(row)
-            for row in conn.exec_driver_sql(
-                "SELECT token, low, ids FROM search_postings WHERE client_id = ? AND instr(ids, ?) > 0",
+            for row in _q(
+                conn,
+                f"SELECT token, low, ids FROM search_postings WHERE client_id = ? AND {_holding(conn)}",  # noqa: S608
                 (client.id, needle),
             )
         )
     else:
         for t in sorted(tokens):
-            row = conn.exec_driver_sql(_SEEK, (client.id, t, needle)).first()
+            row = _q(conn, _SEEK, (client.id, t, needle)).first()
             if row:
                 rows.append((t, *row))
     out = _Writes(client.id)
@@ -330,8 +349,8 @@ def candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
     conn = s.connection()
     tokens = [_token(client, w[:MAX_PREFIX]) for w in words]
     sizes = {
-        t: conn.exec_driver_sql(
-            "SELECT count(*) FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
+        t: _q(
+            conn, "SELECT count(*) FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
         ).scalar_one()
         for t in tokens
     }
@@ -339,7 +358,8 @@ def candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
     if not sizes[tokens[0]]:
         return []
     found: list[bytes] = []
-    for blob in conn.exec_driver_sql(
+    for blob in _q(
+        conn,
         "SELECT ids FROM search_postings WHERE client_id = ? AND token = ? ORDER BY low",
         (client.id, tokens[0]),
     ).scalars():
@@ -348,14 +368,14 @@ def candidates(s: Session, client: ClientRef, words: list[str]) -> list[bytes]:
         if len(found) <= PROBE:
             kept = []
             for rid in found:
-                row = conn.exec_driver_sql(_SEEK, (client.id, t, rid)).first()
+                row = _q(conn, _SEEK, (client.id, t, rid)).first()
                 if row is not None and rid in _split(bytes(row[1])):
                     kept.append(rid)
             found = kept
         else:
             ids: set[bytes] = set()
-            for blob in conn.exec_driver_sql(
-                "SELECT ids FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
+            for blob in _q(
+                conn, "SELECT ids FROM search_postings WHERE client_id = ? AND token = ?", (client.id, t)
             ).scalars():
                 ids.update(_split(bytes(blob)))
             found = [rid for rid in found if rid in ids]

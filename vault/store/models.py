@@ -25,6 +25,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# The meta row that holds the audit log's head (vault/integrity/audit.py). On PostgreSQL every
+# write locks it first (``SELECT … FOR UPDATE``): the row that serialises the chain's appends.
+AUDIT_HEAD_KEY = "audit_head"
+
+
 class Meta(Base):
     """Vault-wide facts: vault id, format, signing key (public in clear, private wrapped)."""
 

@@ -33,7 +33,9 @@ class ClientScope(Protocol):
 class StateGuard(Protocol):
     """The integrity hooks every record write and read goes through."""
 
-    def note(self, s: Session, cid: str, rid: str, kind: str, version: int, envelope: bytes, sign: int) -> None:
+    def note(
+        self, s: Session, cid: str, rid: str, kind: str, version: int, envelope: bytes, sign: int
+    ) -> None:
         """Count an envelope in (``sign`` +1) or out (-1) of the client's commitment."""
 
     def check_client(self, s: Session, cid: str) -> None:
