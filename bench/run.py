@@ -343,7 +343,9 @@ def bench_audit(cfg: Config) -> None:
             "runs_s": times[key],
         }
 
-    ours = series("handover_vault.integrity.audit.verify()", "v.audit.verify()  # in process, vault open", "verify")
+    ours = series(
+        "handover_vault.integrity.audit.verify()", "v.audit.verify()  # in process, vault open", "verify"
+    )
     peers = (
         series(
             "raw HMAC, stdlib hmac.digest",

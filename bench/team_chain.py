@@ -39,8 +39,18 @@ def build(n: int) -> tuple[list[Entry], dict[str, bytes], list[tuple[str, bytes,
     prev = chain.genesis(TEAM)
     for i in range(1, n + 1):
         who = f"m{i % MEMBERS}"
-        e = Entry(i, "2026-12-02T10:00:00Z", who, "cred.reveal", "client-id-0000", f"record-{i:08d}",
-                  "client", os.urandom(80), os.urandom(32), prev)
+        e = Entry(
+            i,
+            "2026-12-02T10:00:00Z",
+            who,
+            "cred.reveal",
+            "client-id-0000",
+            f"record-{i:08d}",
+            "client",
+            os.urandom(80),
+            os.urandom(32),
+            prev,
+        )
         e = chain.sign_entry(keys[who], TEAM, e)
         prev = chain.entry_hash(TEAM, e)
         entries.append(e)

@@ -36,6 +36,7 @@ def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "HANDOVER_PASSPHRASE_FILE",
         "HANDOVER_PASSPHRASE_COMMAND",
         "HANDOVER_VAULT",
+        "HANDOVER_DB_URL",
         "HANDOVER_NEW_PASSPHRASE",
         "HANDOVER_RECOVERY_CODE",
         "HANDOVER_BUNDLE_PASSPHRASE",
@@ -49,12 +50,39 @@ def vault_path(tmp_path: Path) -> Path:
     return tmp_path / "vault.db"
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``engines`` run once per engine (DESIGN §12) when they use a vault through the
+    library or the command line only. A test that asks for ``vault_path`` itself reaches into the
+    SQLite file (raw SQL, bytes on disk): it runs on SQLite alone, as does one marked
+    ``sqlite_only`` (pragmas, SQLite's own locks)."""
+    marked = metafunc.definition.get_closest_marker("engines")
+    if "vault_target" not in metafunc.fixturenames or not marked:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        return
+    if "vault_path" in metafunc.definition._fixtureinfo.argnames:
+        return
+    metafunc.parametrize("vault_target", ENGINES, indirect=True)
+
+
 @pytest.fixture
-def new_vault(vault_path: Path) -> Iterator[tuple]:
+def vault_target(request: pytest.FixtureRequest, vault_path: Path) -> Path | str:
+    """Where the test's vault lives: the SQLite file ``vault_path``, or (in the ``postgresql`` run
+    of a test marked ``engines``) a fresh database on the session's throwaway server."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return vault_path
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def new_vault(vault_target: Path | str) -> Iterator[tuple]:
     """(Vault, recovery code) for a fresh vault at the floor KDF cost."""
     from handover_vault import init_vault
 
-    v, code = init_vault(vault_path, PASSPHRASE)
+    v, code = init_vault(vault_target, PASSPHRASE)
     try:
         yield v, code
     finally:
@@ -128,14 +156,17 @@ def need(tool: str) -> str:
     unavailable(f"{tool} is not installed on this machine", ".ci/run must install it")
 
 
-def cli_env(vault: Path | None, passphrase: str | None, env: dict[str, str] | None) -> dict[str, str]:
+def cli_env(vault: Path | str | None, passphrase: str | None, env: dict[str, str] | None) -> dict[str, str]:
     """The environment a test gives a command: this process's, minus any HANDOVER_ variable,
-    plus the fast KDF, the test's runtime dir, the vault, the passphrase and ``env``."""
+    plus the fast KDF, the test's runtime dir, the vault (a file, or a database URL as
+    HANDOVER_DB_URL), the passphrase and ``env``."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOVER_")}
     full_env["HANDOVER_KDF"] = os.environ.get("HANDOVER_KDF", "minimum")
     full_env["HANDOVER_RUNTIME_DIR"] = os.environ["HANDOVER_RUNTIME_DIR"]
     full_env["XDG_STATE_HOME"] = os.environ["XDG_STATE_HOME"]
-    if vault is not None:
+    if isinstance(vault, str) and "://" in vault:
+        full_env["HANDOVER_DB_URL"] = vault
+    elif vault is not None:
         full_env["HANDOVER_VAULT"] = str(vault)
     if passphrase is not None:
         full_env["HANDOVER_PASSPHRASE"] = passphrase
@@ -151,7 +182,7 @@ def handover_cmd() -> list[str]:
 
 def run(
     args: list[str],
-    vault: Path | None = None,
+    vault: Path | str | None = None,
     input: str | bytes | None = None,
     env: dict[str, str] | None = None,
     passphrase: str | None = PASSPHRASE,

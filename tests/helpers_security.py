@@ -29,8 +29,11 @@ RECOVERY_RE = re.compile(r"\b[0-9A-Z]{4}(?:-[0-9A-Z]{4}){6}\b")
 SESSION_RE = re.compile(r"^export HANDOVER_SESSION=(hvs1\.\S+)$", re.MULTILINE)
 
 
-def sql(path: Path, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on the vault file with plain sqlite3 (no library, no keys)."""
+def sql(path: Path | str, statement: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement (``?`` placeholders) on the vault with the bare driver (no library, no keys):
+    sqlite3 on a vault file, psycopg on a database URL (``Vault.location``), as its owner would."""
+    if isinstance(path, str) and "://" in path:
+        return _pg_sql(path, statement, tuple(params))
     con = sqlite3.connect(path)
     try:
         rows = con.execute(statement, tuple(params)).fetchall()
@@ -40,7 +43,18 @@ def sql(path: Path, statement: str, params: Iterable[Any] = ()) -> list[tuple[An
         con.close()
 
 
-def one(path: Path, statement: str, params: Iterable[Any] = ()) -> Any:
+def _pg_sql(url: str, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo) as con:
+        cur = con.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+        rows = cur.fetchall() if cur.description else []
+        con.commit()
+    return [tuple(r) for r in rows]
+
+
+def one(path: Path | str, statement: str, params: Iterable[Any] = ()) -> Any:
     rows = sql(path, statement, params)
     assert len(rows) == 1, rows
     return rows[0][0]
@@ -53,7 +67,9 @@ def flip(blob: bytes, index: int) -> bytes:
     return bytes(data)
 
 
-def flip_column(path: Path, table: str, column: str, where: str, params: Iterable[Any], index: int) -> None:
+def flip_column(
+    path: Path | str, table: str, column: str, where: str, params: Iterable[Any], index: int
+) -> None:
     """Flip one bit of a stored blob in place, as a bad sector or an attacker would."""
     params = tuple(params)
     blob = one(path, f"SELECT {column} FROM {table} WHERE {where}", params)
@@ -170,7 +186,7 @@ def _preload() -> Any:
 
 def fork_run(
     args: list[str],
-    vault: Path | None = None,
+    vault: Path | str | None = None,
     input: str | bytes | None = None,
     env: dict[str, str] | None = None,
     passphrase: str | None = PASSPHRASE,

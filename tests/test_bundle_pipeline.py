@@ -27,6 +27,8 @@ from handover_vault.errors import AuthenticationFailed, IntegrityError, StorageE
 from handover_vault.keys import crypto
 from tests.helpers_adversarial import fill, tmpfs
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 DAY = date(2026, 11, 26)
 TOP = "acme-handover-2026-11-26"
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import need, run
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 SECRETS = {
     "Firewall admin": "Fw-s3cret-0001",
     "Registrar": "Reg-s3cret-0002",
@@ -36,7 +38,7 @@ def _age_keygen(tmp: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def ready(acme, vault_path: Path, tmp_path: Path):
+def ready(acme, vault_target: Path | str, tmp_path: Path):
     """A client with no blocking gap, sealed to a key made by the standard age-keygen."""
     v = acme
     for label, cat in (
@@ -65,7 +67,7 @@ def ready(acme, vault_path: Path, tmp_path: Path):
 
     set_successor(v, "acme", "Next IT", [public])
     v.close()
-    return vault_path, key
+    return vault_target, key
 
 
 def _export(vault: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,8 @@ from handover_vault.creds import GEN_ALPHABET
 from tests.conftest import run
 from tests.helpers_security import fork_run, mode, rfc6238
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 SECRET = "Fw-s3cret-0001"  # the acme fixture's firewall secret
 SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 OTPAUTH = f"otpauth://totp/ACME:admin?secret={SEED}&issuer=ACME"
@@ -207,6 +209,7 @@ def test_doc_edit_title_only_keeps_the_body(acme, vault_path: Path) -> None:
 
 EDITOR = """\
 import json, os, stat, sys
+
 path = sys.argv[1]
 st = os.stat(path)
 json.dump({"path": path, "mode": stat.S_IMODE(st.st_mode), "initial": open(path).read(),

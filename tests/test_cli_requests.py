@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import PASSPHRASE, run
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 SECRET = "Fw-s3cret-0001"
 TOTP = "otpauth://totp/acme:wifi?secret=JBSWY3DPEHPK3PXPJBSWY3DP"
 GRANT = [
@@ -35,7 +37,7 @@ GRANT = [
 
 
 @pytest.fixture
-def ended(acme, vault_path: Path) -> Path:
+def ended(acme, vault_target: Path | str) -> Path | str:
     """acme with an ended agreement, an unauthorised contact, a second credential; vault closed."""
     acme.contacts.add("acme", name="Bob Intern", email="bob@acme.example")
     acme.creds.add("acme", label="Wi-Fi", secret="wifi-s3cret", totp=TOTP)
@@ -50,7 +52,7 @@ def ended(acme, vault_path: Path) -> Path:
         }
         acme.clients.save(s, client, {**client.data, "agreement": a})
     acme.close()
-    return vault_path
+    return vault_target
 
 
 def out(done: Any) -> str:
@@ -72,8 +74,8 @@ def hv(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> C
 
     from handover_vault.cli.main import main
 
-    def call(args: list[str], vault: Path) -> Done:
-        monkeypatch.setenv("HANDOVER_VAULT", str(vault))
+    def call(args: list[str], vault: Path | str) -> Done:
+        monkeypatch.setenv("HANDOVER_DB_URL" if "://" in str(vault) else "HANDOVER_VAULT", str(vault))
         monkeypatch.setenv("HANDOVER_PASSPHRASE", PASSPHRASE)
         capsys.readouterr()
         umask = os.umask(0o077)
@@ -256,6 +258,7 @@ def test_every_reveal_and_disclosure_is_in_the_log(ended: Path, hv) -> None:
     assert hv(["audit", "verify"], ended).returncode == 0
 
 
+@pytest.mark.sqlite_only  # an SQLite trigger makes the audit table refuse
 def test_nothing_is_disclosed_when_the_audit_entry_cannot_be_written(ended: Path, hv) -> None:
     con = sqlite3.connect(ended)
     con.execute("CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'no'); END")
@@ -321,7 +324,8 @@ def _interactive(ended: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, a
     monkeypatch.setattr(cli_requests, "_stdin_tty", lambda: True)
     pw = tmp_path / "pw"
     pw.write_text(PASSPHRASE)
-    env = {"HANDOVER_PASSPHRASE_FILE": str(pw), "HANDOVER_VAULT": str(ended)}
+    where = "HANDOVER_DB_URL" if "://" in str(ended) else "HANDOVER_VAULT"
+    env = {"HANDOVER_PASSPHRASE_FILE": str(pw), where: str(ended)}
     return CliRunner().invoke(cli, ["request", "log", "acme"], input="\n".join(answers) + "\n", env=env)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from handover_vault import agreement as ag
 from handover_vault import forget as fg
-from handover_vault.store.engine import SCHEMA_HEAD, online_backup
+from handover_vault.store.engine import SCHEMA_HEAD
+from handover_vault.store.sqlite import online_backup
 from tests.conftest import run
 from tests.test_forget import client_blobs, found
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import PASSPHRASE, run
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 SECRET = "Fw-s3cret-0001"
 
 
@@ -45,9 +47,9 @@ def grant(vault: Path, receipt: Path, requester: str = "Jane Doe", item: str = "
 
 
 @pytest.fixture
-def vault(acme, vault_path: Path) -> Path:
+def vault(acme, vault_target: Path | str) -> Path | str:
     acme.close()
-    return vault_path
+    return vault_target
 
 
 def facts(receipt: Path) -> dict:
@@ -123,6 +125,7 @@ def test_a_flipped_byte_or_another_signer_is_refused(vault: Path, tmp_path: Path
         assert f"signed by {stranger.fingerprint}, not by this vault" in as_cp.stderr
 
 
+@pytest.mark.sqlite_only  # a copy of the file is put back
 def test_a_receipt_as_checkpoint_catches_a_file_restored_from_before_it(vault: Path, tmp_path: Path) -> None:
     older = tmp_path / "older.db"
     shutil.copyfile(vault, older)  # closed vault: the WAL is folded in

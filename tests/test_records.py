@@ -19,6 +19,8 @@ from handover_vault.errors import IntegrityError, NotFound
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import flip, flip_column, fork_run, one, sql, swap_column
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 RECORD_HINT = "hint: every other record is unaffected; restore this one from a backup\n"
 CLIENT_KEY_HINT = "hint: the other clients are unaffected; restore this client from a backup\n"
 
@@ -445,7 +447,7 @@ def test_delete_removes_history_and_chunks(acme, tmp_path: Path) -> None:
     att = acme.attachments.add_file("acme", _write(tmp_path / "a.bin", b"x" * 1000))
     acme.docs.rm("acme", "Network overview")
     acme.attachments.rm("acme", att.id)
-    path = acme.path
+    path = acme.location
     assert one(path, "SELECT count(*) FROM record_versions") == 0
     assert one(path, "SELECT count(*) FROM chunks") == 0
     with pytest.raises(NotFound):
@@ -458,12 +460,12 @@ def test_attachment_streams_round_trip(acme) -> None:
         rec = acme.attachments.add_stream(s, acme.clients.get("acme", s), "blob.bin", io.BytesIO(data))
     assert rec.data["chunks"] == 4 and rec.data["size"] == len(data)
     assert _attachment_bytes(acme, "acme", rec.id) == data
-    assert one(acme.path, "SELECT count(*) FROM chunks WHERE record_id = ?", (rec.id,)) == 4
+    assert one(acme.location, "SELECT count(*) FROM chunks WHERE record_id = ?", (rec.id,)) == 4
     # Each chunk is one envelope: version + nonce + block + tag.
     sizes = [
         r[0]
         for r in sql(
-            acme.path, "SELECT length(envelope) FROM chunks WHERE record_id = ? ORDER BY seq", (rec.id,)
+            acme.location, "SELECT length(envelope) FROM chunks WHERE record_id = ? ORDER BY seq", (rec.id,)
         )
     ]
     assert sizes == [256 * 1024 + 29] * 3 + [17 + 29]

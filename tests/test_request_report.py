@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import PASSPHRASE, run
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 
 def log(vault: Path, requester: str, decision: str = "denied") -> None:
     done = run(
@@ -36,9 +38,9 @@ def log(vault: Path, requester: str, decision: str = "denied") -> None:
 
 
 @pytest.fixture
-def vault(acme, vault_path: Path) -> Path:
+def vault(acme, vault_target: Path | str) -> Path | str:
     acme.close()
-    return vault_path
+    return vault_target
 
 
 def sql(path: Path, *statements: str) -> None:
@@ -61,6 +63,7 @@ def test_a_clean_report_says_both_sources_agree(vault: Path) -> None:
     assert "WARNING" not in done.stdout
 
 
+@pytest.mark.sqlite_only  # edits the file with sqlite3
 def test_deleted_request_records_are_shown_from_the_log_and_exit_4(vault: Path, tmp_path: Path) -> None:
     log(vault, "Jane Doe")
     log(vault, "Mallory Caller")
@@ -83,6 +86,7 @@ def test_deleted_request_records_are_shown_from_the_log_and_exit_4(vault: Path, 
     assert "DISAGREE" in out.read_text() and "DISAGREE" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.sqlite_only  # edits the file with sqlite3
 def test_records_whose_entries_were_cut_away_with_an_older_head_exit_4(vault: Path, tmp_path: Path) -> None:
     """The other way round: the audit table and its head record put back from an older copy of the
     file (the log then verifies on its own), the request records kept."""

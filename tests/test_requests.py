@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import PASSPHRASE
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 SECRET = "Fw-s3cret-0001"
 VERIFIED = "called back on the number on file"
 

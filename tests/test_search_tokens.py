@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from handover_vault.errors import IntegrityError
 from handover_vault.store import index as search
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 
 def _rows(path: Path) -> list[tuple[str, bytes, bytes, bytes]]:
     con = sqlite3.connect(path)

@@ -17,6 +17,8 @@ from handover_vault.store import sqlite as sqlite_store
 from tests.conftest import PASSPHRASE, run
 from tests.helpers_security import digests, fork_run, mode, one, sql
 
+pytestmark = pytest.mark.engines  # every test that does not reach into the SQLite file
+
 GOLDEN = Path(__file__).parent / "golden" / "vault-0001.db"
 GOLDEN_PASSPHRASE = "golden vault passphrase"
 NOT_SQLITE = "Error: {path} is not a handover vault (not an SQLite database, or corrupt)\n"
@@ -29,6 +31,7 @@ def _pragmas(conn) -> dict[str, object]:
     }
 
 
+@pytest.mark.sqlite_only
 def test_every_connection_has_the_pragmas(v) -> None:
     expected = {
         "journal_mode": "wal",
@@ -44,6 +47,7 @@ def test_every_connection_has_the_pragmas(v) -> None:
     assert v.path.read_bytes()[18:20] == b"\x02\x02"  # WAL mode is recorded in the file header
 
 
+@pytest.mark.sqlite_only
 def test_busy_timeout_follows_the_environment(v, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HANDOVER_BUSY_TIMEOUT", "2.5")
     st = sqlite_store.SqliteStore(v.path)
@@ -57,6 +61,7 @@ def test_busy_timeout_follows_the_environment(v, monkeypatch: pytest.MonkeyPatch
         assert store.busy_seconds() == seconds
 
 
+@pytest.mark.sqlite_only
 def test_write_transactions_take_the_write_lock_at_begin(v) -> None:
     """BEGIN IMMEDIATE: a writer holds the lock from its first statement, even a read."""
     other = sqlite3.connect(v.path, timeout=0, isolation_level=None)
@@ -96,12 +101,12 @@ def test_a_writer_that_waits_too_long_is_told_the_vault_is_busy(acme, vault_path
 
 
 def test_a_failed_write_rolls_back_everything(acme) -> None:
-    before = one(acme.path, "SELECT count(*) FROM records")
+    before = one(acme.location, "SELECT count(*) FROM records")
     with pytest.raises(RuntimeError), acme.write("half a write") as s:
         client = acme.clients.get("acme", s)
         acme.records.add(s, client, "doc", {"title": "half"}, "half")
         raise RuntimeError("crash in the middle")
-    assert one(acme.path, "SELECT count(*) FROM records") == before
+    assert one(acme.location, "SELECT count(*) FROM records") == before
 
 
 def test_foreign_keys_cascade_from_a_client(acme, tmp_path: Path) -> None:
@@ -112,14 +117,15 @@ def test_foreign_keys_cascade_from_a_client(acme, tmp_path: Path) -> None:
     with acme.write("removing a client") as s:
         s.execute(text("DELETE FROM clients"))
     for table in ("records", "record_versions", "chunks"):
-        assert one(acme.path, f"SELECT count(*) FROM {table}") == 0, table
+        assert one(acme.location, f"SELECT count(*) FROM {table}") == 0, table
     refused = pytest.raises(StorageError, match="refused the operation while orphan: IntegrityError")
     with refused, acme.write("orphan") as s:
         s.execute(
             text(
                 "INSERT INTO records (id, client_id, kind, version, created_at, updated_at, envelope) "
-                "VALUES ('r', 'no-such-client', 'doc', 1, '', '', x'00')"
-            )
+                "VALUES ('r', 'no-such-client', 'doc', 1, '', '', :envelope)"
+            ),
+            {"envelope": b"\x00"},
         )
 
 

@@ -2,6 +2,7 @@
 
 The same models and Alembic migrations as the SQLite file. What differs is kept here:
 
+- Reads run under REPEATABLE READ: one snapshot per read transaction, as SQLite's.
 - Writes run under READ COMMITTED and take the audit chain's head row first
   (``SELECT … FOR UPDATE`` on ``meta.audit_head``), so writers follow one another as they do under
   SQLite's ``BEGIN IMMEDIATE``: the chain never forks. Before the row exists (creating the schema
@@ -135,10 +136,18 @@ class PostgresStore(Store):
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.location = public_location(self.url)
-        self.engine = make_engine(self.url)
-        self._writer = self.engine.execution_options(pg_write_lock="head")
+        engine = make_engine(self.url)
+        # Reads see one snapshot from their first statement to their end, as an SQLite read
+        # transaction does: the audit head, the entries and the state they vouch for are read
+        # together (under READ COMMITTED each statement would see a newer commit of another writer).
+        self.engine = engine.execution_options(isolation_level="REPEATABLE READ")
+        self._writer = engine.execution_options(pg_write_lock="head")
         self._bulk_writer = self._writer
-        self._advisory = self.engine.execution_options(pg_write_lock="advisory")
+        self._advisory = engine.execution_options(pg_write_lock="advisory")
+        self._base = engine
+
+    def close(self) -> None:
+        self._base.dispose()
 
     def wrap_error(self, exc: BaseException, doing: str) -> VaultError:
         return wrap_db_error(exc, doing, self.url)
@@ -176,8 +185,7 @@ class PostgresStore(Store):
             target = SqliteStore(tmp)
             try:
                 upgrade(target)
-                snapshot = self.engine.execution_options(isolation_level="REPEATABLE READ")
-                with snapshot.connect() as src, target.write(f"backing up to {dest}", bulk=True) as out:
+                with self.engine.connect() as src, target.write(f"backing up to {dest}", bulk=True) as out:
                     for table in Base.metadata.sorted_tables:
                         rows = [dict(r._mapping) for r in src.execute(select(table))]
                         if rows:
@@ -224,6 +232,7 @@ class PostgresStore(Store):
 def wrap_db_error(exc: BaseException, doing: str, url: URL) -> VaultError:
     """Turn a SQLAlchemy/psycopg error into a VaultError, by SQLSTATE (never by message text)."""
     state = sqlstate(exc) or ""
+        print("DEBUG-SQL", repr(exc)[:600], file=__import__("sys").stderr)
     where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
     if state in BUSY_STATES:
         return Busy(
@@ -264,7 +273,8 @@ def wrap_db_error(exc: BaseException, doing: str, url: URL) -> VaultError:
         orig = getattr(exc, "orig", exc)
         diag = getattr(orig, "diag", None)
         name = getattr(diag, "constraint_name", None) or "a constraint"
-        return StorageError(f"the database refused the operation while {doing}: {name} ({state})")
+        # The class name SQLite's driver gives, so that a refusal reads the same on both engines.
+        return StorageError(f"the database refused the operation while {doing}: IntegrityError ({name})")
     if state.startswith(("08", "57P")) or not state:
         return StorageError(
             f"cannot reach the database server {where} while {doing}; nothing was changed",
