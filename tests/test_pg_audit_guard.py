@@ -1,21 +1,29 @@
 """On PostgreSQL the audit log is append-only, whoever connects (schema 0006, DESIGN §12).
 
-On a real throwaway server (tests/pgserver.py): the schema's triggers refuse UPDATE, DELETE and
-TRUNCATE even to the superuser the fixture connects as, except a reseal of commitment and mac
-inside the transaction that inserted the entry.
+Two layers, each tested on a real throwaway server (tests/pgserver.py): the schema's triggers
+refuse UPDATE, DELETE and TRUNCATE even to the superuser the fixture connects as, except a
+reseal of commitment and mac inside the transaction that inserted the entry; and
+docs/team-setup.sql gives the application role no privilege to try them at all.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from psycopg import errors
+
+from tests.conftest import ROOT
+from tests.pgserver import PgServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.interop]
 
+SETUP_SQL = ROOT / "docs" / "team-setup.sql"
 REFUSED = "23001"  # restrict_violation: the trigger's SQLSTATE (migrations/versions/0006_team.py)
+DENIED = "42501"  # insufficient_privilege
 INSERT = (
     "INSERT INTO audit (seq, at, action, client_id, record_id, scope, detail, mac, written_in) "
     "VALUES (%s, '2026-12-02T00:00:00Z', 'vault.init', NULL, NULL, 'vault', '\\x01', '\\x02', 7)"
@@ -154,3 +162,123 @@ def test_downgrading_removes_the_guard(pg_url: str, guarded: psycopg.Connection)
     guarded.execute(INSERT.encode(), (1,))
     guarded.commit()
     _refused(guarded, "DELETE FROM audit", REFUSED)
+
+
+# -- docs/team-setup.sql: the least-privilege application role --------------------------------
+
+
+def _psql(server: PgServer, database: str) -> None:
+    done = subprocess.run(
+        [
+            str(server.bin_dir / "psql"),
+            "-X",  # no ~/.psqlrc
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-f",
+            str(SETUP_SQL),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def app(pg_server: PgServer, pg_url: str) -> Iterator[psycopg.Connection]:
+    """The documented procedure on a fresh database; yields a connection as ``handover_app``.
+
+    The roles are the cluster's: they are dropped again (with what they own here) afterwards.
+    """
+    database = sa.engine.make_url(pg_url).database
+    assert database
+    try:
+        _psql(pg_server, database)  # 1. roles and schema privileges
+        _migrate(sa.engine.make_url(pg_url).set(username="handover_owner").render_as_string())  # 2.
+        _psql(pg_server, database)  # 3. again, now that audit exists
+        with psycopg.connect(_conninfo(pg_url, "handover_app")) as conn:
+            yield conn
+    finally:
+        with psycopg.connect(_conninfo(pg_url), autocommit=True) as su:
+            su.execute(b"DROP OWNED BY handover_app, handover_owner")
+            su.execute(b"DROP ROLE IF EXISTS handover_app")
+            su.execute(b"DROP ROLE IF EXISTS handover_owner")
+
+
+MEMBER = (
+    "INSERT INTO members (id, name, x25519, ed25519, fingerprint, admin, endorsed_by, endorsement, "
+    "created_at) VALUES ('m1', 'alice', 'age1example', '\\x00', 'hv:0000', true, 'm1', '\\x00', "
+    "'2026-12-02T00:00:00Z')"
+)
+
+
+def test_the_app_role_owns_nothing_and_is_no_superuser(app: psycopg.Connection) -> None:
+    row = app.execute(
+        b"SELECT rolsuper, rolcreaterole, rolcreatedb, rolinherit FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row == (False, False, False, False)
+    owner = app.execute(b"SELECT tableowner FROM pg_tables WHERE tablename = 'audit'").fetchone()
+    assert owner == ("handover_owner",)
+
+
+def test_the_app_role_appends_and_reseals(app: psycopg.Connection) -> None:
+    app.execute(MEMBER.encode())
+    app.execute(b"UPDATE members SET removed_at = '2026-12-03T00:00:00Z' WHERE id = 'm1'")
+    app.execute(INSERT.encode(), (1,))
+    app.execute(b"UPDATE audit SET commitment = '\\x03', mac = '\\x04' WHERE seq = 1")
+    app.commit()
+    assert app.execute(b"SELECT seq, commitment FROM audit").fetchall() == [(1, b"\x03")]
+    assert app.execute(b"SELECT version_num FROM alembic_version").fetchone() is not None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit SET action = 'vault.forged' WHERE seq = 1",
+        "DELETE FROM audit WHERE seq = 1",
+        "TRUNCATE audit",
+        "TRUNCATE members",  # no table is the application's to empty in one statement
+        "ALTER TABLE audit DISABLE TRIGGER audit_no_delete",  # only the owner may
+        "DROP TABLE audit",
+        "UPDATE alembic_version SET version_num = '0001'",
+        "CREATE TABLE planted (x int)",
+    ],
+    ids=[
+        "update-action",
+        "delete",
+        "truncate",
+        "truncate-members",
+        "disable-trigger",
+        "drop",
+        "schema-version",
+        "create",
+    ],
+)
+def test_the_app_role_is_denied(app: psycopg.Connection, sql: str) -> None:
+    app.execute(INSERT.encode(), (1,))
+    app.commit()
+    denied = _refused(app, sql, DENIED)
+    assert isinstance(denied, errors.InsufficientPrivilege)
+    assert app.execute(b"SELECT seq, action FROM audit").fetchall() == [(1, "vault.init")]
+
+
+def test_the_app_role_meets_the_trigger_behind_its_column_grant(app: psycopg.Connection) -> None:
+    app.execute(INSERT.encode(), (1,))
+    app.commit()
+    _refused(app, "UPDATE audit SET mac = '\\x05' WHERE seq = 1", REFUSED)
+
+
+def test_the_setup_sets_no_password() -> None:
+    text = SETUP_SQL.read_text(encoding="utf-8")
+    statements = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    assert not any("PASSWORD" in line.upper() for line in statements)
