@@ -332,7 +332,8 @@ def _lower_kdf(path: Path, t: Template) -> None:
 def _replay_audit_entry(path: Path, t: Template) -> None:
     _sql(
         path,
-        "INSERT INTO audit SELECT (SELECT max(seq) + 1 FROM audit), at, action, client_id, record_id, "
+        "INSERT INTO audit (seq, at, action, client_id, record_id, scope, detail, mac, commitment) "
+        "SELECT (SELECT max(seq) + 1 FROM audit), at, action, client_id, record_id, "
         "scope, detail, mac, commitment FROM audit WHERE seq = 3",
     )
 

@@ -196,7 +196,8 @@ def test_inserting_an_entry_is_caught(logged: Path) -> None:
         logged,
         "UPDATE audit SET seq = seq + 1000 WHERE seq > 2",
         "UPDATE audit SET seq = seq - 999 WHERE seq > 1000",
-        "INSERT INTO audit SELECT 3, at, action, client_id, record_id, scope, detail, mac, commitment FROM audit WHERE seq = 2",
+        "INSERT INTO audit (seq, at, action, client_id, record_id, scope, detail, mac, commitment) "
+        "SELECT 3, at, action, client_id, record_id, scope, detail, mac, commitment FROM audit WHERE seq = 2",
     )
     assert len(rows(logged)) == n + 1
     assert verify_error(logged).startswith("audit log broken at entry 3: its MAC does not match")
@@ -206,7 +207,8 @@ def test_appending_a_forged_entry_at_the_end_is_caught(logged: Path) -> None:
     n = len(rows(logged))
     sql(
         logged,
-        f"INSERT INTO audit SELECT {n + 1}, at, action, client_id, record_id, scope, detail, mac, commitment "
+        "INSERT INTO audit (seq, at, action, client_id, record_id, scope, detail, mac, commitment) "
+        f"SELECT {n + 1}, at, action, client_id, record_id, scope, detail, mac, commitment "
         f"FROM audit WHERE seq = {n}",
     )
     assert verify_error(logged).startswith(f"audit log broken at entry {n + 1}: its MAC does not match")

@@ -77,3 +77,39 @@ def test_vault_from_a_newer_program_is_refused(vault_path: Path, v) -> None:
     assert done.returncode == 1
     assert "written by a newer handover (schema 9999)" in done.stderr
     assert "hint: upgrade handover-vault to open it" in done.stderr
+
+
+def test_schema_0006_goes_down_and_up_again_with_every_record_kept(acme, vault_path: Path) -> None:
+    """0006 drops its columns in place: copying ``clients`` (batch mode) would cascade into records."""
+    from alembic import command
+
+    from handover_vault import open_vault
+    from handover_vault.migrations import alembic_config
+    from handover_vault.store.engine import SCHEMA_HEAD, Store
+    from tests.conftest import PASSPHRASE
+
+    acme.close()
+    count = "SELECT (SELECT count(*) FROM clients), (SELECT count(*) FROM records)"
+    con = sqlite3.connect(vault_path)
+    before = con.execute(count).fetchone()
+    con.close()
+    store = Store(vault_path)
+    try:
+        with store._writer.connect() as conn:  # foreign keys on, as every vault connection
+            conn.begin()
+            command.downgrade(alembic_config(conn), "0005")
+            conn.commit()
+    finally:
+        store.close()
+    con = sqlite3.connect(vault_path)
+    try:
+        assert con.execute(count).fetchone() == before
+        assert "key_version" not in {row[1] for row in con.execute("PRAGMA table_info(clients)")}
+        assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'members'").fetchall()
+    finally:
+        con.close()
+    assert _revision(vault_path) == "0005"
+    with open_vault(vault_path, passphrase=PASSPHRASE) as v:
+        assert _revision(vault_path) == SCHEMA_HEAD
+        assert v.creds.reveal("acme", "Firewall admin").data["secret"] == "Fw-s3cret-0001"
+        v.audit.verify()

@@ -8,7 +8,7 @@ SQL portable to PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names, so Alembic migrations (batch mode on SQLite) can address them.
@@ -64,6 +64,9 @@ class Client(Base):
     created_at: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[str] = mapped_column(String(32))
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    # Which version of the client's data key seals its records: a team revoke makes a new one
+    # (schema 0006). A single-user vault stays at 1. The Python default spares the ORM a fetch.
+    key_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Record(Base):
@@ -121,8 +124,68 @@ class AuditEntry(Base):
     mac: Mapped[bytes] = mapped_column(LargeBinary)
     # The vault's state commitment after this entry's transaction (schema 0005; NULL before it).
     commitment: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # A team vault's signed chain (schema 0006; NULL in a single-user vault): the member who wrote
+    # the entry, the previous entry's hash, the member's Ed25519 signature, and on entry 1 of a
+    # team moved in from a single-user vault that vault's verified head (docs/spec.md).
+    member_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedded_head: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # On PostgreSQL the server stamps the inserting transaction's id here (a trigger), so that only
+    # that transaction may reseal the entry; whatever the writer sends is replaced. NULL on SQLite.
+    written_in: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (Index("ix_audit_client", "client_id"),)
+
+
+class Member(Base):
+    """A team member's public keys, endorsed by an admin (vault/team/endorse.py; schema 0006).
+
+    Everything here is public. ``endorsement`` is the endorser's Ed25519 signature over the row
+    (docs/spec.md, "Endorsement"); the first admin endorses itself (``endorsed_by == id``).
+    A removed member keeps its row (``removed_at`` set) so that its audit entries still verify.
+    """
+
+    __tablename__ = "members"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    x25519: Mapped[str] = mapped_column(Text)  # age recipient text, "age1…"
+    ed25519: Mapped[bytes] = mapped_column(LargeBinary(32))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean)
+    endorsed_by: Mapped[str] = mapped_column(String(36))
+    endorsement: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))
+    removed_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Grant(Base):
+    """A client's data key (one key version) wrapped to one member, signed by the granting admin.
+
+    ``wrapped`` is age-encrypted to the member's X25519 recipient (vault/team/grants.py); the
+    server can read none of it.
+    """
+
+    __tablename__ = "grants"
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    key_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # No cascade: a member is never deleted while it holds grants (removal sets removed_at).
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    granted_by: Mapped[str] = mapped_column(String(36))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_grants_member", "member_id"),)
+
+
+class RecoveryWrap(Base):
+    """A client's data key (one key version) wrapped to the team's offline recovery recipient."""
+
+    __tablename__ = "recovery_wraps"
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    key_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SearchPosting(Base):
