@@ -231,13 +231,21 @@ def forget(slug: str, yes: bool, cert_path: str | None, keep_backups: bool) -> N
         )
     )
     click.echo(f"Certificate of destruction: {target}")
-    if not done.purged:
+    if not done.purged and v.path is None:
+        click.echo(
+            "warning: the database role may not rewrite the tables (VACUUM FULL needs their owner), so "
+            "the deleted rows stay as dead tuples until the owner runs VACUUM FULL on them",
+            err=True,
+        )
+    elif not done.purged:
         click.echo(
             "warning: another program was reading the vault, so its write-ahead log could not be "
             "truncated yet (SQLite overwrites it when that program closes the vault); then run "
             f"`handover certificate issue {done.audit_seq} --out FILE` for a certificate that says so",
             err=True,
         )
+    for line in forgetting.retained(v):
+        click.echo(f"note: on the database server, {line}.", err=True)
     for left in done.backups_left:
         click.echo(f"note: {left} (made by a schema upgrade) still holds this client's data.", err=True)
     gone = [b for b in done.backups if b not in done.backups_left]

@@ -85,7 +85,8 @@ def test_schema_0006_goes_down_and_up_again_with_every_record_kept(acme, vault_p
 
     from handover_vault import open_vault
     from handover_vault.migrations import alembic_config
-    from handover_vault.store.engine import SCHEMA_HEAD, Store
+    from handover_vault.store.engine import SCHEMA_HEAD
+    from handover_vault.store.sqlite import SqliteStore as Store
     from tests.conftest import PASSPHRASE
 
     acme.close()

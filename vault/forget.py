@@ -270,13 +270,23 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
     kinds = ["- the client's data key and its profile (name, agreement terms and dates)"]
     kinds += [f"- {KIND_LABELS.get(k, k)}: {c}" for k, c in sorted(n.items()) if c and k not in EXTRA_COUNTS]
     kinds += [f"- {k}: {n[k]}" for k in EXTRA_COUNTS if n.get(k)]
-    storage = (
-        "The vault file was then vacuumed and its write-ahead log checkpointed and truncated, so neither "
-        "the key nor any of the encrypted records remains in the vault file or its write-ahead log."
-        if purged
-        else "Another program had the vault open, so the write-ahead log could not yet be truncated; the "
-        "deleted bytes are overwritten at its next checkpoint."
-    )
+    if v.path is None:  # a database on a server
+        storage = (
+            "The tables that held them were then rewritten (VACUUM FULL), so no deleted row of the client "
+            "remains in the live tables."
+            if purged
+            else "The database role may not rewrite the tables (VACUUM FULL needs their owner), so the deleted "
+            "rows stay in the table files as dead tuples until the owner's next VACUUM."
+        )
+    else:
+        storage = (
+            "The vault file was then vacuumed and its write-ahead log checkpointed and truncated, so neither "
+            "the key nor any of the encrypted records remains in the vault file or its write-ahead log."
+            if purged
+            else "Another program had the vault open, so the write-ahead log could not yet be truncated; the "
+            "deleted bytes are overwritten at its next checkpoint."
+        )
+    server = [f"- On the database server, {line}." for line in retained(v)]
     lines = [
         "# Certificate of destruction",
         "",
@@ -299,6 +309,7 @@ def certificate_body(v: Vault, seq: int, purged: bool = True) -> str:
         "## What this does not cover",
         "",
         *_backup_lines(copies),
+        *server,
         "- **Backups of the vault made before this date still hold the data**, encrypted under the same "
         "keys. They are not changed by this destruction; they are removed only when those backups are.",
         "- A handover bundle already delivered to the client's successor is theirs, not ours to destroy.",

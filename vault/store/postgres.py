@@ -222,17 +222,16 @@ class PostgresStore(Store):
         return [
             "the server's write-ahead log (pg_wal) and any WAL archive hold the deleted rows until they "
             "are recycled or expire",
-            "every base backup, pg_dump or replica taken before the forget holds the client as it was "
-            "(under keys that still open it with the vault's passphrase): delete or re-take them",
-            "deleted rows stay in the table files as dead tuples until VACUUM; handover ran VACUUM FULL "
-            "when the database role owns the tables (see the certificate's storage_purged)",
+            "every base backup, pg_dump or replica of the database made before now holds the client as it "
+            "was, under keys the vault's passphrase still opens: delete or re-take them",
+            "PostgreSQL keeps deleted rows as dead tuples until VACUUM; handover rewrote the tables that held "
+            "the client (VACUUM FULL) if its database role owns them",
         ]
 
 
 def wrap_db_error(exc: BaseException, doing: str, url: URL) -> VaultError:
     """Turn a SQLAlchemy/psycopg error into a VaultError, by SQLSTATE (never by message text)."""
     state = sqlstate(exc) or ""
-        print("DEBUG-SQL", repr(exc)[:600], file=__import__("sys").stderr)
     where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
     if state in BUSY_STATES:
         return Busy(
@@ -264,7 +263,7 @@ def wrap_db_error(exc: BaseException, doing: str, url: URL) -> VaultError:
         return NotFound(
             f"there is no database {url.database!r} on {where}", "create it (see docs/team-setup.sql)"
         )
-    if state == "P0001" or state.startswith("2F"):
+    if state == "23001":  # restrict_violation: the audit table's trigger (migration 0006)
         return IntegrityError(
             f"the database refused to change or delete an audit entry while {doing}: the audit log "
             "only grows; nothing was changed"
