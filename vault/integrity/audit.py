@@ -557,8 +557,11 @@ class AuditLog:
         return head, row.commitment
 
     def append_now(self, action: str, client: ClientRef | None = None, **kw: Any) -> int:
-        with self.v.write(f"writing the audit entry for {action}") as s:
-            return self.append(s, action, client=client, **kw)
+        """Append one entry in a transaction of its own (run again on contention: it does nothing
+        but write the entry, and the secret it records leaves the process only once it returns)."""
+        return self.v.store.run_write(
+            f"writing the audit entry for {action}", lambda s: self.append(s, action, client=client, **kw)
+        )
 
     # --- reading ----------------------------------------------------------------------------------
 

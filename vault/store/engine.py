@@ -19,10 +19,11 @@ import contextlib
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Engine
@@ -38,6 +39,7 @@ KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 DEFAULT_BUSY_SECONDS = 30.0
 MAX_BUSY_SECONDS = 86_400.0
 URL_SCHEMES = ("postgresql+psycopg://", "postgresql://", "postgres://")
+T = TypeVar("T")
 
 
 def is_database_url(target: Path | str) -> bool:
@@ -214,7 +216,30 @@ class Store:
                 for done in s.info.pop("after_commit", ()):
                     done()
         except self.db_errors as exc:
-            raise self.wrap_error(exc, doing) from None
+            err = self.wrap_error(exc, doing)
+            err.retryable = self.is_retryable(exc)  # type: ignore[attr-defined]
+            raise err from None
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """Whether a transaction that failed with ``exc`` may simply be run again (nothing of it
+        was committed, and nothing outside the database was done)."""
+        return False
+
+    def run_write(self, doing: str, work: Callable[[Session], T], attempts: int = 5) -> T:
+        """``work`` in a write transaction, run again when the engine says the failure was one of
+        contention (PostgreSQL: serialisation failure, deadlock, a unique key taken meanwhile).
+
+        Only for work that touches nothing but the database: it may run more than once.
+        """
+        for attempt in range(attempts):
+            try:
+                with self.write(doing) as s:
+                    return work(s)
+            except VaultError as exc:
+                if not getattr(exc, "retryable", False) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def upgrade_connection(self) -> contextlib.AbstractContextManager[Connection]:
         """A connection for Alembic whose transaction holds the write lock (see :func:`upgrade`)."""

@@ -11,8 +11,9 @@ The same models and Alembic migrations as the SQLite file. What differs is kept 
   deadlock (SQLSTATE 55P03, 40001, 40P01) is reported as busy (exit 1, "try again"); nothing was
   changed. With the head row taken first by every writer, handover's own writers cannot deadlock or
   collide on an entry's number; an audit append that stands alone (a reveal's entry) is retried
-  on those states all the same (``AuditLog.append_now``). Errors are told apart by SQLSTATE, never
-  by message text, and the server's message is never passed on (it can quote a value).
+  on those states all the same (``AuditLog.append_now``). Errors are told apart by SQLSTATE (a
+  refused connection, which has none, by libpq's words), and the server's message is never passed
+  on (it can quote a value).
 - The URL's password never appears in a message, a session file or the recorded head
   (:attr:`PostgresStore.location` leaves it out); prefer ``~/.pgpass`` or ``PGPASSWORD``.
 - A backup is a consistent snapshot (REPEATABLE READ) copied into a new 0600 SQLite vault file.
@@ -86,7 +87,8 @@ def _invalid_url() -> VaultError:
 
 def public_location(url: URL) -> str:
     """The URL without its password: what names the vault in messages and files."""
-    return url.set(password=None).render_as_string(hide_password=False)
+    # URL.set(password=None) would keep the password (None there means "unchanged").
+    return url._replace(password=None).render_as_string(hide_password=False)
 
 
 def _on_begin(conn: Connection) -> None:
@@ -122,9 +124,19 @@ def make_engine(url: URL) -> Engine:
 
 
 def sqlstate(exc: BaseException) -> str | None:
+    """The error's SQLSTATE. A refused connection carries none (libpq reports it as text only):
+    the two refusals a technician must tell apart are then read from libpq's English message."""
     orig = getattr(exc, "orig", exc)
     state = getattr(orig, "sqlstate", None)
-    return str(state) if state else None
+    if state:
+        return str(state)
+    if isinstance(orig, psycopg.OperationalError):
+        text = str(orig)
+        if "does not exist" in text and 'database "' in text:
+            return "3D000"
+        if "password authentication failed" in text or "no password supplied" in text:
+            return "28P01"
+    return None
 
 
 class PostgresStore(Store):
@@ -151,6 +163,9 @@ class PostgresStore(Store):
 
     def wrap_error(self, exc: BaseException, doing: str) -> VaultError:
         return wrap_db_error(exc, doing, self.url)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return sqlstate(exc) in RETRY_STATES
 
     def upgrade_connection(self) -> contextlib.AbstractContextManager[Connection]:
         return self._advisory.connect()
