@@ -66,6 +66,7 @@ PRELOAD = (
     "handover_vault.store.engine",
     "handover_vault.store.sqlite",
     "handover_vault.store.postgres",  # psycopg too: a team vault's handler connects after the fork
+    "sqlalchemy.dialects.postgresql.psycopg",  # the dialect an engine loads on its first connect
     "handover_vault.readiness",
     "handover_vault.agreement",
     "handover_vault.profile",
@@ -88,7 +89,9 @@ def _preload() -> None:
     import importlib
 
     for name in PRELOAD:
-        with contextlib.suppress(ImportError):
+        # Any failure, not only a missing module: a preload is an optimisation, never a reason for
+        # the agent not to start (its caller then runs every command cold, silently).
+        with contextlib.suppress(Exception):
             importlib.import_module(name)
     with contextlib.suppress(Exception):  # an optimisation only: never a reason not to serve
         _warm_up()

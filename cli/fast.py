@@ -72,12 +72,16 @@ def _via_agent(argv: list[str]) -> int | None:
 
 
 # What a command may read from its environment (DESIGN §4: never the whole environment). Our own
-# variables, the locale, the terminal, the folders platformdirs and tempfile use, the editor, and the
-# shell completion's; anything else (cloud keys, tokens of other tools) stays in the caller.
+# variables, the locale, the terminal, the folders platformdirs and tempfile use, the editor, the
+# shell completion's and libpq's; anything else (cloud keys, tokens of other tools) stays in the caller.
 COMMAND_ENV = frozenset(
     {
         "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
         "TERM", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES", "EDITOR", "VISUAL",
+        # libpq's own, for a team vault (its password in PGPASSWORD or the file PGPASSFILE names).
+        "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
+        "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
+        "PGSSLCRL", "PGCONNECT_TIMEOUT", "PGTARGETSESSIONATTRS", "PGGSSENCMODE",
     }
 )  # fmt: skip
 COMMAND_ENV_PREFIXES = ("HANDOVER_", "_HANDOVER_", "LC_", "XDG_", "COMP_")
