@@ -78,6 +78,7 @@ class Config:
     rounds: int | None
     rebuild: bool
     rows: list[Row] = field(default_factory=list)
+    no_doc: bool = False  # --no-doc or --tag: for the benches that write their own section (pg)
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -419,6 +420,18 @@ def bench_import(cfg: Config) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_pg(cfg: Config) -> None:
+    """Team vaults on PostgreSQL vs SQLite (bench/pg_store.py: its own section of the doc)."""
+    from bench import pg_store
+
+    argv = ["--large", "10000", "--rounds", "3", "--per-proc", "3"] if cfg.quick else []
+    if cfg.rounds:
+        argv += ["--rounds", str(cfg.rounds)]
+    if cfg.quick or cfg.no_doc:
+        argv.append("--no-doc")
+    pg_store.main(argv)
+
+
 BENCHES: dict[str, Callable[[Config], None]] = {
     "show": bench_show,
     "flat": bench_flat,
@@ -426,6 +439,7 @@ BENCHES: dict[str, Callable[[Config], None]] = {
     "export": bench_export,
     "audit": bench_audit,
     "import": bench_import,
+    "pg": bench_pg,
 }
 
 
@@ -490,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in BENCHES.items():
             print(f"{name:8} {(fn.__doc__ or '').strip().splitlines()[0]}")
         return 0
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(BENCHES)
+    # pg needs a PostgreSQL installation and writes its own section: only when asked for (--only pg).
+    names = [n.strip() for n in args.only.split(",")] if args.only else [n for n in BENCHES if n != "pg"]
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(unknown)}; see --list")
@@ -511,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: handover from {results['tree']}", flush=True)
     print(f"bench: load average {loadavg()}; {results['machine']['cpu']}", flush=True)
     for name in names:
-        cfg = Config(args.quick, args.rounds, args.rebuild)
+        cfg = Config(args.quick, args.rounds, args.rebuild, no_doc=args.no_doc or bool(args.tag))
         BENCHES[name](cfg)
         results["benches"][name] = {
             "rows": [r.to_json() for r in cfg.rows],
