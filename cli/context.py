@@ -247,6 +247,18 @@ def new_secret(env_name: str, prompt: str) -> str:
     return click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
 
 
+def chosen_passphrase(prompt: str) -> str:
+    """The passphrase of something new (a vault, a member key): HANDOVER_NEW_PASSPHRASE, else a
+    passphrase source the caller set up (file, command, variable), else a prompt asked twice."""
+    if secret_env("HANDOVER_NEW_PASSPHRASE"):
+        return str(secret_env("HANDOVER_NEW_PASSPHRASE"))
+    if any(
+        os.environ.get(n) for n in ("HANDOVER_PASSPHRASE_FILE", "HANDOVER_PASSPHRASE_COMMAND")
+    ) or secret_env("HANDOVER_PASSPHRASE"):
+        return read_passphrase()
+    return new_secret("HANDOVER_NEW_PASSPHRASE", prompt)
+
+
 def read_secret_lines(prompt: str, count: int = 1, confirm: bool = False) -> list[str]:
     """Secret values from standard input (not a TTY: one per line) or hidden prompts.
 

@@ -47,6 +47,10 @@ COMMANDS: dict[str, str] = {
     "request": "handover_vault.cli.requests:request",
     "import": "handover_vault.cli.imports:import_",
     "demo": "handover_vault.cli.demo:demo",
+    "member": "handover_vault.cli.team:member",
+    "team": "handover_vault.cli.team:team",
+    "grant": "handover_vault.cli.team:grant",
+    "revoke": "handover_vault.cli.team:revoke",
 }
 
 # One-line help shown by `handover --help` without importing the command's module.
@@ -81,6 +85,10 @@ SHORT_HELP: dict[str, str] = {
     "request": "Ex-client requests: log (identity check, decision), list, show, report.",
     "import": "Import from KeePass, Bitwarden or CSV (with --dry-run).",
     "demo": "A throwaway vault walked through the whole job.",
+    "member": "Your member key, and the team's members.",
+    "team": "Create a team vault on PostgreSQL, or join one.",
+    "grant": "Give a team member a client (its key wrapped to them).",
+    "revoke": "Take a client from a member: re-key it, list what is at risk.",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .context import new_secret, read_passphrase, secret_env, state
+from .context import chosen_passphrase, new_secret, read_passphrase, secret_env, state
 from .params import DURATION
 
 
@@ -23,7 +23,7 @@ def init() -> None:
     st = state()
     if st.db_url is None and st.path().exists():
         raise AlreadyExists(f"a vault already exists at {st.path()}; refusing to overwrite it")
-    passphrase = secret_env("HANDOVER_NEW_PASSPHRASE") or _init_passphrase()
+    passphrase = chosen_passphrase("New vault passphrase")
     v, code = init_vault(st.target(), passphrase)
     with v:
         click.echo(f"Created vault {st.location()}")
@@ -39,16 +39,6 @@ def init() -> None:
     )
     click.echo('      --phone "+44 20 7946 0000"     # who signs letters, bundles and certificates')
     click.echo('  handover client add SLUG --name "Client Ltd"')
-
-
-def _init_passphrase() -> str:
-    import os
-
-    if any(
-        os.environ.get(n) for n in ("HANDOVER_PASSPHRASE_FILE", "HANDOVER_PASSPHRASE_COMMAND")
-    ) or secret_env("HANDOVER_PASSPHRASE"):
-        return read_passphrase()
-    return new_secret("HANDOVER_NEW_PASSPHRASE", "New vault passphrase")
 
 
 @click.command()

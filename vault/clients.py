@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import object_session
 
 from . import validate
-from .errors import AlreadyExists, IntegrityError, NotFound
+from .errors import AlreadyExists, IntegrityError, NoAccess, NotFound
 from .integrity.commitment import tracker
 from .integrity.statecheck import check_top
 from .keys import crypto
@@ -89,7 +90,9 @@ class Clients:
         return keys.sealer.seal(json.dumps(data, sort_keys=True).encode(), aad)
 
     def load(self, row: Client) -> ClientRef:
-        keys = self.v.keys.client(row.id, row.wrapped_key)
+        """The client of ``row``, decrypted. Raises IntegrityError, or NoAccess in a team vault
+        when this member holds no grant for it."""
+        keys = self.v.keys.client(row.id, row.wrapped_key, object_session(row), row.key_version)
         aad = record_aad(self.v.vault_id, row.id, PROFILE_KIND, row.id, row.version)
         try:
             data = json.loads(keys.sealer.open(row.envelope, aad))
@@ -128,6 +131,7 @@ class Clients:
                     )
                 s.add(row)
                 s.flush()
+                self.v.keys.client_added(s, cid, key)
                 tracker(self.v, s).client(row, +1, new=True)
                 self.v.audit.append(s, "client.add", client=ref)
         except SAIntegrityError:
@@ -152,9 +156,15 @@ class Clients:
         return ref
 
     def list(self) -> list[ClientRef]:
+        """Every client this vault's keys open (in a team vault: the clients granted to this member)."""
         with self.v.read() as s:
             rows = s.execute(select(Client)).scalars().all()
-            refs = [self.load(r) for r in rows]
+            refs = []
+            for r in rows:
+                try:
+                    refs.append(self.load(r))
+                except NoAccess:
+                    continue
             check_top(self.v, s)
         return sorted(refs, key=lambda c: c.slug)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from .clock import utcnow
-from .errors import AlreadyExists, AuthenticationFailed, IntegrityError, InvalidInput, StorageError
+from .errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    IntegrityError,
+    InvalidInput,
+    PolicyRefused,
+    StorageError,
+)
 from .keys import crypto, session
 from .keys import hierarchy as keys
 from .keys.crypto import KdfParams, kdf_params
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
     from .store.records import Records
 
 FORMAT = b"handover-vault/1"
+# The meta row a team vault has and a single-user vault has not (vault/teams.py ROOT_KEY).
+TEAM_ROOT = "team_root"
 
 
 def _slot_row(slot: keys.SlotData) -> KeySlot:
@@ -127,10 +137,31 @@ def _populate(
     st: store.Store, secret: bytes, params: KdfParams, record_head: bool = True
 ) -> tuple[keys.VaultKeys, str]:
     """Write the vault's first transaction into an empty schema: identity, key slots, first entry."""
+    recovery = keys.new_recovery_code()
+
+    def slots(vault_id: str, vmk: bytes) -> list[Any]:
+        rec = keys.normalise_recovery_code(recovery)
+        return [
+            _slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)),
+            _slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)),
+        ]
+
+    v = _populate_schema(st, slots, keys.VaultKeys, record_head=record_head)
+    return v.keys, recovery
+
+
+def _populate_schema(
+    st: store.Store,
+    rows: Callable[[str, bytes], list[Any]],
+    make_keys: Callable[[str, bytes], keys.VaultKeys],
+    record_head: bool = True,
+    detail: dict[str, Any] | None = None,
+) -> Vault:
+    """The vault's first transaction: its identity and signing key, the ``rows`` that open it (key
+    slots; a team's members), and the first audit entry. Returns the vault, open."""
     vault_id = str(uuid.uuid4())
     vmk = crypto.random_key()
-    k = keys.VaultKeys(vault_id, vmk)
-    recovery = keys.new_recovery_code()
+    k = make_keys(vault_id, vmk)
     priv, pub = crypto.new_signing_key()
     v = Vault(st, k)
     v.record_head = record_head
@@ -142,15 +173,14 @@ def _populate(
         s.add(Meta(key="created_at", value=utcnow().encode()))
         s.add(Meta(key="signing_public", value=pub))
         s.add(Meta(key="signing_private", value=k.wrap_signing_key(priv)))
-        s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
-        rec = keys.normalise_recovery_code(recovery)
-        s.add(_slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)))
+        for row in rows(vault_id, vmk):
+            s.add(row)
         mark_indexed(s)
         from .integrity.commitment import recompute_commitments
 
         recompute_commitments(v, s)
-        v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub)})
-    return k, recovery
+        v.audit.append(s, "vault.init", detail={"fingerprint": crypto.fingerprint(pub), **(detail or {})})
+    return v
 
 
 def _read_meta(st: store.Store) -> dict[str, bytes]:
@@ -162,8 +192,9 @@ def _read_meta(st: store.Store) -> dict[str, bytes]:
     return meta
 
 
-def _open_store(target: Path | str) -> tuple[store.Store, str, bool]:
-    """The store, the vault id, and whether an older schema awaits its upgrade.
+def _open_store(target: Path | str) -> tuple[store.Store, str, bool, bool]:
+    """The store, the vault id, whether an older schema awaits its upgrade, and whether it is a
+    team vault.
 
     The upgrade (backup + Alembic) waits until the caller has unlocked the vault: a wrong passphrase
     must change nothing on disk. The unlock reads ``meta`` and ``key_slots`` with today's models, so
@@ -174,11 +205,12 @@ def _open_store(target: Path | str) -> tuple[store.Store, str, bool]:
     st = store.open_store(target)
     try:
         older = store.check_schema(st)
-        vault_id = _read_meta(st)["vault_id"].decode("ascii", "replace")
+        meta = _read_meta(st)
+        vault_id = meta["vault_id"].decode("ascii", "replace")
     except BaseException:
         st.close()
         raise
-    return st, vault_id, older
+    return st, vault_id, older, TEAM_ROOT in meta
 
 
 def _unlock_with(st: store.Store, vault_id: str, kind: str, secret: bytes) -> bytes:
@@ -207,8 +239,12 @@ def open_vault(
     ``handover verify --accept-rollback``), MigrationRequired (newer schema), AuthenticationFailed
     (wrong passphrase, bad or expired session).
     """
-    st, vault_id, older = _open_store(target)
+    st, vault_id, older, team = _open_store(target)
     try:
+        if team:  # never older than the schema that made teams
+            v = Vault(st, _unlock_team(st, vault_id, _read_meta(st), passphrase, session_token))
+            _opened(v, check_head)
+            return v
         if session_token:
             vmk = session.load(session_token, vault_id)
             from .rekey import check_session_key
@@ -226,6 +262,27 @@ def open_vault(
         st.close()
         raise
     return v
+
+
+def _unlock_team(
+    st: store.Store, vault_id: str, meta: dict[str, bytes], passphrase: str | None, token: str | None
+) -> keys.VaultKeys:
+    """A team member's keys: from their session, or their member key file and its passphrase."""
+    from .teams import unlock
+
+    if token:
+        vmk, member = session.load_with_member(token, vault_id)
+        if not member:
+            raise AuthenticationFailed(
+                "HANDOVER_SESSION is not a team member's session", "run: handover unlock"
+            )
+        k = unlock(st, vault_id, meta, None, member)
+        if not crypto.mac_equal(k.vmk, vmk):
+            raise AuthenticationFailed(
+                "the session's team key is not the team's: it ended", "run: handover unlock"
+            )
+        return k
+    return unlock(st, vault_id, meta, passphrase, b"")
 
 
 def _opened(v: Vault, check_head: bool = True) -> None:
@@ -247,8 +304,13 @@ def _opened(v: Vault, check_head: bool = True) -> None:
 
 def recover_vault(target: Path | str, recovery_code: str, new_passphrase: str) -> Vault:
     """Replace every passphrase slot using the recovery code; the recovery slot stays."""
-    st, vault_id, older = _open_store(target)
+    st, vault_id, older, team = _open_store(target)
     try:
+        if team:
+            raise PolicyRefused(
+                "a team vault has no recovery code: its offline recovery key opens every client",
+                "a member who lost their member key makes a new one and is added again by an admin",
+            )
         code = keys.normalise_recovery_code(recovery_code)
         vmk = _unlock_with(st, vault_id, "recovery", code)
         if older:
@@ -414,13 +476,21 @@ class Vault:
         The new slot is written and the old ones deleted in one transaction, with the audit entry:
         after a crash either the old or the new passphrase opens the vault, never neither.
         """
+        self._not_in_a_team(
+            "its members unlock with their own member keys; change yours with a new member key"
+        )
         secret = keys.new_passphrase(new_passphrase)
         slot = keys.make_slot(self.vault_id, "passphrase", secret, self.keys.vmk, kdf_params())
         with self.store.write("changing the passphrase") as s:
             self._replace_slots(s, "passphrase", slot)
             self.audit.append(s, action, detail={"slot": slot.id})
 
+    def _not_in_a_team(self, why: str) -> None:
+        if self.keys.team:
+            raise PolicyRefused(f"not in a team vault: {why}")
+
     def new_recovery_code(self) -> str:
+        self._not_in_a_team("its offline recovery key was made at team init")
         code = keys.new_recovery_code()
         slot = keys.make_slot(
             self.vault_id, "recovery", keys.normalise_recovery_code(code), self.keys.vmk, kdf_params()
@@ -445,7 +515,8 @@ class Vault:
         state.vault_element(h.slot(row), +1)
 
     def start_session(self, seconds: int) -> str:
-        token = session.create(self.vault_id, self.location, self.keys.vmk, seconds)
+        member = self.keys.session_blob() if self.keys.team else b""  # type: ignore[attr-defined]
+        token = session.create(self.vault_id, self.location, self.keys.vmk, seconds, member)
         self.audit.append_now("vault.unlock", detail={"seconds": seconds})
         return token
 

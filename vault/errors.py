@@ -41,6 +41,10 @@ class PolicyRefused(VaultError):
     """The action is refused by policy (disclosure without check, export with blocking gaps)."""
 
 
+class NoAccess(PolicyRefused):
+    """A team member holds no grant for the client (its key is not wrapped to them). Exit 1."""
+
+
 class AuthenticationFailed(VaultError):
     """Wrong passphrase, wrong recovery code, expired or foreign session. Exit 3."""
 

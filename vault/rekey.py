@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, select, update
 
-from .errors import AuthenticationFailed, IntegrityError
+from .errors import AuthenticationFailed, IntegrityError, PolicyRefused
 from .integrity.commitment import recompute_commitments
 from .keys import crypto
 from .keys import hierarchy as keys
@@ -217,6 +217,10 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
     from .integrity.audit import Head
     from .keys.crypto import kdf_params
 
+    if v.keys.team:
+        raise PolicyRefused(
+            "rekey is for a vault file; in a team vault, revoke re-keys a client (handover revoke SLUG MEMBER)"
+        )
     secret = keys.normalise_passphrase(passphrase)
     if _unlock_with(v.store, v.vault_id, "passphrase", secret) != v.keys.vmk:
         raise AuthenticationFailed("wrong passphrase")

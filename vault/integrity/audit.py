@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import IntegrityError, InvalidInput, NotFound, StorageError, VaultError
+from ..errors import IntegrityError, InvalidInput, NoAccess, NotFound, StorageError, VaultError
 from ..keys import crypto
 from ..keys.crypto import DecryptFailed
 from ..store.engine import TextNotUtf8, builtin_text, scan
@@ -580,7 +580,13 @@ class AuditLog:
             return self.v.keys.audit_detail
         if e.client_id not in cache:
             row = s.get(Client, e.client_id)
-            cache[e.client_id] = None if row is None else self.v.keys.client(row.id, row.wrapped_key).sealer
+            try:
+                keys = (
+                    None if row is None else self.v.keys.client(row.id, row.wrapped_key, s, row.key_version)
+                )
+            except NoAccess:
+                keys = None  # a client not granted to this team member: its details stay sealed
+            cache[e.client_id] = None if keys is None else keys.sealer
         return cache[e.client_id]
 
     def _event(self, s: Session, raw: Any, cache: dict[str, Any]) -> Event:

@@ -12,6 +12,7 @@ import secrets
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import AuthenticationFailed, IntegrityError, InvalidInput
 from . import crypto
@@ -134,6 +135,9 @@ def try_unwrap(vault_id: str, slot: SlotData, secret: bytes) -> bytes | None:
 class VaultKeys:
     """Keys available once the vault is unlocked. Built once; sealers are cached per key."""
 
+    #: A team member's keys (vault/teamkeys.py), whose client keys come from grants.
+    team = False
+
     def __init__(self, vault_id: str, vmk: bytes) -> None:
         self.vault_id = vault_id
         self.vmk = vmk
@@ -155,7 +159,9 @@ class VaultKeys:
     def wrap_client_key(self, client_id: str, key: bytes) -> bytes:
         return self.vmk_sealer.seal(key, self.client_key_aad(client_id))
 
-    def client(self, client_id: str, wrapped: bytes) -> ClientKeys:
+    def client(self, client_id: str, wrapped: bytes, s: Any = None, key_version: int = 1) -> ClientKeys:
+        """The client's keys from its wrapped data key (``s`` and ``key_version`` serve a team
+        vault, whose client keys come from the member's grants: vault/teamkeys.py)."""
         cached = self._clients.get(client_id)
         if cached is not None:
             return cached
@@ -172,6 +178,9 @@ class VaultKeys:
 
     def forget_client(self, client_id: str) -> None:
         self._clients.pop(client_id, None)
+
+    def client_added(self, s: Any, client_id: str, key: bytes) -> None:
+        """A new client's key was made (a team vault grants it here; a vault file wraps it in the row)."""
 
     # --- signing key ------------------------------------------------------------------------------
 

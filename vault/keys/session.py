@@ -73,10 +73,12 @@ def _aad(session_id: str) -> bytes:
     return f"handover-vault/v1/session\x00{session_id}".encode()
 
 
-def create(vault_id: str, location: str, vmk: bytes, seconds: int) -> str:
+def create(vault_id: str, location: str, vmk: bytes, seconds: int, member: bytes = b"") -> str:
     """Write a session file and return the token to export as ``HANDOVER_SESSION``.
 
     ``location`` names the vault (its resolved path, or its database URL without a password).
+    ``member``: in a team vault, the member's private keys (vault/teamkeys.py), sealed with the
+    VMK in the same file, so that a session opens the member's grants too.
     """
     session_id = secrets.token_hex(16)
     key = random_key()
@@ -87,6 +89,7 @@ def create(vault_id: str, location: str, vmk: bytes, seconds: int) -> str:
             "vault_path": location,
             "expires": expires,
             "vmk": base64.b64encode(vmk).decode("ascii"),
+            **({"member": base64.b64encode(member).decode("ascii")} if member else {}),
         }
     ).encode()
     blob = Sealer(key).seal(payload, _aad(session_id))
@@ -117,6 +120,11 @@ def _parse(token: str) -> tuple[str, bytes]:
 
 def load(token: str, vault_id: str) -> bytes:
     """The VMK held by a live session for this vault; AuthenticationFailed otherwise."""
+    return load_with_member(token, vault_id)[0]
+
+
+def load_with_member(token: str, vault_id: str) -> tuple[bytes, bytes]:
+    """The VMK and (team vault) the member's keys held by a live session for this vault."""
     session_id, key = _parse(token)
     folder = runtime_dir(sweep=False)  # our own file first: an expired one is then said to be so
     path = folder / session_id
@@ -142,7 +150,7 @@ def load(token: str, vault_id: str) -> bytes:
         with contextlib.suppress(OSError):
             path.unlink()
         raise AuthenticationFailed("the session has expired", "unlock again with: eval $(handover unlock)")
-    return base64.b64decode(data["vmk"])
+    return base64.b64decode(data["vmk"]), base64.b64decode(data.get("member", ""))
 
 
 def end(token: str) -> bool:

@@ -1,0 +1,229 @@
+"""Several technicians, each with their own home, member key and passphrase, on one PostgreSQL.
+
+Every step is a real subprocess of the installed command against the session's throwaway server
+(tests/pgserver.py); the server's side is looked at with the bare driver, as its superuser.
+DESIGN §12: join, endorse, grant, reveal, revoke (at-risk list, records re-encrypted, no more
+access), a planted unendorsed key, four processes revealing at once, member removal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import handover_cmd
+from tests.helpers_security import one, sql
+
+pytestmark = [pytest.mark.postgres, pytest.mark.interop]
+
+SECRET = "Fw-s3cret-team-0001"
+FP_RE = re.compile(r"Fingerprint: (hv:[0-9a-f-]+)")
+
+
+@dataclass
+class Tech:
+    """One technician: their own home (data, state, runtime dirs), member key and passphrase."""
+
+    name: str
+    env: dict[str, str]
+    fingerprint: str = ""
+
+    def run(
+        self, *args: str, input: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            handover_cmd() + list(args),
+            input=input,
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=180,
+            check=False,
+        )
+
+    def ok(self, *args: str, input: str = "") -> str:
+        done = self.run(*args, input=input)
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+
+def _tech(name: str, url: str, tmp_path: Path) -> Tech:
+    home = tmp_path / name
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HANDOVER_", "XDG_"))}
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_DATA_HOME": str(home / "data"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "HANDOVER_RUNTIME_DIR": str(home / "runtime"),
+            "HANDOVER_KDF": "minimum",
+            "HANDOVER_DB_URL": url,
+            "HANDOVER_PASSPHRASE": f"{name}'s own member passphrase",
+        }
+    )
+    t = Tech(name, env)
+    made = t.ok("member", "key")
+    m = FP_RE.search(made)
+    assert m, made
+    t.fingerprint = m.group(1)
+    assert (home / "data" / "handover-vault" / "member.key").stat().st_mode & 0o777 == 0o600
+    return t
+
+
+@pytest.fixture
+def team(pg_url: str, tmp_path: Path) -> tuple[str, Tech, Tech]:
+    """alice (first admin) with client acme; bob joined and added, holding no client yet."""
+    alice, bob = _tech("alice", pg_url, tmp_path), _tech("bob", pg_url, tmp_path)
+    recovery = tmp_path / "recovery.txt"
+    created = alice.ok("team", "init", "--name", "alice", "--recovery-out", str(recovery))
+    assert alice.fingerprint in created and recovery.stat().st_mode & 0o777 == 0o600
+    alice.ok("client", "add", "acme", "--name", "ACME Ltd", "--contract-start", "2024-01-01")
+    alice.ok("cred", "add", "acme", "Firewall admin", "--username", "admin", input=SECRET + "\n")
+    alice.ok("doc", "add", "acme", "LAN", input="fw1 guards 10.0.0.0/24\n")
+    bob.ok("team", "join", "--admin", alice.fingerprint, "--name", "bob")
+    alice.ok("member", "add", "bob", "--fingerprint", bob.fingerprint)
+    return pg_url, alice, bob
+
+
+def test_join_pins_the_first_admin_and_refuses_another(pg_url: str, tmp_path: Path) -> None:
+    alice, mallory = _tech("alice", pg_url, tmp_path), _tech("mallory", pg_url, tmp_path)
+    alice.ok("team", "init", "--name", "alice")
+    wrong = mallory.run("team", "join", "--admin", mallory.fingerprint, "--name", "mallory")
+    assert wrong.returncode == 4 and "refusing to join" in wrong.stderr
+    assert one(pg_url, "SELECT count(*) FROM members") == 1  # nothing was registered
+    mallory.ok("team", "join", "--admin", alice.fingerprint, "--name", "mallory")
+    waiting = mallory.run("client", "list")
+    assert waiting.returncode == 3 and "no admin has added you to the team yet" in waiting.stderr
+    # The server replaces the first admin's row and the pin in the database: the member's own pin wins.
+    sql(pg_url, "UPDATE meta SET value = ? WHERE key = 'team_root'", (mallory.fingerprint.encode(),))
+    swapped = alice.run("client", "list")
+    assert swapped.returncode == 4 and "pinned on this machine" in swapped.stderr
+
+
+def test_grant_reveal_revoke(team: tuple[str, Tech, Tech]) -> None:
+    url, alice, bob = team
+    assert bob.ok("client", "list").strip() in ("(no clients)", "")
+    refused = bob.run("cred", "show", "acme", "Firewall admin", "--reveal")
+    assert refused.returncode == 1 and "not granted to you" in refused.stderr and SECRET not in refused.stdout
+    alice.ok("grant", "acme", "bob")
+    assert SECRET in bob.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    session = bob.ok("unlock").strip().split("=", 1)[1]
+    cid = one(url, "SELECT id FROM clients")
+    before = {
+        r[0]: bytes(r[1]) for r in sql(url, "SELECT id, envelope FROM records WHERE client_id = ?", (cid,))
+    }
+
+    revoked = alice.run("revoke", "acme", "bob", "--yes")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "key version 2" in revoked.stdout and "kept by: alice" in revoked.stdout
+    assert "At risk (flagged for rotation: bob could read them):" in revoked.stdout
+    assert "Firewall admin" in revoked.stdout
+    after = {
+        r[0]: bytes(r[1]) for r in sql(url, "SELECT id, envelope FROM records WHERE client_id = ?", (cid,))
+    }
+    assert set(after) == set(before) and all(after[k] != before[k] for k in before)  # every record re-sealed
+    assert one(url, "SELECT key_version FROM clients") == 2
+    assert (
+        one(url, "SELECT count(*) FROM grants g JOIN members m ON m.id = g.member_id WHERE m.name = 'bob'")
+        == 0
+    )
+    # No more access, neither with his key file nor with the session he unlocked before.
+    for env in ({}, {"HANDOVER_SESSION": session, "HANDOVER_PASSPHRASE": ""}):
+        again = bob.run("cred", "show", "acme", "Firewall admin", "--reveal", env=env)
+        assert again.returncode == 1 and SECRET not in again.stdout, again.stderr
+    flagged = json.loads(alice.ok("--json", "cred", "list", "acme", "--needs-rotation"))
+    assert [c["label"] for c in flagged] == ["Firewall admin"]
+    assert SECRET in alice.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    assert "Audit log intact" in alice.ok("audit", "verify")
+    assert "vault intact" in alice.ok("verify")
+    assert "1 clients not granted to you" in bob.ok("verify")
+
+
+def test_a_key_no_admin_endorsed_gets_no_grant(team: tuple[str, Tech, Tech], tmp_path: Path) -> None:
+    url, alice, _bob = team
+    eve = _tech("eve", url, tmp_path)
+    eve.ok("team", "join", "--admin", alice.fingerprint, "--name", "eve")
+    # The server (or its superuser) makes eve look endorsed: by alice's id, with a made-up signature.
+    alice_id = one(url, "SELECT id FROM members WHERE name = 'alice'")
+    sql(
+        url,
+        "UPDATE members SET endorsed_by = ?, endorsement = ? WHERE name = 'eve'",
+        (alice_id, b"\x00" * 64),
+    )
+    refused = alice.run("grant", "acme", "eve")
+    assert refused.returncode == 4 and "endorsement" in refused.stderr
+    assert (
+        one(url, "SELECT count(*) FROM grants g JOIN members m ON m.id = g.member_id WHERE m.name = 'eve'")
+        == 0
+    )
+    assert eve.run("client", "list").returncode == 4  # her own unlock finds no valid chain either
+
+
+def test_four_processes_of_two_members_reveal_at_once(team: tuple[str, Tech, Tech]) -> None:
+    url, alice, bob = team
+    alice.ok("grant", "acme", "bob")
+    before = one(url, "SELECT max(seq) FROM audit")
+    results: list[subprocess.CompletedProcess[str]] = []
+    lock = threading.Lock()
+
+    def worker(t: Tech) -> None:
+        for _ in range(5):
+            done = t.run("cred", "show", "acme", "Firewall admin", "--reveal")
+            with lock:
+                results.append(done)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in (alice, bob, alice, bob)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results if r.returncode]
+    assert one(url, "SELECT max(seq) FROM audit") == before + 20
+    assert one(url, "SELECT count(DISTINCT seq) FROM audit") == before + 20  # no fork, no gap
+    assert "Audit log intact" in bob.ok("audit", "verify")
+
+
+def test_a_removed_member_can_open_nothing(team: tuple[str, Tech, Tech]) -> None:
+    url, alice, bob = team
+    alice.ok("grant", "acme", "bob")
+    removed = alice.run("member", "remove", "bob", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert (
+        "Revoked bob's access to acme" in removed.stdout
+        and "the team key itself is not rotated" in removed.stderr
+    )
+    gone = bob.run("client", "list")
+    assert gone.returncode == 3 and SECRET not in gone.stdout
+    assert one(url, "SELECT count(*) FROM key_slots WHERE kind = 'member'") == 1
+    listed = json.loads(alice.ok("--json", "member", "list"))
+    assert [m["name"] for m in listed] == ["alice"]
+
+
+def test_only_an_admin_adds_clients_and_grants(team: tuple[str, Tech, Tech]) -> None:
+    url, _alice, bob = team
+    refused = bob.run("client", "add", "beta", "--name", "Beta")
+    assert refused.returncode == 1 and "only a team admin adds clients" in refused.stderr
+    assert bob.run("grant", "acme", "bob").returncode == 1
+    assert one(url, "SELECT count(*) FROM clients") == 1
+
+
+def test_the_recovery_identity_opens_every_client_key(team: tuple[str, Tech, Tech], tmp_path: Path) -> None:
+    from handover_vault.team.grants import unwrap_recovery
+
+    url, alice, _bob = team
+    identity = (tmp_path / "recovery.txt").read_text().strip()
+    vault_id = bytes(one(url, "SELECT value FROM meta WHERE key = 'vault_id'")).decode()
+    cid, version, wrapped = sql(url, "SELECT client_id, key_version, wrapped FROM recovery_wraps")[0]
+    key = unwrap_recovery(identity, vault_id, cid, version, bytes(wrapped))
+    assert len(key) == 32
+    alice.ok("grant", "acme", "bob")
+    alice.ok("revoke", "acme", "bob", "--yes")
+    assert one(url, "SELECT count(*) FROM recovery_wraps WHERE key_version = 2") == 1

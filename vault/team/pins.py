@@ -1,0 +1,52 @@
+"""The first admin's fingerprint each member pinned at ``team join``, kept on their own machine.
+
+The team database also names its first admin, but the database is the server's word: a member
+trusts only the fingerprint told out of band and pinned here (one small JSON file per team vault,
+0600, in the user state dir, keyed by the vault's id and location).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..files import write_private
+
+
+def _dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("handover-vault")) / "team-pins"
+
+
+def path(location: str, vault_id: str) -> Path:
+    key = f"{vault_id}\x00{location}".encode("utf-8", "surrogateescape")
+    return _dir() / f"{hashlib.sha256(key).hexdigest()[:32]}.json"
+
+
+def write(location: str, vault_id: str, root: str, member_id: str) -> Path:
+    """Pin ``root`` (the first admin's fingerprint) for this team vault; the member's id beside it."""
+    body = {
+        "format": "handover-team-pin/1",
+        "location": location,
+        "vault_id": vault_id,
+        "root": root,
+        "member_id": member_id,
+    }
+    target = path(location, vault_id)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return write_private(target, json.dumps(body, indent=2).encode(), overwrite=True)
+
+
+def read(location: str, vault_id: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path(location, vault_id).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("vault_id") != vault_id:
+        return None
+    if not isinstance(data.get("root"), str) or not isinstance(data.get("member_id"), str):
+        return None
+    return data

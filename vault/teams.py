@@ -1,0 +1,524 @@
+"""Team vaults: create one, join it, endorse members, grant and revoke clients (DESIGN §12).
+
+A team vault is a vault in PostgreSQL whose team key is wrapped to each endorsed member (key slots
+of kind ``member``) and to the team's offline recovery key, and whose client keys live only in
+grants (vault/teamkeys.py). The first admin's fingerprint is pinned in the database and, what
+counts, on each member's machine (:mod:`vault.team.pins`) at ``team join``: a server that swaps
+the members' rows cannot make a member wrap a key to a key of its own.
+
+>>> v, recovery = init_team(url, member_key, "alice")         # alice is the first admin
+>>> join_team(url, bob_key, "bob", admin_fingerprint)         # bob registers, pins alice
+>>> add_member(v, "bob", bob_fingerprint)                     # alice endorses bob
+>>> grant(v, "acme", "bob")                                   # bob may now open acme
+>>> revoked = revoke(v, "acme", "bob")                        # acme re-keyed; revoked.at_risk
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from .clock import utcnow
+from .errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    PolicyRefused,
+)
+from .keys import crypto
+from .store.models import Client, Grant, KeySlot, Meta
+from .team import pins
+from .team.endorse import Member as MemberRow
+from .team.endorse import endorse, endorsed_admins, require_endorsed, verify_endorsements
+from .team.grants import RECOVERY, Binding, new_recovery_identity, unwrap, wrap_for
+from .team.memberkey import MemberKey, MemberPublic
+from .teamkeys import TeamKeys
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .core import Vault
+    from .store.engine import Store
+
+ROOT_KEY = "team_root"  # meta: the first admin's fingerprint (core.TEAM_ROOT)
+RECOVERY_KEY = "team_recovery"  # meta: the offline recovery key's age recipient
+MEMBER_SLOT = "member"
+RECOVERY_SLOT = "team-recovery"
+TEAM_KEY_CLIENT = "*team key*"  # the client id field of the team key's binding (never a client's id)
+
+
+# --- rows ------------------------------------------------------------------------------------------
+
+
+def _member(row: Any) -> MemberRow:
+    return MemberRow(
+        row.id,
+        row.name,
+        MemberPublic(row.x25519, bytes(row.ed25519)),
+        bool(row.admin),
+        row.endorsed_by,
+        bytes(row.endorsement),
+    )
+
+
+def members(s: Session) -> list[MemberRow]:
+    """Every member row that is not removed (a removed member's grants are gone, its row stays)."""
+    from .store.models import Member
+
+    return [_member(r) for r in s.execute(select(Member).where(Member.removed_at.is_(None))).scalars()]
+
+
+def _member_row(
+    member_id: str, name: str, public: MemberPublic, admin: bool, by: str, endorsement: bytes
+) -> Any:
+    from .store.models import Member
+
+    return Member(
+        id=member_id,
+        name=name,
+        x25519=public.x25519,
+        ed25519=public.ed25519,
+        fingerprint=public.fingerprint,
+        admin=admin,
+        endorsed_by=by,
+        endorsement=endorsement,
+        created_at=utcnow(),
+    )
+
+
+def _slot(member_id: str, kind: str, wrapped: bytes) -> KeySlot:
+    # A team key slot is an age wrap, not a passphrase slot: no KDF parameters.
+    return KeySlot(
+        id=member_id,
+        kind=kind,
+        salt=b"",
+        memory_kib=0,
+        iterations=0,
+        lanes=0,
+        wrapped=wrapped,
+        created_at=utcnow(),
+    )
+
+
+def _wrap_team_key(team_id: str, member_id: str, public: MemberPublic, vmk: bytes) -> bytes:
+    return wrap_for(public, Binding(team_id, TEAM_KEY_CLIENT, 0, member_id), vmk)
+
+
+def is_team(meta: dict[str, bytes]) -> bool:
+    return ROOT_KEY in meta
+
+
+# --- creating ----------------------------------------------------------------------------------------
+
+
+def init_team(url: str, key: MemberKey, name: str) -> tuple[Vault, str]:
+    """Create a team vault in the empty database at ``url``; ``key``'s holder is its first admin.
+
+    Returns the open vault and the offline recovery identity (``AGE-SECRET-KEY-1…``, shown once).
+    """
+    from .core import _populate_schema
+    from .store.postgres import PostgresStore
+
+    name = _name(name)
+    st = PostgresStore(url)
+    try:
+        if not st.is_empty():
+            raise AlreadyExists(f"the database {st.location} already holds a vault; refusing to overwrite it")
+        from .store.engine import upgrade
+
+        upgrade(st)
+        member_id = str(uuid.uuid4())
+        recovery_identity, recovery_recipient = new_recovery_identity()
+
+        def team_rows(vault_id: str, vmk: bytes) -> list[Any]:
+
+            me = endorse(key, member_id, vault_id, member_id, name, key.public, True)
+            return [
+                Meta(key=ROOT_KEY, value=key.public.fingerprint.encode()),
+                Meta(key=RECOVERY_KEY, value=recovery_recipient.encode()),
+                _member_row(member_id, name, key.public, True, member_id, me.signature),
+                _slot(member_id, MEMBER_SLOT, _wrap_team_key(vault_id, member_id, key.public, vmk)),
+                _slot(
+                    RECOVERY,
+                    RECOVERY_SLOT,
+                    _wrap_team_key(vault_id, RECOVERY, MemberPublic(recovery_recipient, b""), vmk),
+                ),
+            ]
+
+        def team_keys(vault_id: str, vmk: bytes) -> TeamKeys:
+            return TeamKeys(vault_id, vmk, key, member_id, {member_id: key.public}, recovery_recipient)
+
+        v = _populate_schema(st, team_rows, team_keys, detail={"team": name})
+    except BaseException:
+        st.close()
+        raise
+    pins.write(v.location, v.vault_id, key.public.fingerprint, member_id)
+    return v, recovery_identity
+
+
+def _name(name: str) -> str:
+    from . import validate
+
+    return validate.text(name, "member name", 200, required=True) or ""
+
+
+# --- joining and opening --------------------------------------------------------------------------
+
+
+def join_team(url: str, key: MemberKey, name: str, admin_fingerprint: str) -> str:
+    """Register ``key`` in the team at ``url`` and pin its first admin; return the member id.
+
+    Raises IntegrityError (exit 4) when the team's first admin is not ``admin_fingerprint`` (the
+    fingerprint told out of band) or its own endorsement does not verify: nothing is written.
+    """
+    from .core import _read_meta
+    from .store.models import Member
+    from .store.postgres import PostgresStore
+
+    name = _name(name)
+    st = PostgresStore(url)
+    try:
+        meta = _read_meta(st)
+        if not is_team(meta):
+            raise InvalidInput(
+                f"{st.location} is a vault, not a team vault", "create a team with: handover team init"
+            )
+        vault_id = meta["vault_id"].decode()
+        stored_root = meta[ROOT_KEY].decode()
+        with st.write("joining the team") as s:
+            rows = members(s)
+            if stored_root != admin_fingerprint.strip() or not verify_endorsements(
+                vault_id, admin_fingerprint.strip(), rows
+            ):
+                raise IntegrityError(
+                    f"the team's first admin is not {admin_fingerprint.strip()}: refusing to join (the fingerprint "
+                    "you were told does not match the team database)",
+                    "check the first admin's fingerprint with them in person or by phone",
+                )
+            mine = s.execute(select(Member).where(Member.fingerprint == key.public.fingerprint)).scalar()
+            if mine is not None:
+                member_id = mine.id
+            else:
+                if s.execute(select(Member.id).where(Member.name == name)).first():
+                    raise AlreadyExists(f"the team already has a member named {name!r}")
+                member_id = str(uuid.uuid4())
+                # Registered, not endorsed: no key is wrapped to it until an admin endorses it.
+                s.add(_member_row(member_id, name, key.public, False, "", b""))
+        pins.write(st.location, vault_id, admin_fingerprint.strip(), member_id)
+    finally:
+        st.close()
+    return member_id
+
+
+def unlock(
+    st: Store, vault_id: str, meta: dict[str, bytes], passphrase: str | None, session_member: bytes
+) -> TeamKeys:
+    """This member's keys: the member key file (opened with ``passphrase``) or a session's copy,
+    the endorsement chain from the first admin pinned on this machine, then the team key."""
+    from .store.models import Member
+    from .team.memberkey import default_path, load
+    from .teamkeys import member_from_session
+
+    pin = pins.read(st.location, vault_id)
+    if pin is None:
+        raise AuthenticationFailed(
+            f"this machine has not joined the team vault {st.location}",
+            "join it with: handover team join --db URL --admin FINGERPRINT",
+        )
+    if session_member:
+        member_id, key = member_from_session(session_member)
+    elif passphrase is not None:
+        key = load(default_path(), passphrase)
+        member_id = pin["member_id"]
+    else:
+        raise AuthenticationFailed("no passphrase was given")
+    if meta.get(ROOT_KEY, b"").decode() != pin["root"]:
+        raise IntegrityError(
+            "the team database names another first admin than the one pinned on this machine at join: "
+            "its members were replaced; nothing was opened",
+            "check with your team's admin before using this database",
+        )
+    with st.read() as s:
+        rows = members(s)
+        row = s.get(Member, member_id)
+        slot = s.get(KeySlot, member_id)
+    if row is None or row.fingerprint != key.public.fingerprint or row.removed_at is not None:
+        raise AuthenticationFailed(
+            "your member key is not a member of this team vault", "ask an admin: handover member add"
+        )
+    if not row.endorsed_by:
+        raise AuthenticationFailed(
+            "no admin has added you to the team yet",
+            f"tell an admin your fingerprint; they run: handover member add NAME --fingerprint {row.fingerprint}",
+        )
+    require_endorsed(vault_id, pin["root"], rows, member_id)
+    if slot is None or slot.kind != MEMBER_SLOT:
+        raise AuthenticationFailed(
+            "no admin has given you the team key yet",
+            "ask an admin: handover member add NAME --fingerprint FP",
+        )
+    vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
+    admins = endorsed_admins(vault_id, pin["root"], rows)
+    return TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode())
+
+
+# --- members ---------------------------------------------------------------------------------------
+
+
+def _team_keys(v: Vault) -> TeamKeys:
+    if not isinstance(v.keys, TeamKeys):
+        raise InvalidInput("this is not a team vault", "team commands need --db URL of a team vault")
+    return v.keys
+
+
+def _admin(v: Vault) -> TeamKeys:
+    k = _team_keys(v)
+    if not k.is_admin:
+        raise PolicyRefused("only a team admin can do this")
+    return k
+
+
+def _pinned(v: Vault) -> str:
+    pin = pins.read(v.location, v.vault_id)
+    assert pin is not None  # unlock refused without one
+    return str(pin["root"])
+
+
+def _named(s: Session, name: str) -> Any:
+    from .store.models import Member
+
+    row = s.execute(select(Member).where(Member.name == name, Member.removed_at.is_(None))).scalar()
+    if row is None:
+        raise NotFound(f"no member named {name!r}", "list them with: handover member list")
+    return row
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    name: str
+    fingerprint: str
+    admin: bool
+    endorsed: bool
+    has_team_key: bool
+    clients: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def list_members(v: Vault) -> list[MemberInfo]:
+    from .store.models import Member
+
+    k = _team_keys(v)
+    pinned = _pinned(v)
+    with v.read() as s:
+        rows = members(s)
+        valid = verify_endorsements(v.vault_id, pinned, rows)
+        out = []
+        for r in s.execute(select(Member).where(Member.removed_at.is_(None)).order_by(Member.name)).scalars():
+            slot = s.get(KeySlot, r.id)
+            n = len(s.execute(select(Grant.client_id).where(Grant.member_id == r.id).distinct()).all())
+            out.append(MemberInfo(r.name, r.fingerprint, bool(r.admin), r.id in valid, slot is not None, n))
+    del k
+    return out
+
+
+def add_member(v: Vault, name: str, fingerprint: str, admin: bool = False) -> MemberInfo:
+    """Endorse the registered key ``fingerprint`` as member ``name`` and wrap the team key to it."""
+    from .integrity.commitment import hasher, tracker
+    from .store.models import Member
+
+    k = _admin(v)
+    name = _name(name)
+    with v.write("adding a member") as s:
+        row = s.execute(select(Member).where(Member.fingerprint == fingerprint.strip())).scalar()
+        if row is None:
+            raise NotFound(
+                f"no member key {fingerprint.strip()} has joined the team",
+                "the technician runs first: handover team join --db URL --admin YOUR_FINGERPRINT",
+            )
+        if row.removed_at is not None:
+            raise PolicyRefused(
+                f"{row.name} was removed from the team; they join again with a new member key"
+            )
+        other = s.execute(select(Member.id).where(Member.name == name, Member.id != row.id)).first()
+        if other:
+            raise AlreadyExists(f"the team already has a member named {name!r}")
+        public = MemberPublic(row.x25519, bytes(row.ed25519))
+        signed = endorse(k.member, k.member_id, v.vault_id, row.id, name, public, admin)
+        row.name, row.admin, row.endorsed_by, row.endorsement = name, admin, k.member_id, signed.signature
+        s.flush()
+        # The chain is walked again from the pinned first admin: a grant never trusts the row alone.
+        require_endorsed(v.vault_id, _pinned(v), members(s), row.id)
+        state, h = tracker(v, s), hasher(v)
+        old = s.get(KeySlot, row.id)
+        if old is not None:
+            state.vault_element(h.slot(old), -1)
+            s.delete(old)
+            s.flush()
+        slot = _slot(row.id, MEMBER_SLOT, _wrap_team_key(v.vault_id, row.id, public, k.vmk))
+        s.add(slot)
+        s.flush()
+        state.vault_element(h.slot(slot), +1)
+        if admin:
+            k.admins[row.id] = public
+        v.audit.append(s, "member.add", detail={"name": name, "fingerprint": row.fingerprint, "admin": admin})
+    return MemberInfo(name, row.fingerprint, admin, True, True, 0)
+
+
+# --- grants ----------------------------------------------------------------------------------------
+
+
+def grant(v: Vault, slug: str, name: str) -> int:
+    """Wrap the client's current key to member ``name``; return the key version granted.
+
+    Raises IntegrityError (exit 4, nothing wrapped) when the member's endorsement chain does not
+    lead back to the first admin pinned on this machine.
+    """
+    k = _admin(v)
+    with v.write("granting a client") as s:
+        client = v.clients.get(slug, s)
+        row = _named(s, name)
+        public = require_endorsed(v.vault_id, _pinned(v), members(s), row.id)
+        version = _key_version(s, client.id)
+        if s.get(Grant, (client.id, version, row.id)) is not None:
+            raise AlreadyExists(f"{name} already holds {client.slug}")
+        k.put_grant(s, client.id, version, row.id, public, client.keys.key)
+        s.flush()
+        v.audit.append(s, "team.grant", client=client, detail={"member": name, "key_version": version})
+    return version
+
+
+def _key_version(s: Session, client_id: str) -> int:
+    row = s.get(Client, client_id)
+    assert row is not None
+    return int(row.key_version)
+
+
+@dataclass(frozen=True)
+class Revoked:
+    slug: str
+    member: str
+    key_version: int
+    records: int
+    at_risk: list[dict[str, str]]
+    kept: list[str]
+
+
+def revoke(v: Vault, slug: str, name: str) -> Revoked:
+    """Take the client from member ``name``: a new key version, every record, version and chunk of
+    the client re-encrypted under it and rewrapped to the members who keep it, and the at-risk list
+    (every credential the member could read, each flagged for rotation)."""
+    from .clients import ClientRef
+    from .integrity.commitment import recompute_commitments
+    from .integrity.statecheck import check_client
+    from .keys.hierarchy import ClientKeys
+    from .rekey import _Counts, _rekey_chunks, _rekey_records, _rekey_versions
+
+    k = _admin(v)
+    with v.write("revoking a client", bulk=True) as s:
+        old = v.clients.get(slug, s)
+        check_client(v, s, old.id)  # its records are what they were committed as, before re-sealing
+        row = _named(s, name)
+        version = _key_version(s, old.id)
+        held = (
+            s.execute(select(Grant).where(Grant.client_id == old.id, Grant.key_version == version))
+            .scalars()
+            .all()
+        )
+        if not any(g.member_id == row.id for g in held):
+            raise NotFound(f"{name} holds no grant for {old.slug}")
+        if row.id == k.member_id:
+            raise PolicyRefused("an admin does not revoke their own access", "another admin can")
+        rows = members(s)
+        pinned = _pinned(v)
+        keep = []
+        for g in held:
+            if g.member_id == row.id:
+                continue
+            keep.append((g.member_id, require_endorsed(v.vault_id, pinned, rows, g.member_id)))
+        new_version = version + 1
+        fresh_key = crypto.random_key()
+        fresh = ClientRef(
+            old.id, old.version, old.created_at, old.updated_at, ClientKeys(fresh_key), old.data
+        )
+        client_row = s.get(Client, old.id)
+        assert client_row is not None
+        client_row.key_version = new_version
+        client_row.envelope = v.clients._seal(fresh.keys, old.id, client_row.version, old.data)
+        s.flush()
+        n = _Counts()
+        _rekey_records(v, s, old, fresh, n)
+        _rekey_versions(v, s, old, fresh, n)
+        _rekey_chunks(v, s, old, fresh, n)
+        # The revoked member's grants of every version go; the others keep the old versions (their
+        # history of the client's audit details) and get the new one.
+        s.execute(delete(Grant).where(Grant.client_id == old.id, Grant.member_id == row.id))
+        for member_id, public in keep:
+            k.put_grant(s, old.id, new_version, member_id, public, fresh_key)
+        s.add(k.recovery_wrap(old.id, new_version, fresh_key))
+        k.renewed(old.id, new_version, fresh_key)
+        s.flush()
+        # The re-encryption wrote envelopes past the commitment's tracker (as rekey does): the
+        # commitment is rebuilt from the rows, after the top and this client were checked above.
+        recompute_commitments(v, s)
+        renewed = v.clients.load(client_row)
+        at_risk = []
+        for rec in v.records.list(s, renewed, "cred"):
+            at_risk.append({"id": rec.id, "label": str(rec.data.get("label", ""))})
+            v.creds.flag_for_rotation(s, renewed, rec, f"{name}'s access to {old.slug} was revoked")
+        v.audit.append(
+            s,
+            "team.revoke",
+            client=renewed,
+            detail={"member": name, "key_version": new_version, "at_risk": at_risk, "records": n.records},
+        )
+    kept_names = [m.name for m in rows if m.member_id in {i for i, _ in keep}]
+    return Revoked(old.slug, name, new_version, n.records, at_risk, kept_names)
+
+
+@dataclass(frozen=True)
+class Removed:
+    name: str
+    revoked: list[Revoked]
+
+
+def remove_member(v: Vault, name: str) -> Removed:
+    """Revoke every client ``name`` holds (each re-keyed, with its at-risk list), then take the team
+    key from them and mark them removed (their row stays: their audit entries still name them).
+
+    The team key itself is not rotated (the command says so)."""
+    from .integrity.commitment import hasher, tracker
+    from .store.models import Member
+
+    k = _admin(v)
+    with v.read() as s:
+        row = _named(s, name)
+        if row.id == k.member_id:
+            raise PolicyRefused("an admin does not remove themselves", "another admin can")
+        held = sorted({g for (g,) in s.execute(select(Grant.client_id).where(Grant.member_id == row.id))})
+        slugs = []
+        for cid in held:
+            client_row = s.get(Client, cid)
+            if client_row is not None and s.get(Grant, (cid, client_row.key_version, row.id)) is not None:
+                slugs.append(v.clients.load(client_row).slug)
+    revoked = [revoke(v, slug, name) for slug in slugs]
+    with v.write("removing a member") as s:
+        member = s.get(Member, row.id)
+        assert member is not None
+        s.execute(delete(Grant).where(Grant.member_id == row.id))  # older key versions too
+        slot = s.get(KeySlot, row.id)
+        if slot is not None:
+            tracker(v, s).vault_element(hasher(v).slot(slot), -1)
+            s.delete(slot)
+        member.removed_at = utcnow()
+        k.admins.pop(row.id, None)
+        v.audit.append(
+            s, "member.remove", detail={"name": name, "fingerprint": member.fingerprint, "clients": slugs}
+        )
+    return Removed(name, revoked)
