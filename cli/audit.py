@@ -32,12 +32,14 @@ def audit_list(slug: str | None, action: str | None) -> None:
         emit_json([e.to_json() for e in events])
         return
     names = {c.id: c.slug for c in v.clients.list()}
+    team = v.keys.team
     table(
-        ["seq", "at", "action", "client", "record", "detail"],
+        ["seq", "at", *(["member"] if team else []), "action", "client", "record", "detail"],
         [
             [
                 e.seq,
                 e.at,
+                *([e.member or ""] if team else []),
                 e.action,
                 names.get(e.client_id or "", (e.client_id or "")[:8]),
                 short(e.record_id or ""),

@@ -73,10 +73,10 @@ BEGIN
         -- The audit log: read and append only. No UPDATE of whole rows, no DELETE, no TRUNCATE.
         REVOKE ALL ON TABLE public.audit FROM handover_app;
         GRANT SELECT, INSERT ON TABLE public.audit TO handover_app;
-        -- Only these two columns, because the transaction that appends an entry writes its state
-        -- commitment and MAC again as it ends (AuditLog.reseal); the trigger refuses even that
-        -- in any later transaction.
-        GRANT UPDATE (commitment, mac) ON TABLE public.audit TO handover_app;
+        -- Only these three columns, because the transaction that appends an entry writes its
+        -- state commitment, MAC and member's signature again as it ends (AuditLog.reseal); the
+        -- trigger refuses even that in any later transaction.
+        GRANT UPDATE (commitment, mac, signature) ON TABLE public.audit TO handover_app;
     END IF;
     IF to_regclass('public.alembic_version') IS NOT NULL THEN
         -- The schema version: the application checks it on open; only the owner changes it.

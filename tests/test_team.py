@@ -227,3 +227,26 @@ def test_the_recovery_identity_opens_every_client_key(team: tuple[str, Tech, Tec
     alice.ok("grant", "acme", "bob")
     alice.ok("revoke", "acme", "bob", "--yes")
     assert one(url, "SELECT count(*) FROM recovery_wraps WHERE key_version = 2") == 1
+
+
+def test_every_entry_names_and_is_signed_by_its_member(team: tuple[str, Tech, Tech]) -> None:
+    url, alice, bob = team
+    alice.ok("grant", "acme", "bob")
+    assert SECRET in bob.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    listed = json.loads(alice.ok("--json", "audit", "list"))
+    assert all(e["member"] in ("alice", "bob") for e in listed)
+    assert listed[0]["member"] == "alice" and listed[0]["action"] == "vault.init"
+    [reveal] = [e for e in listed if e["action"] == "cred.reveal"]
+    assert reveal["member"] == "bob"
+    assert "member" in alice.ok("audit", "list").splitlines()[0]  # the table's header names the column
+    assert one(url, "SELECT count(*) FROM audit WHERE signature IS NULL OR prev_hash IS NULL") == 0
+    # A superuser puts bob's reveal on alice's account: the MAC chain does not cover who, the
+    # signature does, and audit verify names the entry and the member it now claims.
+    alice_id = one(url, "SELECT id FROM members WHERE name = 'alice'")
+    sql(url, "ALTER TABLE audit DISABLE TRIGGER USER")
+    sql(url, "UPDATE audit SET member_id = ? WHERE seq = ?", (alice_id, reveal["seq"]))
+    sql(url, "ALTER TABLE audit ENABLE TRIGGER USER")
+    for t in (alice, bob):
+        done = t.run("audit", "verify")
+        assert done.returncode == 4
+        assert f"audit entry {reveal['seq']} (member alice) does not verify: bad signature" in done.stderr

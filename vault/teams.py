@@ -522,3 +522,77 @@ def remove_member(v: Vault, name: str) -> Removed:
             s, "member.remove", detail={"name": name, "fingerprint": member.fingerprint, "clients": slugs}
         )
     return Removed(name, revoked)
+
+
+# --- the signed audit chain (vault/team/chain.py) -------------------------------------------------
+
+
+def _chain_entry(row: Any) -> Any:
+    from .team.chain import Entry
+
+    return Entry(
+        seq=row.seq,
+        at=row.at,
+        member_id=row.member_id or "",
+        action=row.action,
+        client_id=row.client_id,
+        record_id=row.record_id,
+        scope=row.scope,
+        detail=bytes(row.detail),
+        commitment=bytes(row.commitment) if row.commitment is not None else None,
+        prev_hash=bytes(row.prev_hash or b""),
+        signature=bytes(row.signature or b""),
+        embedded_head=bytes(row.embedded_head) if row.embedded_head is not None else None,
+    )
+
+
+def sign_entry(v: Vault, s: Session, entry: Any) -> None:
+    """Name this member on a new audit entry, chain it to the previous entry's hash and sign it."""
+    from .store.models import AuditEntry
+    from .team.chain import entry_hash, genesis
+
+    k = _team_keys(v)
+    entry.member_id = k.member_id
+    prev = s.get(AuditEntry, entry.seq - 1) if entry.seq > 1 else None
+    entry.prev_hash = entry_hash(v.vault_id, _chain_entry(prev)) if prev is not None else genesis(v.vault_id)
+    resign(v, entry)
+
+
+def resign(v: Vault, entry: Any) -> None:
+    """Sign ``entry`` (again, once its commitment is final: ``AuditLog.reseal``)."""
+    from .team.chain import message
+
+    k = _team_keys(v)
+    entry.signature = k.member.sign(message(v.vault_id, _chain_entry(entry)))
+
+
+def member_names(s: Session) -> dict[str, str]:
+    """Member id to name, removed members included (their entries still name them)."""
+    from .store.models import Member
+
+    return {r.id: r.name for r in s.execute(select(Member)).scalars()}
+
+
+def verify_signatures(v: Vault, s: Session) -> int:
+    """Every entry signed by the member it names, each chained to the one before: the count.
+
+    Keys are those of members whose endorsement chain leads to the first admin pinned on this
+    machine (removed members included: their entries stay theirs). Raises IntegrityError naming
+    the first entry that does not hold and its member.
+    """
+    from .store.models import AuditEntry, Member
+    from .team.chain import verify_chain
+
+    every = [_member(r) for r in s.execute(select(Member)).scalars()]
+    valid = verify_endorsements(v.vault_id, _pinned(v), every)
+    keys = {mid: public.ed25519 for mid, public in valid.items()}
+    rows = s.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars()
+    verdict = verify_chain(v.vault_id, (_chain_entry(r) for r in rows), keys)
+    if not verdict.ok:
+        names = member_names(s)
+        who = names.get(verdict.bad_member or "", verdict.bad_member or "no member")
+        raise IntegrityError(
+            f"audit entry {verdict.bad_seq} (member {who}) does not verify: {verdict.reason}",
+            "the entry was changed, inserted or removed on the server; restore the database from a backup",
+        )
+    return verdict.count

@@ -49,7 +49,7 @@ $$
 """
 
 # BEFORE UPDATE, per row: allowed only in the transaction that inserted the row, and only if
-# nothing but commitment and mac differs. Comparing the whole row as jsonb minus those two keys
+# nothing but commitment, mac and (a team member's) signature differs. Comparing the whole row as jsonb minus those two keys
 # also covers any column a later migration adds. Any other outcome, NULL included (an entry
 # from before this migration has no written_in), reaches the RAISE.
 _UPDATE = f"""
@@ -59,12 +59,13 @@ BEGIN
     IF OLD.written_in = txid_current()
        AND NEW.written_in = OLD.written_in
        AND NEW.seq = OLD.seq
-       AND (to_jsonb(NEW) - 'commitment' - 'mac') = (to_jsonb(OLD) - 'commitment' - 'mac') THEN
+       AND (to_jsonb(NEW) - 'commitment' - 'mac' - 'signature')
+           = (to_jsonb(OLD) - 'commitment' - 'mac' - 'signature') THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'the audit log is append-only: UPDATE of entry % refused', OLD.seq
         USING ERRCODE = '{REFUSED}',
-              HINT = 'only the transaction that wrote an entry may reseal its commitment and mac';
+              HINT = 'only the transaction that wrote an entry may reseal its commitment, mac and signature';
 END
 $$
 """

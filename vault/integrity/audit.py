@@ -310,9 +310,11 @@ class Event:
     client_id: str | None
     record_id: str | None
     detail: dict[str, Any] | None
+    #: The team member who made the entry (a team vault only).
+    member: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "seq": self.seq,
             "at": self.at,
             "action": self.action,
@@ -320,6 +322,9 @@ class Event:
             "record_id": self.record_id,
             "detail": self.detail,
         }
+        if self.member is not None:
+            out["member"] = self.member
+        return out
 
 
 class AuditLog:
@@ -488,6 +493,10 @@ class AuditLog:
             commitment=commitment,
         )
         entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
+        if self.v.keys.team:  # each entry signed by its member and hash-chained (DESIGN §12)
+            from ..teams import sign_entry
+
+            sign_entry(self.v, s, entry)
         try:
             s.add(entry)
             self._write_head(s, Head(seq, entry.mac))  # its query autoflushes the entry
@@ -505,6 +514,10 @@ class AuditLog:
         """
         entry.commitment = commitment
         entry.mac = crypto.mac(self.key, prev + entry_bytes(self.v.vault_id, entry))
+        if self.v.keys.team:
+            from ..teams import resign
+
+            resign(self.v, entry)
         try:
             self._write_head(s, Head(entry.seq, entry.mac))
             s.flush()
@@ -615,7 +628,15 @@ class AuditLog:
         """Every entry, oldest first, with its detail decrypted where the key still exists."""
         cache: dict[str, Any] = {}
         with self.v.read() as s:
-            return [self._event(s, raw, cache) for raw in self._rows(s, client_id)]
+            events = [self._event(s, raw, cache) for raw in self._rows(s, client_id)]
+            if self.v.keys.team:
+                from ..teams import member_names
+
+                names = member_names(s)
+                by_seq = dict(s.execute(select(AuditEntry.seq, AuditEntry.member_id)).tuples().all())
+                for e in events:
+                    e.member = names.get(by_seq.get(e.seq) or "", by_seq.get(e.seq) or "")
+        return events
 
     def event(self, seq: int) -> Event:
         """One entry by its sequence number. Raises NotFound."""
@@ -652,6 +673,10 @@ class AuditLog:
             except TextNotUtf8:  # a text column holds bytes that are not UTF-8: read them as usual
                 prev, expected, v2_seen = self._walk(s, cp)
             recorded = self._read_head(s)
+            if self.v.keys.team:
+                from ..teams import verify_signatures
+
+                verify_signatures(self.v, s)
         head = Head(expected - 1, prev)
         if cp is not None and head.seq < cp.seq:
             raise IntegrityError(
