@@ -144,12 +144,18 @@ def team() -> None:
 @click.option("--db", "db", metavar="URL", help="The empty team database (else --db / HANDOVER_DB_URL).")
 @click.option("--name", "name", help="Your name in the team (default: your login name).")
 @click.option(
+    "--from",
+    "from_vault",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A vault file to move in (its passphrase: HANDOVER_FROM_PASSPHRASE, else the usual sources).",
+)
+@click.option(
     "--recovery-out",
     "recovery_out",
     type=click.Path(dir_okay=False),
     help="Write the recovery identity 0600 to FILE instead of printing it.",
 )
-def team_init(db: str | None, name: str | None, recovery_out: str | None) -> None:
+def team_init(db: str | None, name: str | None, from_vault: str | None, recovery_out: str | None) -> None:
     """Create the schema and the team in an empty database; you become its first admin.
 
     Your member key (`handover member key`) opens it. The team's offline recovery key is printed
@@ -162,7 +168,20 @@ def team_init(db: str | None, name: str | None, recovery_out: str | None) -> Non
     forbid_core_dumps()
     url = _db(db)
     key = _member_key()
-    v, recovery = init_team(url, key, name or _default_name())
+    if from_vault:
+        from ..core import open_vault
+        from ..teams import move_in
+        from .context import secret_env as _env
+
+        with open_vault(
+            from_vault, passphrase=_env("HANDOVER_FROM_PASSPHRASE") or read_passphrase()
+        ) as source:
+            v, recovery, moved = move_in(url, key, name or _default_name(), source)
+        click.echo(
+            f"Moved {from_vault} in: {moved} audit entries verified and kept, the head embedded in the team's first entry."
+        )
+    else:
+        v, recovery = init_team(url, key, name or _default_name())
     with v:
         click.echo(f"Created team vault {v.location}")
         click.echo(

@@ -250,3 +250,48 @@ def test_every_entry_names_and_is_signed_by_its_member(team: tuple[str, Tech, Te
         done = t.run("audit", "verify")
         assert done.returncode == 4
         assert f"audit entry {reveal['seq']} (member alice) does not verify: bad signature" in done.stderr
+
+
+def test_a_vault_file_moves_in_with_its_history(pg_url: str, tmp_path: Path) -> None:
+    from tests.conftest import PASSPHRASE, run
+
+    old = tmp_path / "solo.vault"
+    assert run(["init"], vault=old).returncode == 0
+    for args, stdin in (
+        (["client", "add", "acme", "--name", "ACME Ltd", "--contract-start", "2024-01-01"], ""),
+        (["contact", "add", "acme", "--name", "Jane Doe", "--email", "jane@acme.example", "--authorized"], ""),
+        (["cred", "add", "acme", "Firewall admin", "--username", "admin"], SECRET + "\n"),
+        (["doc", "add", "acme", "LAN"], "fw1 guards 10.0.0.0/24\n"),
+        (["request", "log", "acme", "--requester", "Jane Doe", "--channel", "phone", "--verified-by", "callback",
+          "--item", "Firewall admin", "--decision", "granted"], ""),
+    ):  # fmt: skip
+        done = run(args, vault=old, input=stdin)
+        assert done.returncode == 0, (args, done.stderr)
+    solo_fp = json.loads(run(["--json", "audit", "list"], vault=old).stdout)
+    fingerprint = re.search(r"signing key (hv:[0-9a-f-]+)", run(["verify"], vault=old).stdout).group(1)
+    alice, bob = _tech("alice", pg_url, tmp_path), _tech("bob", pg_url, tmp_path)
+    moved = alice.run(
+        "team", "init", "--name", "alice", "--from", str(old), env={"HANDOVER_FROM_PASSPHRASE": PASSPHRASE}
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert f"{len(solo_fp)} audit entries verified and kept" in moved.stdout
+    assert SECRET in alice.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    assert fingerprint in alice.ok("verify")  # the same signing key: bundles and receipts still check
+    listed = json.loads(alice.ok("--json", "audit", "list"))
+    assert [e["action"] for e in listed[: len(solo_fp)]] == [e["action"] for e in solo_fp]
+    assert listed[len(solo_fp)]["action"] == "team.init" and listed[len(solo_fp)]["member"] == "alice"
+    assert all(r["matches_audit"] for r in json.loads(alice.ok("--json", "request", "list")))
+    assert one(pg_url, "SELECT count(*) FROM key_slots WHERE kind IN ('passphrase', 'recovery')") == 0
+    assert one(pg_url, "SELECT count(*) FROM clients WHERE length(wrapped_key) > 0") == 0
+    bob.ok("team", "join", "--admin", alice.fingerprint, "--name", "bob")
+    alice.ok("member", "add", "bob", "--fingerprint", bob.fingerprint)
+    alice.ok("grant", "acme", "bob")
+    assert SECRET in bob.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    assert "Audit log intact" in bob.ok("audit", "verify")
+    # The team's first entry vouches for the moved chain: changing what it embeds is caught.
+    first = len(solo_fp) + 1
+    sql(pg_url, "ALTER TABLE audit DISABLE TRIGGER USER")
+    sql(pg_url, "UPDATE audit SET embedded_head = ? WHERE seq = ?", (b"\x00" * 32, first))
+    sql(pg_url, "ALTER TABLE audit ENABLE TRIGGER USER")
+    broken = bob.run("audit", "verify")
+    assert broken.returncode == 4 and f"audit entry {first}" in broken.stderr

@@ -554,7 +554,14 @@ def sign_entry(v: Vault, s: Session, entry: Any) -> None:
     k = _team_keys(v)
     entry.member_id = k.member_id
     prev = s.get(AuditEntry, entry.seq - 1) if entry.seq > 1 else None
-    entry.prev_hash = entry_hash(v.vault_id, _chain_entry(prev)) if prev is not None else genesis(v.vault_id)
+    if prev is not None and prev.signature is not None:
+        entry.prev_hash = entry_hash(v.vault_id, _chain_entry(prev))
+    else:
+        # The chain's first entry. After a move from a vault file (``move_in``), it embeds that
+        # vault's verified head: the unsigned entries before it are vouched for by their HMAC chain.
+        entry.prev_hash = genesis(v.vault_id)
+        if prev is not None:
+            entry.embedded_head = bytes(prev.mac)
     resign(v, entry)
 
 
@@ -586,8 +593,26 @@ def verify_signatures(v: Vault, s: Session) -> int:
     every = [_member(r) for r in s.execute(select(Member)).scalars()]
     valid = verify_endorsements(v.vault_id, _pinned(v), every)
     keys = {mid: public.ed25519 for mid, public in valid.items()}
-    rows = s.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars()
-    verdict = verify_chain(v.vault_id, (_chain_entry(r) for r in rows), keys)
+    rows = list(s.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars())
+    # Entries moved in from a vault file come first, unsigned; every one after the first signed
+    # entry must be signed (a signature removed reads as an unknown member's entry).
+    start = next(
+        (i for i, r in enumerate(rows) if r.signature is not None or r.member_id is not None), len(rows)
+    )
+    signed = rows[start:]
+    if (
+        start
+        and signed
+        and (signed[0].embedded_head is None or bytes(signed[0].embedded_head) != bytes(rows[start - 1].mac))
+    ):
+        raise IntegrityError(
+            f"audit entry {signed[0].seq}, the team's first, does not embed the head of the entries before it",
+            "the entries were changed on the server; restore the database from a backup",
+        )
+    if not signed and rows:
+        raise IntegrityError("no audit entry of this team vault is signed: the signatures were removed")
+    first = signed[0].seq if signed else 1
+    verdict = verify_chain(v.vault_id, (_chain_entry(r) for r in signed), keys, first_seq=first)
     if not verdict.ok:
         names = member_names(s)
         who = names.get(verdict.bad_member or "", verdict.bad_member or "no member")
@@ -596,3 +621,78 @@ def verify_signatures(v: Vault, s: Session) -> int:
             "the entry was changed, inserted or removed on the server; restore the database from a backup",
         )
     return verdict.count
+
+
+# --- moving a vault file in ----------------------------------------------------------------------
+
+
+def move_in(url: str, key: MemberKey, name: str, source: Any) -> tuple[Vault, str, int]:
+    """Make the empty database at ``url`` a team vault holding the vault file ``source`` (open).
+
+    ``source`` is verified whole first (every envelope, the state, the audit chain). Its rows move
+    unchanged: the same vault id, team key (its master key), signing key and client keys, so every
+    ciphertext and the audit chain stay as they are. Then one transaction makes it a team: the
+    caller first admin, the team key and each client's key wrapped to them and to a new recovery
+    key, the passphrase and recovery-code slots removed, the clients' own wraps emptied. Its first
+    signed entry embeds the moved chain's head. Returns (vault, recovery identity, entries moved).
+    """
+    from .core import Vault
+    from .integrity.commitment import recompute_commitments
+    from .integrity.verify import verify_vault
+    from .store.engine import upgrade
+    from .store.models import Base
+    from .store.postgres import PostgresStore
+
+    name = _name(name)
+    checked = verify_vault(source)
+    st = PostgresStore(url)
+    try:
+        if not st.is_empty():
+            raise AlreadyExists(f"the database {st.location} already holds a vault; refusing to overwrite it")
+        upgrade(st)
+        with source.read() as src, st.write("moving the vault in", bulk=True) as s:
+            for table in Base.metadata.sorted_tables:
+                rows = [dict(r._mapping) for r in src.execute(select(table))]
+                if rows:
+                    s.execute(table.insert(), rows)
+        vault_id, vmk = source.vault_id, source.keys.vmk
+        member_id = str(uuid.uuid4())
+        recovery_identity, recovery_recipient = new_recovery_identity()
+        k = TeamKeys(vault_id, vmk, key, member_id, {member_id: key.public}, recovery_recipient)
+        v = Vault(st, k)
+        with st.write("making the vault a team", bulk=True) as s:
+            me = endorse(key, member_id, vault_id, member_id, name, key.public, True)
+            s.add(Meta(key=ROOT_KEY, value=key.public.fingerprint.encode()))
+            s.add(Meta(key=RECOVERY_KEY, value=recovery_recipient.encode()))
+            s.add(_member_row(member_id, name, key.public, True, member_id, me.signature))
+            s.execute(delete(KeySlot))  # the passphrase and recovery-code slots: a team has neither
+            s.add(_slot(member_id, MEMBER_SLOT, _wrap_team_key(vault_id, member_id, key.public, vmk)))
+            s.add(
+                _slot(
+                    RECOVERY,
+                    RECOVERY_SLOT,
+                    _wrap_team_key(vault_id, RECOVERY, MemberPublic(recovery_recipient, b""), vmk),
+                )
+            )
+            for row in s.execute(select(Client)).scalars().all():
+                client_key = source.keys.client(row.id, row.wrapped_key).key
+                k.put_grant(s, row.id, row.key_version, member_id, key.public, client_key)
+                s.add(k.recovery_wrap(row.id, row.key_version, client_key))
+                row.wrapped_key = b""
+            s.flush()
+            recompute_commitments(v, s)
+            v.audit.append(
+                s,
+                "team.init",
+                detail={
+                    "team": name,
+                    "from": source.fingerprint,
+                    "entries": checked.entries,
+                    "clients": checked.clients,
+                },
+            )
+    except BaseException:
+        st.close()
+        raise
+    pins.write(v.location, v.vault_id, key.public.fingerprint, member_id)
+    return v, recovery_identity, checked.entries

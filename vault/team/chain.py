@@ -98,16 +98,20 @@ class Verdict:
         return self.reason is None
 
 
-def verify_chain(team_id: str, entries: Iterable[Entry], members: Mapping[str, bytes]) -> Verdict:
+def verify_chain(
+    team_id: str, entries: Iterable[Entry], members: Mapping[str, bytes], first_seq: int = 1
+) -> Verdict:
     """Walk the chain in storage order; stop at the first entry that does not hold.
 
     ``members`` maps member id to raw Ed25519 public key (only keys with a valid endorsement chain:
     ``endorse.verify_endorsements``). Each key is loaded once. Reasons name the fault without
     content: ``sequence gap``, ``out of order``, ``broken link``, ``unknown member``, ``bad signature``.
+    ``first_seq``: the number of the chain's first entry (a team moved in from a vault file goes
+    on from that vault's entries, whose own HMAC chain vouches for them).
     """
     verifiers: dict[str, Verifier | None] = {}
     prev = genesis(team_id)
-    expected = 1
+    expected = first_seq
     count = 0
     for e in entries:
         fault = None
@@ -115,7 +119,7 @@ def verify_chain(team_id: str, entries: Iterable[Entry], members: Mapping[str, b
             fault = "sequence gap" if e.seq > expected else "out of order"
         elif e.prev_hash != prev:
             fault = "broken link"
-        elif e.embedded_head is not None and e.seq != 1:
+        elif e.embedded_head is not None and e.seq != first_seq:
             fault = "an embedded head after the first entry"
         else:
             if e.member_id in verifiers:
