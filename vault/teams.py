@@ -116,39 +116,53 @@ def is_team(meta: dict[str, bytes]) -> bool:
 # --- creating ----------------------------------------------------------------------------------------
 
 
+def _empty_database(url: str) -> Store:
+    """The store of the database at ``url`` with today's schema, refused unless it holds no vault."""
+    from .store.engine import upgrade
+    from .store.postgres import PostgresStore
+
+    st = PostgresStore(url)
+    try:
+        if not st.is_empty():
+            raise AlreadyExists(f"the database {st.location} already holds a vault; refusing to overwrite it")
+        upgrade(st)
+    except BaseException:
+        st.close()
+        raise
+    return st
+
+
+def _first_admin_rows(
+    vault_id: str, vmk: bytes, key: MemberKey, member_id: str, name: str, recovery_recipient: str
+) -> list[Any]:
+    """What makes a vault a team: the pinned first admin (self-endorsed), the team key wrapped to
+    them and to the recovery key, and the recovery key's recipient."""
+    me = endorse(key, member_id, vault_id, member_id, name, key.public, True)
+    recovery = MemberPublic(recovery_recipient, b"")
+    return [
+        Meta(key=ROOT_KEY, value=key.public.fingerprint.encode()),
+        Meta(key=RECOVERY_KEY, value=recovery_recipient.encode()),
+        _member_row(member_id, name, key.public, True, member_id, me.signature),
+        _slot(member_id, MEMBER_SLOT, _wrap_team_key(vault_id, member_id, key.public, vmk)),
+        _slot(RECOVERY, RECOVERY_SLOT, _wrap_team_key(vault_id, RECOVERY, recovery, vmk)),
+    ]
+
+
 def init_team(url: str, key: MemberKey, name: str) -> tuple[Vault, str]:
     """Create a team vault in the empty database at ``url``; ``key``'s holder is its first admin.
 
     Returns the open vault and the offline recovery identity (``AGE-SECRET-KEY-1…``, shown once).
     """
     from .core import _populate_schema
-    from .store.postgres import PostgresStore
 
     name = _name(name)
-    st = PostgresStore(url)
+    st = _empty_database(url)
     try:
-        if not st.is_empty():
-            raise AlreadyExists(f"the database {st.location} already holds a vault; refusing to overwrite it")
-        from .store.engine import upgrade
-
-        upgrade(st)
         member_id = str(uuid.uuid4())
         recovery_identity, recovery_recipient = new_recovery_identity()
 
         def team_rows(vault_id: str, vmk: bytes) -> list[Any]:
-
-            me = endorse(key, member_id, vault_id, member_id, name, key.public, True)
-            return [
-                Meta(key=ROOT_KEY, value=key.public.fingerprint.encode()),
-                Meta(key=RECOVERY_KEY, value=recovery_recipient.encode()),
-                _member_row(member_id, name, key.public, True, member_id, me.signature),
-                _slot(member_id, MEMBER_SLOT, _wrap_team_key(vault_id, member_id, key.public, vmk)),
-                _slot(
-                    RECOVERY,
-                    RECOVERY_SLOT,
-                    _wrap_team_key(vault_id, RECOVERY, MemberPublic(recovery_recipient, b""), vmk),
-                ),
-            ]
+            return _first_admin_rows(vault_id, vmk, key, member_id, name, recovery_recipient)
 
         def team_keys(vault_id: str, vmk: bytes) -> TeamKeys:
             return TeamKeys(vault_id, vmk, key, member_id, {member_id: key.public}, recovery_recipient)
@@ -639,41 +653,24 @@ def move_in(url: str, key: MemberKey, name: str, source: Any) -> tuple[Vault, st
     from .core import Vault
     from .integrity.commitment import recompute_commitments
     from .integrity.verify import verify_vault
-    from .store.engine import upgrade
-    from .store.models import Base
-    from .store.postgres import PostgresStore
+    from .store.engine import copy_tables
 
     name = _name(name)
     checked = verify_vault(source)
-    st = PostgresStore(url)
+    st = _empty_database(url)
     try:
-        if not st.is_empty():
-            raise AlreadyExists(f"the database {st.location} already holds a vault; refusing to overwrite it")
-        upgrade(st)
         with source.read() as src, st.write("moving the vault in", bulk=True) as s:
-            for table in Base.metadata.sorted_tables:
-                rows = [dict(r._mapping) for r in src.execute(select(table))]
-                if rows:
-                    s.execute(table.insert(), rows)
+            copy_tables(src, s)
         vault_id, vmk = source.vault_id, source.keys.vmk
         member_id = str(uuid.uuid4())
         recovery_identity, recovery_recipient = new_recovery_identity()
         k = TeamKeys(vault_id, vmk, key, member_id, {member_id: key.public}, recovery_recipient)
         v = Vault(st, k)
         with st.write("making the vault a team", bulk=True) as s:
-            me = endorse(key, member_id, vault_id, member_id, name, key.public, True)
-            s.add(Meta(key=ROOT_KEY, value=key.public.fingerprint.encode()))
-            s.add(Meta(key=RECOVERY_KEY, value=recovery_recipient.encode()))
-            s.add(_member_row(member_id, name, key.public, True, member_id, me.signature))
             s.execute(delete(KeySlot))  # the passphrase and recovery-code slots: a team has neither
-            s.add(_slot(member_id, MEMBER_SLOT, _wrap_team_key(vault_id, member_id, key.public, vmk)))
-            s.add(
-                _slot(
-                    RECOVERY,
-                    RECOVERY_SLOT,
-                    _wrap_team_key(vault_id, RECOVERY, MemberPublic(recovery_recipient, b""), vmk),
-                )
-            )
+            s.flush()
+            for row in _first_admin_rows(vault_id, vmk, key, member_id, name, recovery_recipient):
+                s.add(row)
             for row in s.execute(select(Client)).scalars().all():
                 client_key = source.keys.client(row.id, row.wrapped_key).key
                 k.put_grant(s, row.id, row.key_version, member_id, key.public, client_key)

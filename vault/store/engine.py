@@ -273,6 +273,19 @@ class Store:
         self.engine.dispose()
 
 
+def copy_tables(source: Session | Connection, dest: Session) -> None:
+    """Every row of every vault table from ``source`` into ``dest``'s transaction, parents first
+    (a backup of a database into a vault file; a vault file moved into a team's database)."""
+    from sqlalchemy import select
+
+    from .models import Base
+
+    for table in Base.metadata.sorted_tables:
+        rows = [dict(r._mapping) for r in source.execute(select(table))]
+        if rows:
+            dest.execute(table.insert(), rows)
+
+
 def page_cache(s: Session, kib: int) -> None:
     """Set the page cache of the session's connection to ``kib`` KiB (SQLite; a server has its own)."""
     conn = s.connection()

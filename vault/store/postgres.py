@@ -42,8 +42,8 @@ from ..errors import (
     StorageError,
     VaultError,
 )
-from .engine import Store, busy_seconds, create_private_file, schema_revision, upgrade
-from .models import AUDIT_HEAD_KEY, Base
+from .engine import Store, busy_seconds, copy_tables, create_private_file, schema_revision, upgrade
+from .models import AUDIT_HEAD_KEY
 from .sqlite import standalone
 
 # pg_advisory_xact_lock key while the head row does not exist yet: "hvlt" as a 32-bit number.
@@ -201,10 +201,7 @@ class PostgresStore(Store):
             try:
                 upgrade(target)
                 with self.engine.connect() as src, target.write(f"backing up to {dest}", bulk=True) as out:
-                    for table in Base.metadata.sorted_tables:
-                        rows = [dict(r._mapping) for r in src.execute(select(table))]
-                        if rows:
-                            out.execute(table.insert(), rows)
+                    copy_tables(src, out)
             finally:
                 target.close()
             standalone(tmp)
