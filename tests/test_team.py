@@ -295,3 +295,38 @@ def test_a_vault_file_moves_in_with_its_history(pg_url: str, tmp_path: Path) -> 
     sql(pg_url, "ALTER TABLE audit ENABLE TRIGGER USER")
     broken = bob.run("audit", "verify")
     assert broken.returncode == 4 and f"audit entry {first}" in broken.stderr
+
+
+def test_a_dump_of_the_team_database_holds_nothing_in_clear(
+    team: tuple[str, Tech, Tech], pg_server, tmp_path: Path
+) -> None:
+    from tests.helpers_security import find_plaintext
+
+    url, alice, bob = team
+    alice.ok("grant", "acme", "bob")
+    bob.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    alice.ok("revoke", "acme", "bob", "--yes")
+    dump = tmp_path / "team.sql"
+    subprocess.run(
+        [
+            str(pg_server.bin_dir / "pg_dump"),
+            "-f",
+            str(dump),
+            url.replace("postgresql+psycopg://", "postgresql://"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    recovery = (tmp_path / "recovery.txt").read_text().strip()
+    planted = [
+        SECRET,
+        "ACME Ltd",
+        "fw1 guards 10.0.0.0/24",
+        "Firewall admin",
+        recovery,
+        alice.env["HANDOVER_PASSPHRASE"],
+        bob.env["HANDOVER_PASSPHRASE"],
+    ]
+    assert dump.stat().st_size > 10_000
+    assert find_plaintext([dump], planted) == []
+    assert find_plaintext([dump], [alice.fingerprint]) != []  # not vacuous: public facts are there
