@@ -330,3 +330,13 @@ def test_a_dump_of_the_team_database_holds_nothing_in_clear(
     assert dump.stat().st_size > 10_000
     assert find_plaintext([dump], planted) == []
     assert find_plaintext([dump], [alice.fingerprint]) != []  # not vacuous: public facts are there
+
+
+def test_a_team_vault_is_not_backed_up_into_a_file_nor_rekeyed_like_one(
+    team: tuple[str, Tech, Tech], tmp_path: Path
+) -> None:
+    _url, alice, _bob = team
+    for args in (["backup", str(tmp_path / "copy.db")], ["rekey"], ["passwd"]):
+        done = alice.run(*args, env={"HANDOVER_NEW_PASSPHRASE": "another long passphrase"})
+        assert done.returncode == 1 and "team" in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "copy.db").exists()

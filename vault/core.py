@@ -524,6 +524,9 @@ class Vault:
         """A consistent copy of the live vault into a new 0600 vault file, audited (SQLite: the
         online backup API; PostgreSQL: a snapshot of every table)."""
         dest = Path(dest)
+        self._not_in_a_team(
+            "its backup is the database's own (pg_dump): a vault file of it would open for no member"
+        )
         if self.path is not None and dest.resolve() == self.path.resolve():
             raise InvalidInput("the backup file must not be the vault itself")
         # Refused before the audit entry, so the log never records a backup that was not made.
