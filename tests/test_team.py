@@ -340,3 +340,25 @@ def test_a_team_vault_is_not_backed_up_into_a_file_nor_rekeyed_like_one(
         done = alice.run(*args, env={"HANDOVER_NEW_PASSPHRASE": "another long passphrase"})
         assert done.returncode == 1 and "team" in done.stderr, (args, done.stderr)
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_the_whole_job_runs_against_the_team_vault(pg_url: str, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from handover_vault.cli.demo import _fill, _steps
+
+    alice = _tech("alice", pg_url, tmp_path)
+    alice.ok("team", "init", "--name", "alice")
+    session = alice.ok("unlock", "--for", "30m").strip().split("=", 1)[1]
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    for step in _steps(work, dt.datetime.now(dt.UTC).date()):
+        args = [_fill(a, work) for a in step.args]
+        done = alice.run(
+            *args, input=step.stdin, env={"HANDOVER_SESSION": session, "HANDOVER_PASSPHRASE": ""}
+        )
+        assert done.returncode == step.expect, (args, done.stdout[-1500:], done.stderr[-1500:])
+    listed = json.loads(alice.ok("--json", "audit", "list"))
+    assert {"bundle.export", "request.log", "client.forget"} <= {e["action"] for e in listed}
+    assert {e["member"] for e in listed} == {"alice"}
+    assert "Audit log intact" in alice.ok("audit", "verify")
