@@ -16,6 +16,15 @@ every vault, ``HANDOVER_KDF=minimum`` and the passphrase only in the environment
 3. ``--procs`` processes revealing at once, ``--per-proc`` warm reveals each, on each engine
    (rounds alternate the engines): reveals per second over the whole burst; then ``audit verify``
    must pass and the log must have grown by exactly one entry per reveal.
+4. The warm reveal by a team member against the single-user PostgreSQL vault of 1: a team vault
+   (``member key``, ``team init``, ``team join``, ``member add``, ``grant``, as tests/test_team.py
+   does, each technician with their own HOME and XDG folders and the member key in its default
+   place under XDG_DATA_HOME) with the same 100 credentials, revealed by the second technician,
+   granted ``acme`` by the admin and unlocked with ``handover unlock`` and their member key's
+   passphrase. The cost of grants and endorsement checks per command. No target.
+
+Every warm row is timed only while each agent's socket exists (checked before and after the
+loops); a missing socket stops the bench, so a cold time is never reported as a warm one.
 
 The server is tests/pgserver.py's throwaway cluster, made durable for the run (``fsync``,
 ``synchronous_commit`` and ``full_page_writes`` on, as SQLite's ``synchronous = FULL``), and
@@ -45,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import HANDOVER, PASSPHRASE, PYTHON, ROOT, Cmd, Series, alternate, loadavg
+from bench.common import HANDOVER, PASSPHRASE, ROOT, Cmd, Series, alternate, loadavg
 from tests.pgserver import PgServer, find_bin_dir
 
 DOC = ROOT / "docs" / "performance.md"
@@ -68,6 +77,7 @@ class Vault:
     home: Path
     target: str  # a file path or a postgresql+psycopg URL
     size: int
+    passphrase: str = PASSPHRASE  # the vault's, or on a team vault the technician's member key's
 
     @property
     def engine(self) -> str:
@@ -95,6 +105,10 @@ class Vault:
             env["HANDOVER_VAULT"] = self.target
         env.update(extra)
         return env
+
+    def unlocked(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A command with the passphrase in the environment (no session)."""
+        return self.run(*args, HANDOVER_PASSPHRASE=self.passphrase)
 
     def run(self, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -138,22 +152,60 @@ def write_csv(path: Path, rows: range, target: bool) -> None:
             )
 
 
-def build(v: Vault, work: Path) -> float:
-    """init, client add, import csv, through the command line as a technician would: ``v.size``
-    credentials, in files of at most 10,000 (the import's limit), one client per file after acme."""
+def folders(v: Vault) -> None:
     for sub in ("config", "data", "state", "cache"):
         (v.home / sub).mkdir(parents=True, exist_ok=True)
     (v.home / "rt").mkdir(mode=0o700, exist_ok=True)
+
+
+FINGERPRINT = re.compile(r"Fingerprint: (hv:[0-9a-f-]+)")
+
+
+def member_key(v: Vault) -> str:
+    """``handover member key``: the key in its default place under XDG_DATA_HOME; its fingerprint."""
+    out = v.unlocked("member", "key").stdout
+    m = FINGERPRINT.search(out)
+    if m is None:
+        raise SystemExit(f"bench: {v.name}: no fingerprint in `member key`'s output: {out}")
+    return m.group(1)
+
+
+def build_team(admin: Vault, member: Vault, work: Path) -> float:
+    """A team vault as tests/test_team.py builds one: the admin makes their member key, ``team
+    init``, adds ``acme`` and imports the same ``member.size`` credentials as :func:`build`; the
+    member makes theirs and ``team join`` pinning the admin; the admin ``member add`` and
+    ``grant acme``."""
+    for v in (admin, member):
+        folders(v)
     start = time.perf_counter()
-    v.run("init", HANDOVER_NEW_PASSPHRASE=PASSPHRASE)
+    a_fp = member_key(admin)
+    m_fp = member_key(member)
+    admin.unlocked("team", "init", "--name", admin.name, "--recovery-out", str(work / "recovery.txt"))
+    admin.unlocked("client", "add", CLIENT, "--name", f"{CLIENT.upper()} Ltd")
+    path = work / f"{admin.name}.csv"
+    write_csv(path, range(1, member.size), target=True)
+    admin.unlocked("import", "csv", CLIENT, str(path))
+    path.unlink()
+    member.unlocked("team", "join", "--admin", a_fp, "--name", member.name)
+    admin.unlocked("member", "add", member.name, "--fingerprint", m_fp)
+    admin.unlocked("grant", CLIENT, member.name)
+    return time.perf_counter() - start
+
+
+def build(v: Vault, work: Path) -> float:
+    """init, client add, import csv, through the command line as a technician would: ``v.size``
+    credentials, in files of at most 10,000 (the import's limit), one client per file after acme."""
+    folders(v)
+    start = time.perf_counter()
+    v.run("init", HANDOVER_NEW_PASSPHRASE=v.passphrase)
     chunks = [range(lo, min(lo + IMPORT_MAX, v.size)) for lo in range(0, v.size, IMPORT_MAX)]
     for n, rows in enumerate(chunks):
         slug = CLIENT if n == 0 else f"client{n:02d}"
-        v.run("client", "add", slug, "--name", f"{slug.upper()} Ltd", HANDOVER_PASSPHRASE=PASSPHRASE)
+        v.run("client", "add", slug, "--name", f"{slug.upper()} Ltd", HANDOVER_PASSPHRASE=v.passphrase)
         path = work / f"{v.name}-{n}.csv"
         # acme: the target, then the rest of its share (one row fewer, so the sizes stay exact).
         write_csv(path, range(rows.start + 1, rows.stop) if n == 0 else rows, target=n == 0)
-        v.run("import", "csv", slug, str(path), HANDOVER_PASSPHRASE=PASSPHRASE)
+        v.run("import", "csv", slug, str(path), HANDOVER_PASSPHRASE=v.passphrase)
         path.unlink()
     return time.perf_counter() - start
 
@@ -166,7 +218,7 @@ def agent_socket(v: Vault, token: str) -> Path:
 @contextlib.contextmanager
 def session(v: Vault) -> Iterator[tuple[dict[str, str], bool]]:
     """``eval "$(handover unlock)"``: yields (the warm environment, whether the agent's socket came)."""
-    done = v.run("unlock", "--for", "3h", HANDOVER_PASSPHRASE=PASSPHRASE)
+    done = v.run("unlock", "--for", "3h", HANDOVER_PASSPHRASE=v.passphrase)
     token = done.stdout.split("HANDOVER_SESSION=", 1)[1].split()[0]
     sock = agent_socket(v, token)
     deadline = time.time() + 30
@@ -194,22 +246,7 @@ def audit_count(v: Vault, env: dict[str, str]) -> tuple[bool, int, str]:
     return done.returncode == 0 and m is not None, int(m.group(1)) if m else -1, out
 
 
-def preflight() -> str | None:
-    """Why a PostgreSQL vault cannot work at all with this tree, or None. The agent imports the
-    PostgreSQL store before serving anything (cli/agent.py PRELOAD), as does every --db command."""
-    done = subprocess.run(
-        [PYTHON, "-I", "-c", "import handover_vault.store.postgres, handover_vault.cli.agent"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd="/",
-    )
-    if done.returncode == 0:
-        return None
-    return " / ".join(line.strip() for line in done.stderr.strip().splitlines()[-3:])
-
-
-# --- the three comparisons ---------------------------------------------------------------------
+# --- the comparisons ---------------------------------------------------------------------
 
 
 @dataclass
@@ -405,9 +442,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (for profiling)")
     args = ap.parse_args(argv)
     began = time.perf_counter()
-    why = preflight()
-    if why is not None:
-        raise SystemExit(f"bench: this tree cannot open a PostgreSQL vault (nor start an agent): {why}")
     if find_bin_dir() is None:
         raise SystemExit("bench: PostgreSQL (initdb, pg_ctl) is not installed")
     # Short: an AF_UNIX socket path must stay under 108 bytes.
@@ -431,23 +465,32 @@ def main(argv: list[str] | None = None) -> int:
         lite = Vault("sqlite-100", work / "l", str(work / "l" / "vault.db"), SMALL)
         pg_small = Vault("pg-100", work / "ps", pg.create_database("hv_small"), SMALL)
         pg_large = Vault(f"pg-{args.large}", work / "pl", pg.create_database("hv_large"), args.large)
+        team_url = pg.create_database("hv_team")
+        admin = Vault("alice", work / "ta", team_url, SMALL, "alice's own member key passphrase")
+        member = Vault("bob", work / "tb", team_url, SMALL, "bob's own member key passphrase")
         built = {}
         for v in (lite, pg_small, pg_large):
             print(f"bench: building {v.name} ...", flush=True)
             built[v.name] = build(v, work)
             print(f"bench: built {v.name} in {built[v.name]:.1f} s", flush=True)
+        print("bench: building the team vault (alice admin, bob granted acme) ...", flush=True)
+        built[f"team-{SMALL}"] = build_team(admin, member, work)
+        print(f"bench: built team-{SMALL} in {built[f'team-{SMALL}']:.1f} s", flush=True)
         results: list[Result] = []
         bursts: list[Burst] = []
         with session(lite) as (l_env, l_agent), session(pg_small) as (s_env, s_agent):
-            with session(pg_large) as (g_env, g_agent):
+            with session(pg_large) as (g_env, g_agent), session(member) as (m_env, m_agent):
                 agents = {
                     "SQLite": l_agent,
                     "PostgreSQL (100)": s_agent,
                     f"PostgreSQL ({args.large})": g_agent,
+                    "team member (100)": m_agent,
                 }
                 print(f"bench: agent sockets present: {agents}", flush=True)
                 missing = [k for k, ok in agents.items() if not ok]
-                warm = "warm agent" if not missing else f"AGENT MISSING for {', '.join(missing)}"
+                if missing:  # never time cold commands as warm ones
+                    raise SystemExit(f"bench: the warm agent's socket never came for {', '.join(missing)}")
+                warm = "warm agent"
                 pg_warm = Cmd("PostgreSQL", [HANDOVER, *REVEAL], env=s_env, cwd=pg_small.home)
                 lite_warm = Cmd("SQLite", [HANDOVER, *REVEAL], env=l_env, cwd=lite.home)
                 results.append(
@@ -491,6 +534,24 @@ def main(argv: list[str] | None = None) -> int:
                         warm,
                     )
                 )
+                team_warm = Cmd("team member", [HANDOVER, *REVEAL], env=m_env, cwd=member.home)
+                check = subprocess.run(
+                    team_warm.argv, env=m_env, capture_output=True, text=True, check=False, cwd=member.home
+                )
+                if check.returncode != 0 or "Fw-bench-s3cret" not in check.stdout:
+                    raise SystemExit(f"bench: the team member's warm reveal failed: {check.stderr[-2000:]}")
+                results.append(
+                    compare(
+                        f"4. warm `cred show --reveal` by a team member (granted), {SMALL} creds: "
+                        "team vs single-user PostgreSQL",
+                        team_warm,
+                        pg_warm,
+                        args.rounds,
+                        args.warmup,
+                        None,
+                        warm,
+                    )
+                )
                 print(f"bench: {args.procs} processes at once", flush=True)
                 for _ in range(args.burst_rounds):
                     bursts.append(burst(pg_small, s_env, args.procs, args.per_proc))
@@ -499,8 +560,12 @@ def main(argv: list[str] | None = None) -> int:
                     "SQLite": agent_socket(lite, l_env["HANDOVER_SESSION"]).exists(),
                     "PostgreSQL (100)": agent_socket(pg_small, s_env["HANDOVER_SESSION"]).exists(),
                     f"PostgreSQL ({args.large})": agent_socket(pg_large, g_env["HANDOVER_SESSION"]).exists(),
+                    "team member (100)": agent_socket(member, m_env["HANDOVER_SESSION"]).exists(),
                 }
                 print(f"bench: agent sockets still present after the loops: {still}", flush=True)
+                gone = [k for k, ok in still.items() if not ok]
+                if gone:  # some timed runs may have been cold: report nothing
+                    raise SystemExit(f"bench: the warm agent's socket went away for {', '.join(gone)}")
         machine_s, versions = machine()
         info = {
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -539,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             "Vaults built through the command line (`init`, `client add`, `import csv`, files of at most "
             f"10,000 credentials, so the {args.large:,}-record vault has {clients} "
-            f"client{'s' if clients != 1 else ''}): "
+            f"client{'s' if clients != 1 else ''}; the team vault by `member key` ×2, `team init`, "
+            "`client add`, `import csv`, `team join`, `member add`, `grant`): "
             + ", ".join(f"{k} {t:.1f} s" for k, t in built.items())
             + ". PostgreSQL ran "
             "with fsync, synchronous_commit and full_page_writes on (durable commits, as SQLite's "
@@ -547,8 +613,6 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{k} {'yes' if agents[k] and ok else 'NO'}" for k, ok in still.items())
             + "."
         )
-        if missing:
-            notes.append(f"**The warm agent's socket was missing for {', '.join(missing)}.**")
         section = render(info, results, bursts, notes)
         print(section)
         if not args.no_doc:
