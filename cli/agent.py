@@ -67,6 +67,7 @@ PRELOAD = (
     "handover_vault.store.sqlite",
     "handover_vault.store.postgres",  # psycopg too: a team vault's handler connects after the fork
     "sqlalchemy.dialects.postgresql.psycopg",  # the dialect an engine loads on its first connect
+    "platformdirs",  # the recorded head's and the team pin's folders, on every command
     "handover_vault.teams",  # a team member's unlock and grants (pyrage, the team library)
     "handover_vault.teamkeys",
     "handover_vault.readiness",
