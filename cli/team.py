@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import click
 
 from .context import (
@@ -161,6 +165,7 @@ def team_init(db: str | None, name: str | None, from_vault: str | None, recovery
     Your member key (`handover member key`) opens it. The team's offline recovery key is printed
     once (or written to --recovery-out): it opens every client if the last admin leaves.
     """
+    from ..errors import VaultError
     from ..files import write_private
     from ..process import forbid_core_dumps
     from ..teams import init_team
@@ -168,33 +173,70 @@ def team_init(db: str | None, name: str | None, from_vault: str | None, recovery
     forbid_core_dumps()
     url = _db(db)
     key = _member_key()
-    if from_vault:
-        from ..core import open_vault
-        from ..teams import move_in
-        from .context import secret_env as _env
+    # The recovery identity exists only in this process: its file is claimed (0600, exclusively)
+    # before the team is made, so that a file that cannot be written stops `init` instead of losing
+    # the identity for good after the team exists.
+    reserved = _reserve(recovery_out) if recovery_out else None
+    try:
+        if from_vault:
+            from ..core import open_vault
+            from ..teams import move_in
+            from .context import secret_env as _env
 
-        with open_vault(
-            from_vault, passphrase=_env("HANDOVER_FROM_PASSPHRASE") or read_passphrase()
-        ) as source:
-            v, recovery, moved = move_in(url, key, name or _default_name(), source)
-        click.echo(
-            f"Moved {from_vault} in: {moved} audit entries verified and kept, the head embedded in the team's first entry."
-        )
-    else:
-        v, recovery = init_team(url, key, name or _default_name())
+            with open_vault(
+                from_vault, passphrase=_env("HANDOVER_FROM_PASSPHRASE") or read_passphrase()
+            ) as source:
+                v, recovery, moved = move_in(url, key, name or _default_name(), source)
+            click.echo(
+                f"Moved {from_vault} in: {moved} audit entries verified and kept, the head embedded in "
+                "the team's first entry."
+            )
+        else:
+            v, recovery = init_team(url, key, name or _default_name())
+    except BaseException:
+        if reserved is not None:
+            _release(reserved)
+        raise
     with v:
         click.echo(f"Created team vault {v.location}")
         click.echo(
             f"First admin: {key.public.fingerprint} (members pin it: handover team join --admin {key.public.fingerprint})"
         )
         click.echo(f"Vault fingerprint: {v.fingerprint}  {v.ssh_fingerprint}")
+    written = False
     if recovery_out:
-        write_private(recovery_out, (recovery + "\n").encode())
-        click.echo(f"Recovery identity written to {recovery_out} (0600); keep it offline.")
-    else:
+        try:
+            write_private(recovery_out, (recovery + "\n").encode(), overwrite=True)
+            written = True
+            click.echo(f"Recovery identity written to {recovery_out} (0600); keep it offline.")
+        except VaultError as exc:
+            click.echo(f"warning: {exc.message}; the recovery identity is shown here instead", err=True)
+    if not written:
         click.echo("")
         click.echo("Recovery identity (shown once; keep it offline, e.g. printed in the safe):")
         click.echo(f"    {recovery}")
+
+
+def _reserve(path: str) -> Path:
+    """Create ``path`` empty and 0600, failing (AlreadyExists, StorageError) if it cannot be."""
+    from ..errors import AlreadyExists, StorageError
+
+    target = Path(path)
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise AlreadyExists(
+            f"{path} already exists; refusing to overwrite it", "choose another --recovery-out file"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror}") from None
+    return target
+
+
+def _release(target: Path) -> None:
+    with contextlib.suppress(OSError):
+        if target.stat().st_size == 0:
+            target.unlink()
 
 
 @team.command("join")

@@ -35,7 +35,7 @@ from .store.models import Client, Grant, KeySlot, Meta
 from .team import pins
 from .team.endorse import Member as MemberRow
 from .team.endorse import endorse, endorsed_admins, require_endorsed, verify_endorsements
-from .team.grants import RECOVERY, Binding, new_recovery_identity, unwrap, wrap_for
+from .team.grants import RECOVERY, Binding, new_recovery_identity, unwrap, verify_grant, wrap_for
 from .team.memberkey import MemberKey, MemberPublic
 from .teamkeys import TeamKeys
 
@@ -364,6 +364,15 @@ def add_member(v: Vault, name: str, fingerprint: str, admin: bool = False) -> Me
         if other:
             raise AlreadyExists(f"the team already has a member named {name!r}")
         public = MemberPublic(row.x25519, bytes(row.ed25519))
+        # The fingerprint column is the server's copy: what is endorsed are the keys, so they must be
+        # the ones whose fingerprint the technician told out of band (else a server that swapped the
+        # row's keys would have its own endorsed and given the team key).
+        if public.fingerprint != fingerprint.strip() or row.fingerprint != public.fingerprint:
+            raise IntegrityError(
+                f"the keys registered for {fingerprint.strip()} do not have that fingerprint: the member "
+                "row was changed on the server; nothing was endorsed or wrapped",
+                "the technician joins again (handover team join); check the team database",
+            )
         signed = endorse(k.member, k.member_id, v.vault_id, row.id, name, public, admin)
         row.name, row.admin, row.endorsed_by, row.endorsement = name, admin, k.member_id, signed.signature
         s.flush()
@@ -452,9 +461,26 @@ def revoke(v: Vault, slug: str, name: str) -> Revoked:
         rows = members(s)
         pinned = _pinned(v)
         keep = []
+        names = {m.member_id: m.name for m in rows}
         for g in held:
             if g.member_id == row.id:
                 continue
+            # Only a grant an endorsed admin signed says who holds the client: a row the server
+            # planted must not earn its member the new key.
+            try:
+                verify_grant(
+                    k.admins,
+                    g.granted_by,
+                    k.binding(old.id, version, g.member_id),
+                    bytes(g.wrapped),
+                    bytes(g.signature),
+                )
+            except IntegrityError:
+                raise IntegrityError(
+                    f"the grant of {old.slug} to {names.get(g.member_id, g.member_id)} is not signed by an "
+                    "endorsed admin (planted or tampered); nothing was re-keyed or wrapped",
+                    "check the team database; an admin grants the client again if it was meant",
+                ) from None
             keep.append((g.member_id, require_endorsed(v.vault_id, pinned, rows, g.member_id)))
         new_version = version + 1
         fresh_key = crypto.random_key()
