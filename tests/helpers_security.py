@@ -106,10 +106,18 @@ def encodings(text: str) -> list[bytes]:
     return sorted(forms)
 
 
+def _read_if_there(path: Path) -> bytes | None:
+    """The file's bytes, or None when it is gone (a database server removes files as it runs)."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
 def find_plaintext(files: Iterable[Path], needles: Iterable[str]) -> list[tuple[str, str]]:
     """(file name, needle) for every needle found in any of ``files`` in any of its encodings."""
     hits = []
-    blobs = {p.name: p.read_bytes() for p in files if p.exists()}
+    blobs = {p.name: data for p in files if (data := _read_if_there(p)) is not None}
     for needle in needles:
         for form in encodings(needle):
             for name, data in blobs.items():
