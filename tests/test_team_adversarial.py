@@ -243,13 +243,6 @@ def test_a_removed_members_session_opens_nothing(team: tuple[str, Tech, Tech]) -
         assert done.returncode == 3 and SECRET not in done.stdout, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="removal is only members.removed_at, a column no signature covers: the server clears it "
-    "(and puts back the team key slot it deleted) and the removed member's old endorsement verifies "
-    "again; a removed admin then endorses and grants as before. Needs a removal the walk cannot "
-    "ignore (an admin-signed tombstone, or the member.remove entries of the signed audit chain).",
-)
 def test_a_member_the_server_un_removes_stays_removed(team: tuple[str, Tech, Tech]) -> None:
     url, alice, bob = team
     bob_id = _id(url, "bob")

@@ -31,6 +31,7 @@ from .errors import (
     PolicyRefused,
 )
 from .keys import crypto
+from .keys.hierarchy import VaultKeys
 from .store.models import Client, Grant, KeySlot, Meta
 from .team import pins
 from .team.endorse import Member as MemberRow
@@ -66,11 +67,52 @@ def _member(row: Any) -> MemberRow:
     )
 
 
-def members(s: Session) -> list[MemberRow]:
-    """Every member row that is not removed (a removed member's grants are gone, its row stays)."""
+def members(s: Session, keys: Any = None) -> list[MemberRow]:
+    """Every member row that is not removed (a removed member's grants are gone, its row stays).
+
+    With the team's ``keys``, also none the audit log says an admin removed: ``removed_at`` is a
+    column the server could clear, the log's signed ``member.remove`` entries are not.
+    """
     from .store.models import Member
 
-    return [_member(r) for r in s.execute(select(Member).where(Member.removed_at.is_(None))).scalars()]
+    rows = [_member(r) for r in s.execute(select(Member).where(Member.removed_at.is_(None))).scalars()]
+    if keys is None:
+        return rows
+    gone = removed_by_log(s, keys)
+    return [m for m in rows if m.public.fingerprint not in gone]
+
+
+def members_gone(rows: list[MemberRow], row: Any) -> list[MemberRow]:
+    """``[row]`` as a member when ``rows`` (already without the removed) no longer hold it."""
+    return [] if any(m.member_id == row.id for m in rows) else [_member(row)]
+
+
+def removed_by_log(s: Session, keys: Any) -> set[str]:
+    """The fingerprints named by the ``member.remove`` entries that their (admin) member signed."""
+    import json
+
+    from .integrity.audit import detail_aad
+    from .keys.crypto import DecryptFailed
+    from .store.models import AuditEntry, Member
+    from .team.chain import message
+
+    found: set[str] = set()
+    entries = s.execute(select(AuditEntry).where(AuditEntry.action == "member.remove")).scalars().all()
+    for e in entries:
+        signer = s.get(Member, e.member_id) if e.member_id else None
+        if signer is None or not signer.admin or e.signature is None:
+            continue
+        if not crypto.verify_signature(
+            bytes(signer.ed25519), bytes(e.signature), message(keys.vault_id, _chain_entry(e))
+        ):
+            continue
+        try:
+            detail = json.loads(keys.audit_detail.open(bytes(e.detail), detail_aad(keys.vault_id, e.seq)))
+        except (DecryptFailed, ValueError):
+            continue
+        if isinstance(detail, dict) and isinstance(detail.get("fingerprint"), str):
+            found.add(detail["fingerprint"])
+    return found
 
 
 def _member_row(
@@ -258,9 +300,20 @@ def unlock(
             "check with your team's admin before using this database",
         )
     with st.read() as s:
-        rows = members(s)
         row = s.get(Member, member_id)
         slot = s.get(KeySlot, member_id)
+        if (
+            slot is not None
+            and slot.kind == MEMBER_SLOT
+            and row is not None
+            and row.fingerprint == key.public.fingerprint
+        ):
+            vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
+            rows = members(s, VaultKeys(vault_id, vmk))
+        else:
+            vmk, rows = b"", members(s)
+    if row is not None and row.fingerprint in {m.public.fingerprint for m in members_gone(rows, row)}:
+        row = None  # removed by an admin's signed entry, whatever the row says now
     if row is None or row.fingerprint != key.public.fingerprint or row.removed_at is not None:
         raise AuthenticationFailed(
             "your member key is not a member of this team vault", "ask an admin: handover member add"
@@ -271,12 +324,11 @@ def unlock(
             f"tell an admin your fingerprint; they run: handover member add NAME --fingerprint {row.fingerprint}",
         )
     require_endorsed(vault_id, pin["root"], rows, member_id)
-    if slot is None or slot.kind != MEMBER_SLOT:
+    if not vmk:
         raise AuthenticationFailed(
             "no admin has given you the team key yet",
             "ask an admin: handover member add NAME --fingerprint FP",
         )
-    vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
     admins = endorsed_admins(vault_id, pin["root"], rows)
     return TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode())
 
@@ -331,7 +383,7 @@ def list_members(v: Vault) -> list[MemberInfo]:
     k = _team_keys(v)
     pinned = _pinned(v)
     with v.read() as s:
-        rows = members(s)
+        rows = members(s, v.keys)
         valid = verify_endorsements(v.vault_id, pinned, rows)
         out = []
         for r in s.execute(select(Member).where(Member.removed_at.is_(None)).order_by(Member.name)).scalars():
@@ -377,7 +429,7 @@ def add_member(v: Vault, name: str, fingerprint: str, admin: bool = False) -> Me
         row.name, row.admin, row.endorsed_by, row.endorsement = name, admin, k.member_id, signed.signature
         s.flush()
         # The chain is walked again from the pinned first admin: a grant never trusts the row alone.
-        require_endorsed(v.vault_id, _pinned(v), members(s), row.id)
+        require_endorsed(v.vault_id, _pinned(v), members(s, v.keys), row.id)
         state, h = tracker(v, s), hasher(v)
         old = s.get(KeySlot, row.id)
         if old is not None:
@@ -407,7 +459,7 @@ def grant(v: Vault, slug: str, name: str) -> int:
     with v.write("granting a client") as s:
         client = v.clients.get(slug, s)
         row = _named(s, name)
-        public = require_endorsed(v.vault_id, _pinned(v), members(s), row.id)
+        public = require_endorsed(v.vault_id, _pinned(v), members(s, v.keys), row.id)
         version = _key_version(s, client.id)
         if s.get(Grant, (client.id, version, row.id)) is not None:
             raise AlreadyExists(f"{name} already holds {client.slug}")
@@ -458,7 +510,7 @@ def revoke(v: Vault, slug: str, name: str) -> Revoked:
             raise NotFound(f"{name} holds no grant for {old.slug}")
         if row.id == k.member_id:
             raise PolicyRefused("an admin does not revoke their own access", "another admin can")
-        rows = members(s)
+        rows = members(s, v.keys)
         pinned = _pinned(v)
         keep = []
         names = {m.member_id: m.name for m in rows}
