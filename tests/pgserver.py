@@ -244,6 +244,16 @@ class PgServer:
         )
         return self.url(name)
 
+    def dump(self, url: str, out: Path, *options: str) -> bytes:
+        """``pg_dump`` of the database at ``url`` (plain SQL) into ``out``; its bytes."""
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        subprocess.run(
+            [str(self.bin_dir / "pg_dump"), *options, "-f", str(out), conninfo],
+            check=True,
+            capture_output=True,
+        )
+        return out.read_bytes()
+
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{_check_name(name)}" WITH (FORCE)')
 

@@ -48,11 +48,7 @@ def test_the_server_holds_nothing_in_clear_not_in_a_dump_nor_its_files_nor_its_w
     _record(pg_url, tmp_path)
     needles = [*PLANTED, code, code.replace("-", "")]
     dump = tmp_path / "team.sql"
-    subprocess.run(
-        [str(pg_server.bin_dir / "pg_dump"), "--no-owner", "-f", str(dump), _conninfo(pg_url)],
-        check=True,
-        capture_output=True,
-    )
+    pg_server.dump(pg_url, dump, "--no-owner")
     assert dump.stat().st_size > 20_000  # the whole vault is in it
     assert find_plaintext([dump], needles) == []
     # The server's own files: every table, index and WAL segment of the cluster (the dump above

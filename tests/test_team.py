@@ -315,16 +315,7 @@ def test_a_dump_of_the_team_database_holds_nothing_in_clear(
     bob.ok("cred", "show", "acme", "Firewall admin", "--reveal")
     alice.ok("revoke", "acme", "bob", "--yes")
     dump = tmp_path / "team.sql"
-    subprocess.run(
-        [
-            str(pg_server.bin_dir / "pg_dump"),
-            "-f",
-            str(dump),
-            url.replace("postgresql+psycopg://", "postgresql://"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pg_server.dump(url, dump)
     recovery = (tmp_path / "recovery.txt").read_text().strip()
     planted = [
         SECRET,

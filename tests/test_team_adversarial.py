@@ -9,7 +9,6 @@ command, one home per technician, as tests/test_team.py.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,6 @@ def _vault_id(url: str) -> str:
 
 def _id(url: str, name: str) -> str:
     return str(one(url, "SELECT id FROM members WHERE name = ?", (name,)))
-
-
-def _pg_dump(pg: PgServer, url: str, out: Path) -> bytes:
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    subprocess.run([str(pg.bin_dir / "pg_dump"), "-f", str(out), conninfo], check=True, capture_output=True)
-    return out.read_bytes()
 
 
 # --- keys the server slips in -------------------------------------------------------------------
@@ -291,7 +284,7 @@ def test_revoke_leaves_no_ciphertext_the_old_grant_opens(
         except DecryptFailed:
             pass
     assert opened == []
-    _pg_dump(pg_server, url, tmp_path / "after.sql")
+    pg_server.dump(url, tmp_path / "after.sql")
     assert find_plaintext([tmp_path / "after.sql"], [SECRET]) == []
 
 
@@ -317,7 +310,7 @@ def test_a_team_dump_holds_no_client_value_nor_key_in_clear(
         str(_member_key(alice).identity),
         str(_member_key(bob).identity),
     ]
-    _pg_dump(pg_server, url, tmp_path / "team.sql")
+    pg_server.dump(url, tmp_path / "team.sql")
     assert find_plaintext([tmp_path / "team.sql"], needles) == []
 
 

@@ -12,6 +12,8 @@ class VaultError(Exception):
     """Root of every error raised by the vault library."""
 
     exit_code = 1
+    #: Set by the store when the failed transaction may simply be run again (Store.run_write).
+    retryable = False
 
     def __init__(self, message: str, *hints: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(message)

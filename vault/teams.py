@@ -380,7 +380,7 @@ class MemberInfo:
 def list_members(v: Vault) -> list[MemberInfo]:
     from .store.models import Member
 
-    k = _team_keys(v)
+    _team_keys(v)  # refuses a vault that is not a team's
     pinned = _pinned(v)
     with v.read() as s:
         rows = members(s, v.keys)
@@ -390,7 +390,6 @@ def list_members(v: Vault) -> list[MemberInfo]:
             slot = s.get(KeySlot, r.id)
             n = len(s.execute(select(Grant.client_id).where(Grant.member_id == r.id).distinct()).all())
             out.append(MemberInfo(r.name, r.fingerprint, bool(r.admin), r.id in valid, slot is not None, n))
-    del k
     return out
 
 

@@ -217,7 +217,7 @@ class Store:
                     done()
         except self.db_errors as exc:
             err = self.wrap_error(exc, doing)
-            err.retryable = self.is_retryable(exc)  # type: ignore[attr-defined]
+            err.retryable = self.is_retryable(exc)
             raise err from None
 
     def is_retryable(self, exc: BaseException) -> bool:
@@ -236,7 +236,7 @@ class Store:
                 with self.write(doing) as s:
                     return work(s)
             except VaultError as exc:
-                if not getattr(exc, "retryable", False) or attempt == attempts - 1:
+                if not exc.retryable or attempt == attempts - 1:
                     raise
                 time.sleep(0.02 * (attempt + 1))
         raise AssertionError("unreachable")
