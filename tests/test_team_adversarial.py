@@ -8,6 +8,7 @@ command, one home per technician, as tests/test_team.py.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -246,6 +247,33 @@ def test_a_member_the_server_un_removes_stays_removed(team: tuple[str, Tech, Tec
     back = bob.run("client", "list")
     assert back.returncode == 3, (back.returncode, back.stderr)
     assert alice.run("grant", "acme", "bob").returncode != 0
+
+
+def test_a_removal_the_server_deletes_from_the_log_is_caught_or_stays(team: tuple[str, Tech, Tech]) -> None:
+    """The superuser deletes the signed ``member.remove`` entry itself and un-removes bob. alice's
+    machine saw the removal (its pin keeps it); bob's machine last saw an earlier entry, so its open
+    walks the new entries and meets the hole (exit 4, naming the entry)."""
+    url, alice, bob = team
+    alice.ok("grant", "acme", "bob")
+    assert SECRET in bob.ok("cred", "show", "acme", "Firewall admin", "--reveal")  # bob's machine sees a head
+    bob_id = _id(url, "bob")
+    slot = sql(url, "SELECT * FROM key_slots WHERE id = ?", (bob_id,))[0]
+    alice.ok("member", "remove", "bob", "--yes")
+    removal = one(url, "SELECT seq FROM audit WHERE action = 'member.remove'")
+    alice.ok("doc", "add", "acme", "WAN", input="isp uplink\n")  # later entries: the removal is not the head
+    sql(url, "ALTER TABLE audit DISABLE TRIGGER USER")
+    sql(url, "DELETE FROM audit WHERE action = 'member.remove'")
+    sql(url, "ALTER TABLE audit ENABLE TRIGGER USER")
+    sql(url, "UPDATE members SET removed_at = NULL WHERE id = ?", (bob_id,))
+    sql(url, f"INSERT INTO key_slots VALUES ({', '.join('?' * len(slot))})", slot)
+    back = bob.run("client", "list")
+    assert back.returncode == 4, (back.returncode, back.stderr)
+    assert f"audit entry {removal + 1}" in back.stderr and "does not verify" in back.stderr
+    # alice's machine pinned the removal: bob is no member to her, and her next write meets the hole.
+    assert "bob" not in {m["name"] for m in json.loads(alice.ok("--json", "member", "list"))}
+    again = alice.run("grant", "acme", "bob")
+    assert again.returncode == 4 and "audit log broken" in again.stderr, again.stderr
+    assert f"broken at entry {removal}" in alice.run("audit", "verify").stderr  # the hole, named
 
 
 def test_revoke_leaves_no_ciphertext_the_old_grant_opens(

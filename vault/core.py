@@ -300,6 +300,10 @@ def _opened(v: Vault, check_head: bool = True) -> None:
         initialise(v)
     if check_head:
         check_open(v)
+        if v.keys.team:
+            from .teams import verify_since_seen
+
+            verify_since_seen(v)
 
 
 def recover_vault(target: Path | str, recovery_code: str, new_passphrase: str) -> Vault:

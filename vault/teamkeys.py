@@ -41,12 +41,15 @@ class TeamKeys(VaultKeys):
         member_id: str,
         admins: Mapping[str, MemberPublic],
         recovery_recipient: str,
+        removed: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(vault_id, vmk)
         self.member = member
         self.member_id = member_id
         self.admins = dict(admins)
         self.recovery_recipient = recovery_recipient
+        # Fingerprints of removed members this machine has seen (team/pins.py), whatever the log says now.
+        self.removed = removed
         self._versions: dict[tuple[str, int], ClientKeys] = {}
 
     @property

@@ -34,6 +34,7 @@ from .keys import crypto
 from .keys.hierarchy import VaultKeys
 from .store.models import Client, Grant, KeySlot, Meta
 from .team import pins
+from .team.chain import Verdict
 from .team.endorse import Member as MemberRow
 from .team.endorse import endorse, endorsed_admins, require_endorsed, verify_endorsements
 from .team.grants import RECOVERY, Binding, new_recovery_identity, unwrap, verify_grant, wrap_for
@@ -67,24 +68,21 @@ def _member(row: Any) -> MemberRow:
     )
 
 
-def members(s: Session, keys: Any = None) -> list[MemberRow]:
+def members(s: Session, keys: Any = None, also_gone: frozenset[str] = frozenset()) -> list[MemberRow]:
     """Every member row that is not removed (a removed member's grants are gone, its row stays).
 
-    With the team's ``keys``, also none the audit log says an admin removed: ``removed_at`` is a
-    column the server could clear, the log's signed ``member.remove`` entries are not.
+    With the team's ``keys``, also none the audit log says an admin removed (``removed_at`` is a
+    column the server could clear, the log's signed ``member.remove`` entries are not) and none this
+    machine has seen removed (``also_gone``, or the ``removed`` of ``TeamKeys``: the server could
+    delete the entry, not the pin).
     """
     from .store.models import Member
 
     rows = [_member(r) for r in s.execute(select(Member).where(Member.removed_at.is_(None))).scalars()]
     if keys is None:
         return rows
-    gone = removed_by_log(s, keys)
+    gone = removed_by_log(s, keys) | also_gone | getattr(keys, "removed", frozenset())
     return [m for m in rows if m.public.fingerprint not in gone]
-
-
-def members_gone(rows: list[MemberRow], row: Any) -> list[MemberRow]:
-    """``[row]`` as a member when ``rows`` (already without the removed) no longer hold it."""
-    return [] if any(m.member_id == row.id for m in rows) else [_member(row)]
 
 
 def removed_by_log(s: Session, keys: Any) -> set[str]:
@@ -309,11 +307,14 @@ def unlock(
             and row.fingerprint == key.public.fingerprint
         ):
             vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
-            rows = members(s, VaultKeys(vault_id, vmk))
+            gone = frozenset(removed_by_log(s, VaultKeys(vault_id, vmk))) | pins.removed(pin)
+            rows = members(s, VaultKeys(vault_id, vmk), gone)
         else:
-            vmk, rows = b"", members(s)
-    if row is not None and row.fingerprint in {m.public.fingerprint for m in members_gone(rows, row)}:
-        row = None  # removed by an admin's signed entry, whatever the row says now
+            vmk, rows, gone = b"", members(s), pins.removed(pin)
+    if row is not None and (row.fingerprint in gone or row.removed_at is not None):
+        row = (
+            None  # removed by an admin (its signed entry, or as this machine saw), whatever the row says now
+        )
     if row is None or row.fingerprint != key.public.fingerprint or row.removed_at is not None:
         raise AuthenticationFailed(
             "your member key is not a member of this team vault", "ask an admin: handover member add"
@@ -330,7 +331,8 @@ def unlock(
             "ask an admin: handover member add NAME --fingerprint FP",
         )
     admins = endorsed_admins(vault_id, pin["root"], rows)
-    return TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode())
+    pins.remember_removed(st.location, vault_id, gone)
+    return TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode(), gone)
 
 
 # --- members ---------------------------------------------------------------------------------------
@@ -383,10 +385,11 @@ def list_members(v: Vault) -> list[MemberInfo]:
     _team_keys(v)  # refuses a vault that is not a team's
     pinned = _pinned(v)
     with v.read() as s:
-        rows = members(s, v.keys)
+        rows = members(s, v.keys)  # without the removed, whatever their rows say now
         valid = verify_endorsements(v.vault_id, pinned, rows)
+        ids = [m.member_id for m in rows]
         out = []
-        for r in s.execute(select(Member).where(Member.removed_at.is_(None)).order_by(Member.name)).scalars():
+        for r in s.execute(select(Member).where(Member.id.in_(ids)).order_by(Member.name)).scalars():
             slot = s.get(KeySlot, r.id)
             n = len(s.execute(select(Grant.client_id).where(Grant.member_id == r.id).distinct()).all())
             out.append(MemberInfo(r.name, r.fingerprint, bool(r.admin), r.id in valid, slot is not None, n))
@@ -612,6 +615,9 @@ def remove_member(v: Vault, name: str) -> Removed:
         v.audit.append(
             s, "member.remove", detail={"name": name, "fingerprint": member.fingerprint, "clients": slugs}
         )
+        fingerprint = member.fingerprint
+    k.removed = k.removed | {fingerprint}
+    pins.remember_removed(v.location, v.vault_id, k.removed)
     return Removed(name, revoked)
 
 
@@ -671,19 +677,32 @@ def member_names(s: Session) -> dict[str, str]:
     return {r.id: r.name for r in s.execute(select(Member)).scalars()}
 
 
-def verify_signatures(v: Vault, s: Session) -> int:
+def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
     """Every entry signed by the member it names, each chained to the one before: the count.
 
     Keys are those of members whose endorsement chain leads to the first admin pinned on this
     machine (removed members included: their entries stay theirs). Raises IntegrityError naming
-    the first entry that does not hold and its member.
+    the first entry that does not hold and its member. ``since``: walk only the entries after that
+    one (an entry this machine already saw: ``verify_since_seen``).
     """
     from .store.models import AuditEntry, Member
-    from .team.chain import verify_chain
+    from .team.chain import entry_hash, verify_chain
 
     every = [_member(r) for r in s.execute(select(Member)).scalars()]
     valid = verify_endorsements(v.vault_id, _pinned(v), every)
     keys = {mid: public.ed25519 for mid, public in valid.items()}
+    if since:
+        seen = s.get(AuditEntry, since)
+        if seen is not None and seen.signature is not None:
+            after = s.execute(select(AuditEntry).where(AuditEntry.seq > since).order_by(AuditEntry.seq))
+            verdict = verify_chain(
+                v.vault_id,
+                (_chain_entry(r) for r in after.scalars()),
+                keys,
+                first_seq=since + 1,
+                prev=entry_hash(v.vault_id, _chain_entry(seen)),
+            )
+            return _checked(s, verdict)
     rows = list(s.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars())
     # Entries moved in from a vault file come first, unsigned; every one after the first signed
     # entry must be signed (a signature removed reads as an unknown member's entry).
@@ -703,7 +722,10 @@ def verify_signatures(v: Vault, s: Session) -> int:
     if not signed and rows:
         raise IntegrityError("no audit entry of this team vault is signed: the signatures were removed")
     first = signed[0].seq if signed else 1
-    verdict = verify_chain(v.vault_id, (_chain_entry(r) for r in signed), keys, first_seq=first)
+    return _checked(s, verify_chain(v.vault_id, (_chain_entry(r) for r in signed), keys, first_seq=first))
+
+
+def _checked(s: Session, verdict: Verdict) -> int:
     if not verdict.ok:
         names = member_names(s)
         who = names.get(verdict.bad_member or "", verdict.bad_member or "no member")
@@ -712,6 +734,22 @@ def verify_signatures(v: Vault, s: Session) -> int:
             "the entry was changed, inserted or removed on the server; restore the database from a backup",
         )
     return verdict.count
+
+
+def verify_since_seen(v: Vault) -> None:
+    """At open: the signed chain from the newest entry this machine saw (statehead.py) to the head.
+
+    An ordinary open does not walk the whole chain (``audit verify`` does), but what was added since
+    this member last looked must link and verify: a server that deletes an entry it dislikes (a
+    ``member.remove``) or slips one in is caught by the next member to open the vault.
+    """
+    from .integrity.statehead import read
+
+    rec = read(v)
+    if rec is None:
+        return
+    with v.read() as s:
+        verify_signatures(v, s, since=rec["seq"])
 
 
 # --- moving a vault file in ----------------------------------------------------------------------

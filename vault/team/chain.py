@@ -99,7 +99,11 @@ class Verdict:
 
 
 def verify_chain(
-    team_id: str, entries: Iterable[Entry], members: Mapping[str, bytes], first_seq: int = 1
+    team_id: str,
+    entries: Iterable[Entry],
+    members: Mapping[str, bytes],
+    first_seq: int = 1,
+    prev: bytes | None = None,
 ) -> Verdict:
     """Walk the chain in storage order; stop at the first entry that does not hold.
 
@@ -107,10 +111,11 @@ def verify_chain(
     ``endorse.verify_endorsements``). Each key is loaded once. Reasons name the fault without
     content: ``sequence gap``, ``out of order``, ``broken link``, ``unknown member``, ``bad signature``.
     ``first_seq``: the number of the chain's first entry (a team moved in from a vault file goes
-    on from that vault's entries, whose own HMAC chain vouches for them).
+    on from that vault's entries, whose own HMAC chain vouches for them). ``prev``: the hash of
+    the entry before ``first_seq`` when the walk starts inside the chain (one already verified).
     """
     verifiers: dict[str, Verifier | None] = {}
-    prev = genesis(team_id)
+    prev = genesis(team_id) if prev is None else prev
     expected = first_seq
     count = 0
     for e in entries:
@@ -119,7 +124,7 @@ def verify_chain(
             fault = "sequence gap" if e.seq > expected else "out of order"
         elif e.prev_hash != prev:
             fault = "broken link"
-        elif e.embedded_head is not None and e.seq != first_seq:
+        elif e.embedded_head is not None and (e.seq != first_seq or prev != genesis(team_id)):
             fault = "an embedded head after the first entry"
         else:
             if e.member_id in verifiers:
