@@ -299,11 +299,11 @@ def _opened(v: Vault, check_head: bool = True) -> None:
 
         initialise(v)
     if check_head:
-        check_open(v)
-        if v.keys.team:
+        seen = check_open(v)
+        if v.keys.team and seen is not None:
             from .teams import verify_since_seen
 
-            verify_since_seen(v)
+            verify_since_seen(v, seen["seq"])
 
 
 def recover_vault(target: Path | str, recovery_code: str, new_passphrase: str) -> Vault:

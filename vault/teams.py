@@ -68,21 +68,21 @@ def _member(row: Any) -> MemberRow:
     )
 
 
-def members(s: Session, keys: Any = None, also_gone: frozenset[str] = frozenset()) -> list[MemberRow]:
-    """Every member row that is not removed (a removed member's grants are gone, its row stays).
-
-    With the team's ``keys``, also none the audit log says an admin removed (``removed_at`` is a
-    column the server could clear, the log's signed ``member.remove`` entries are not) and none this
-    machine has seen removed (``also_gone``, or the ``removed`` of ``TeamKeys``: the server could
-    delete the entry, not the pin).
-    """
+def members(s: Session, gone: frozenset[str] = frozenset()) -> list[MemberRow]:
+    """Every member row that is not removed (a removed member's grants are gone, its row stays),
+    and none whose fingerprint is in ``gone`` (:func:`gone_members`: ``removed_at`` is a column the
+    server could clear, the signed log entries and this machine's pin are not)."""
     from .store.models import Member
 
     rows = [_member(r) for r in s.execute(select(Member).where(Member.removed_at.is_(None))).scalars()]
-    if keys is None:
-        return rows
-    gone = removed_by_log(s, keys) | also_gone | getattr(keys, "removed", frozenset())
     return [m for m in rows if m.public.fingerprint not in gone]
+
+
+def gone_members(s: Session, keys: Any) -> frozenset[str]:
+    """The members removed for good: those the audit log's signed ``member.remove`` entries name,
+    and those this machine has seen removed (``TeamKeys.removed``: the server could delete the
+    entry, not the pin)."""
+    return frozenset(removed_by_log(s, keys)) | getattr(keys, "removed", frozenset())
 
 
 def removed_by_log(s: Session, keys: Any) -> set[str]:
@@ -307,15 +307,13 @@ def unlock(
             and row.fingerprint == key.public.fingerprint
         ):
             vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
-            gone = frozenset(removed_by_log(s, VaultKeys(vault_id, vmk))) | pins.removed(pin)
-            rows = members(s, VaultKeys(vault_id, vmk), gone)
+            gone = gone_members(s, VaultKeys(vault_id, vmk)) | pins.removed(pin)
+            rows = members(s, gone)
         else:
             vmk, rows, gone = b"", members(s), pins.removed(pin)
-    if row is not None and (row.fingerprint in gone or row.removed_at is not None):
-        row = (
-            None  # removed by an admin (its signed entry, or as this machine saw), whatever the row says now
-        )
-    if row is None or row.fingerprint != key.public.fingerprint or row.removed_at is not None:
+    # Removed by an admin (its signed entry, or as this machine saw), whatever the row says now.
+    removed = row is not None and (row.fingerprint in gone or row.removed_at is not None)
+    if row is None or removed or row.fingerprint != key.public.fingerprint:
         raise AuthenticationFailed(
             "your member key is not a member of this team vault", "ask an admin: handover member add"
         )
@@ -385,7 +383,7 @@ def list_members(v: Vault) -> list[MemberInfo]:
     _team_keys(v)  # refuses a vault that is not a team's
     pinned = _pinned(v)
     with v.read() as s:
-        rows = members(s, v.keys)  # without the removed, whatever their rows say now
+        rows = members(s, gone_members(s, v.keys))  # without the removed, whatever their rows say now
         valid = verify_endorsements(v.vault_id, pinned, rows)
         ids = [m.member_id for m in rows]
         out = []
@@ -431,7 +429,7 @@ def add_member(v: Vault, name: str, fingerprint: str, admin: bool = False) -> Me
         row.name, row.admin, row.endorsed_by, row.endorsement = name, admin, k.member_id, signed.signature
         s.flush()
         # The chain is walked again from the pinned first admin: a grant never trusts the row alone.
-        require_endorsed(v.vault_id, _pinned(v), members(s, v.keys), row.id)
+        require_endorsed(v.vault_id, _pinned(v), members(s, gone_members(s, v.keys)), row.id)
         state, h = tracker(v, s), hasher(v)
         old = s.get(KeySlot, row.id)
         if old is not None:
@@ -461,7 +459,7 @@ def grant(v: Vault, slug: str, name: str) -> int:
     with v.write("granting a client") as s:
         client = v.clients.get(slug, s)
         row = _named(s, name)
-        public = require_endorsed(v.vault_id, _pinned(v), members(s, v.keys), row.id)
+        public = require_endorsed(v.vault_id, _pinned(v), members(s, gone_members(s, v.keys)), row.id)
         version = _key_version(s, client.id)
         if s.get(Grant, (client.id, version, row.id)) is not None:
             raise AlreadyExists(f"{name} already holds {client.slug}")
@@ -512,7 +510,7 @@ def revoke(v: Vault, slug: str, name: str) -> Revoked:
             raise NotFound(f"{name} holds no grant for {old.slug}")
         if row.id == k.member_id:
             raise PolicyRefused("an admin does not revoke their own access", "another admin can")
-        rows = members(s, v.keys)
+        rows = members(s, gone_members(s, v.keys))
         pinned = _pinned(v)
         keep = []
         names = {m.member_id: m.name for m in rows}
@@ -688,21 +686,28 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
     from .store.models import AuditEntry, Member
     from .team.chain import entry_hash, verify_chain
 
-    every = [_member(r) for r in s.execute(select(Member)).scalars()]
-    valid = verify_endorsements(v.vault_id, _pinned(v), every)
-    keys = {mid: public.ed25519 for mid, public in valid.items()}
+    def signing_keys() -> dict[str, bytes]:
+        every = [_member(r) for r in s.execute(select(Member)).scalars()]
+        valid = verify_endorsements(v.vault_id, _pinned(v), every)
+        return {mid: public.ed25519 for mid, public in valid.items()}
+
     if since:
         seen = s.get(AuditEntry, since)
         if seen is not None and seen.signature is not None:
-            after = s.execute(select(AuditEntry).where(AuditEntry.seq > since).order_by(AuditEntry.seq))
+            after = list(
+                s.execute(select(AuditEntry).where(AuditEntry.seq > since).order_by(AuditEntry.seq)).scalars()
+            )
+            if not after:
+                return 0
             verdict = verify_chain(
                 v.vault_id,
-                (_chain_entry(r) for r in after.scalars()),
-                keys,
+                (_chain_entry(r) for r in after),
+                signing_keys(),
                 first_seq=since + 1,
                 prev=entry_hash(v.vault_id, _chain_entry(seen)),
             )
             return _checked(s, verdict)
+    keys = signing_keys()
     rows = list(s.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars())
     # Entries moved in from a vault file come first, unsigned; every one after the first signed
     # entry must be signed (a signature removed reads as an unknown member's entry).
@@ -736,20 +741,17 @@ def _checked(s: Session, verdict: Verdict) -> int:
     return verdict.count
 
 
-def verify_since_seen(v: Vault) -> None:
-    """At open: the signed chain from the newest entry this machine saw (statehead.py) to the head.
+def verify_since_seen(v: Vault, seen: int) -> None:
+    """At open: the signed chain from ``seen``, the newest entry this machine saw (statehead.py),
+    to the head.
 
     An ordinary open does not walk the whole chain (``audit verify`` does), but what was added since
     this member last looked must link and verify: a server that deletes an entry it dislikes (a
-    ``member.remove``) or slips one in is caught by the next member to open the vault.
+    ``member.remove``) or slips one in is caught by the next member to open the vault. Nothing new
+    since ``seen``: nothing to walk.
     """
-    from .integrity.statehead import read
-
-    rec = read(v)
-    if rec is None:
-        return
     with v.read() as s:
-        verify_signatures(v, s, since=rec["seq"])
+        verify_signatures(v, s, since=seen)
 
 
 # --- moving a vault file in ----------------------------------------------------------------------

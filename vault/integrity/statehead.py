@@ -101,12 +101,12 @@ def record(
             os.close(lock_fd)
 
 
-def compare(v: Vault) -> tuple[dict[str, Any], int] | None:
-    """(recorded head, the file's newest entry) when the file is behind or off the recorded history.
+def compare(v: Vault, rec: dict[str, Any] | None) -> tuple[dict[str, Any], int] | None:
+    """(recorded head ``rec``, the file's newest entry) when the file is behind or off the recorded
+    history; None when it is on it, or nothing was recorded.
 
     Raises IntegrityError for an altered head record in the file.
     """
-    rec = read(v)
     if rec is None:
         return None
     from sqlalchemy import func, select
@@ -143,8 +143,11 @@ def rolled_back(rec: dict[str, Any], file_seq: int) -> IntegrityError:
     return IntegrityError(message, ROLLED_BACK_HINT)
 
 
-def check_open(v: Vault) -> None:
-    """Refuse (IntegrityError) a file older than, or diverging from, its recorded head."""
-    found = compare(v)
+def check_open(v: Vault) -> dict[str, Any] | None:
+    """Refuse (IntegrityError) a file older than, or diverging from, its recorded head; return that
+    record (None when this machine has recorded none)."""
+    rec = read(v)
+    found = compare(v, rec)
     if found is not None:
         raise rolled_back(*found)
+    return rec

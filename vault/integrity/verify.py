@@ -121,7 +121,7 @@ class Rollback:
 
 def rollback(v: Vault) -> Rollback | None:
     """The difference between the recorded head and the file, or None when the file is not behind."""
-    found = statehead.compare(v)
+    found = statehead.compare(v, statehead.read(v))
     if found is None:
         return None
     rec, file_seq = found
