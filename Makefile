@@ -25,8 +25,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One worker per core (pytest-xdist); each worker starts its own throwaway PostgreSQL server, and
+# tests that watch the machine's /dev/shm share one worker with the browser (xdist_group).
+JOBS    ?= auto
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(JOBS) --dist loadgroup
 
 ## docs: regenerate docs/cli-reference.md from --help
 docs: $(STAMP)

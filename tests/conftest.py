@@ -30,6 +30,10 @@ def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The out-of-file head of each vault (vault/integrity/statehead.py) lives in the user state dir: one per
     # test, so that no test sees another's vaults (or the user's own), and subprocesses inherit it.
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    # The default vault, the member key and any config live in the user's data and config dirs: the
+    # test's own too, so no test touches the user's (or, under pytest-xdist, another worker's).
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for name in (
         "HANDOVER_PASSPHRASE",
         "HANDOVER_SESSION",
@@ -125,8 +129,8 @@ def unavailable(why: str, in_ci: str) -> NoReturn:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    """One throwaway PostgreSQL server for the whole session (tests/pgserver.py), removed at the end
-    even when tests fail. Missing PostgreSQL goes through :func:`unavailable` (a failure in CI)."""
+    """One throwaway PostgreSQL server for the whole session (tests/pgserver.py: under pytest-xdist,
+    one per worker, each on its own port and temp dir), removed at the end even when tests fail. Missing PostgreSQL goes through :func:`unavailable` (a failure in CI)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         unavailable("PostgreSQL (initdb, pg_ctl) is not installed on this machine", ".ci/run must install it")

@@ -83,16 +83,25 @@ class PgServer:
         bin_dir = bin_dir or find_bin_dir()
         if bin_dir is None:
             raise FileNotFoundError("PostgreSQL's initdb/pg_ctl are not installed")
-        root = Path(tempfile.mkdtemp(prefix="hv-pg-"))
-        server = cls(bin_dir, root, _free_port())
-        atexit.register(server.stop)
-        try:
-            server._init()
-            server._run_ctl(timeout)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        # The port is free when picked, but another process (a second test worker starting its own
+        # server) may take it before PostgreSQL binds it: then a fresh cluster on another port.
+        for attempt in range(3):
+            root = Path(tempfile.mkdtemp(prefix="hv-pg-"))
+            server = cls(bin_dir, root, _free_port())
+            atexit.register(server.stop)
+            try:
+                server._init()
+                server._run_ctl(timeout)
+            except RuntimeError:
+                server.stop()
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                server.stop()
+                raise
+            return server
+        raise AssertionError("unreachable")
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:

@@ -104,6 +104,9 @@ def plaintext_files(root: Path, secrets: list[str], skip: tuple[Path, ...] = ())
     return hits
 
 
+# /dev/shm is the machine's, not the test's: under pytest-xdist, Chromium's shared memory in another
+# worker would show as left behind here. The browser tests share this group (one worker runs them).
+@pytest.mark.xdist_group("dev-shm")
 def test_planted_secrets_appear_only_where_the_command_shows_them(hv: dict, tmp_path: Path) -> None:
     from handover_vault import open_vault
 

@@ -22,7 +22,9 @@ import pytest
 from tests.conftest import need, run
 from tests.test_bundle_exact import FIELDS, _Collect
 
-pytestmark = pytest.mark.interop
+# Chromium's shared memory in /dev/shm must not show in the hygiene test's check of that folder
+# (tests/test_adversarial_hygiene.py): under pytest-xdist one worker runs the group.
+pytestmark = [pytest.mark.interop, pytest.mark.xdist_group("dev-shm")]
 
 # A small client prints on this many pages at most (the browser's default paper; measured: 4).
 MAX_DEMO_PAGES = 5
