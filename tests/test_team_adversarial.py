@@ -276,6 +276,38 @@ def test_a_removal_the_server_deletes_from_the_log_is_caught_or_stays(team: tupl
     assert f"broken at entry {removal}" in alice.run("audit", "verify").stderr  # the hole, named
 
 
+def test_a_machine_that_never_opened_the_team_walks_the_whole_chain_once(team: tuple[str, Tech, Tech]) -> None:
+    """bob's machine joined but never opened the vault: it has seen no entry. The server rewrites
+    an old entry of alice's (long before the head, so no later write of hers walks it again); bob's
+    first open walks the whole signed chain and refuses it, naming the entry. Untouched, his first
+    open records the head it walked to, and the next open starts from there."""
+    url, alice, bob = team
+    heads = Path(bob.env["XDG_STATE_HOME"]) / "handover-vault" / "heads"
+    assert not heads.exists() or not list(heads.iterdir())  # bob's machine has seen no entry
+    old = one(url, "SELECT min(seq) FROM audit WHERE action = 'client.add'")
+    head = one(url, "SELECT max(seq) FROM audit")
+    assert head > old + 2
+    at = one(url, "SELECT at FROM audit WHERE seq = ?", (old,))
+    sql(url, "ALTER TABLE audit DISABLE TRIGGER USER")
+    sql(url, "UPDATE audit SET at = '2020-01-01T00:00:00Z' WHERE seq = ?", (old,))
+    first = bob.run("client", "list")
+    assert first.returncode == 4, (first.returncode, first.stderr)
+    assert f"audit entry {old} (member alice) does not verify" in first.stderr
+    assert not heads.exists() or not list(heads.iterdir())  # a refused open records nothing
+    sql(url, "UPDATE audit SET at = ? WHERE seq = ?", (at, old))  # put back: the same open goes through
+    sql(url, "ALTER TABLE audit ENABLE TRIGGER USER")
+    bob.ok("client", "list")
+
+
+def test_a_first_open_records_the_head_it_walked_to(team: tuple[str, Tech, Tech]) -> None:
+    url, _alice, bob = team
+    heads = Path(bob.env["XDG_STATE_HOME"]) / "handover-vault" / "heads"
+    bob.ok("client", "list")
+    (rec,) = [json.loads(p.read_text()) for p in heads.iterdir() if p.suffix == ".json"]
+    assert rec["seq"] == one(url, "SELECT max(seq) FROM audit")
+    assert rec["mac"] == bytes(one(url, "SELECT mac FROM audit WHERE seq = ?", (rec["seq"],))).hex()
+
+
 def test_revoke_leaves_no_ciphertext_the_old_grant_opens(
     pg_server: PgServer, team: tuple[str, Tech, Tech], tmp_path: Path
 ) -> None:

@@ -300,10 +300,10 @@ def _opened(v: Vault, check_head: bool = True) -> None:
         initialise(v)
     if check_head:
         seen = check_open(v)
-        if v.keys.team and seen is not None:
+        if v.keys.team:
             from .teams import verify_since_seen
 
-            verify_since_seen(v, seen["seq"])
+            verify_since_seen(v, seen["seq"] if seen is not None else None)
 
 
 def recover_vault(target: Path | str, recovery_code: str, new_passphrase: str) -> Vault:

@@ -741,17 +741,29 @@ def _checked(s: Session, verdict: Verdict) -> int:
     return verdict.count
 
 
-def verify_since_seen(v: Vault, seen: int) -> None:
+def verify_since_seen(v: Vault, seen: int | None) -> None:
     """At open: the signed chain from ``seen``, the newest entry this machine saw (statehead.py),
-    to the head.
+    to the head; the whole chain when this machine has seen none (a first open here).
 
-    An ordinary open does not walk the whole chain (``audit verify`` does), but what was added since
-    this member last looked must link and verify: a server that deletes an entry it dislikes (a
-    ``member.remove``) or slips one in is caught by the next member to open the vault. Nothing new
-    since ``seen``: nothing to walk.
+    An ordinary open does not walk the whole chain again (``audit verify`` does), but what was added
+    since this member last looked must link and verify: a server that deletes an entry it dislikes
+    (a ``member.remove``) or slips one in is caught by the next member to open the vault. The head
+    walked to is then recorded as seen, so the next open walks only what comes after it, and a
+    server that later serves an older log is refused as rolled back.
     """
+    from .integrity.statehead import record
+    from .store.models import AuditEntry
+
     with v.read() as s:
-        verify_signatures(v, s, since=seen)
+        verify_signatures(v, s, since=seen or 0)
+        head = s.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
+    if (
+        head is not None
+        and head.commitment is not None
+        and (seen is None or head.seq > seen)
+        and v.record_head
+    ):
+        record(v, head.seq, bytes(head.mac), bytes(head.commitment))
 
 
 # --- moving a vault file in ----------------------------------------------------------------------
