@@ -46,6 +46,28 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def home_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a technician with a home of their own: no HANDOVER_*, XDG_* or libpq
+    variable from the caller, every XDG folder and the runtime dir under ``home``, the floor KDF."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HANDOVER_", "XDG_", "PG")) and k not in ("HOME", "VIRTUAL_ENV")
+    }
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_STATE_HOME=str(home / "state"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        HANDOVER_RUNTIME_DIR=str(home / "rt"),
+        HANDOVER_KDF="minimum",
+        NO_COLOR="1",
+    )
+    env.update(extra)
+    return env
+
+
 def need(program: str) -> str:
     path = shutil.which(program)
     if path is None:

@@ -13,12 +13,14 @@ every vault, ``HANDOVER_KDF=minimum`` and the passphrase only in the environment
    most 1.5x SQLite.
 2. The same warm reveal on a PostgreSQL vault holding ``--large`` records against one holding 100.
    Target: at most 1.3x.
-3. ``--procs`` processes revealing at once, ``--per-proc`` warm reveals each, on each engine
-   (rounds alternate the engines): reveals per second over the whole burst; then ``audit verify``
-   must pass and the log must have grown by exactly one entry per reveal.
+3. ``--procs`` processes revealing at once, ``--per-proc`` warm reveals each: on the team vault of
+   4 one process per member (the admin and ``--procs`` - 1 members, each with their own session),
+   against the same on the single-user PostgreSQL vault and on SQLite with ``--procs`` processes
+   of one session (rounds alternate the three): reveals per second over the whole burst; then
+   ``audit verify`` must pass and the log must have grown by exactly one entry per reveal.
 4. The warm reveal by a team member against the single-user PostgreSQL vault of 1: a team vault
-   (``member key``, ``team init``, ``team join``, ``member add``, ``grant``, as tests/test_team.py
-   does, each technician with their own HOME and XDG folders and the member key in its default
+   (``member key``, ``team init``, then for each member ``team join``, ``member add``, ``grant``, as
+   tests/test_team.py does, each technician with their own HOME and XDG folders and the member key in its default
    place under XDG_DATA_HOME) with the same 100 credentials, revealed by the second technician,
    granted ``acme`` by the admin and unlocked with ``handover unlock`` and their member key's
    passphrase. The cost of grants and endorsement checks per command. No target.
@@ -54,7 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import HANDOVER, PASSPHRASE, ROOT, Cmd, Series, alternate, loadavg
+from bench.common import HANDOVER, PASSPHRASE, ROOT, Cmd, Series, alternate, home_env, loadavg
 from tests.pgserver import PgServer, find_bin_dir
 
 DOC = ROOT / "docs" / "performance.md"
@@ -64,6 +66,9 @@ TARGET = "Core firewall admin"
 CLIENT = "acme"
 SMALL = 100
 REVEAL = ["cred", "show", CLIENT, TARGET, "--reveal"]
+TEAM_BURST = "PostgreSQL team vault, {n} members (a session each)"
+PG_BURST = "PostgreSQL, one technician's session"
+LITE_BURST = "SQLite, one technician's session"
 
 
 # --- vaults ---------------------------------------------------------------------------------------
@@ -84,27 +89,8 @@ class Vault:
         return "PostgreSQL" if self.target.startswith("postgresql") else "SQLite"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("HANDOVER_", "XDG_", "PG")) and k not in ("HOME", "VIRTUAL_ENV")
-        }
-        env.update(
-            HOME=str(self.home),
-            XDG_CONFIG_HOME=str(self.home / "config"),
-            XDG_DATA_HOME=str(self.home / "data"),
-            XDG_STATE_HOME=str(self.home / "state"),
-            XDG_CACHE_HOME=str(self.home / "cache"),
-            HANDOVER_RUNTIME_DIR=str(self.home / "rt"),
-            HANDOVER_KDF="minimum",
-            NO_COLOR="1",
-        )
-        if self.engine == "PostgreSQL":
-            env["HANDOVER_DB_URL"] = self.target
-        else:
-            env["HANDOVER_VAULT"] = self.target
-        env.update(extra)
-        return env
+        where = "HANDOVER_DB_URL" if self.engine == "PostgreSQL" else "HANDOVER_VAULT"
+        return home_env(self.home, **{where: self.target, **extra})
 
     def unlocked(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A command with the passphrase in the environment (no session)."""
@@ -170,25 +156,26 @@ def member_key(v: Vault) -> str:
     return m.group(1)
 
 
-def build_team(admin: Vault, member: Vault, work: Path) -> float:
+def build_team(admin: Vault, members: list[Vault], work: Path) -> float:
     """A team vault as tests/test_team.py builds one: the admin makes their member key, ``team
-    init``, adds ``acme`` and imports the same ``member.size`` credentials as :func:`build`; the
-    member makes theirs and ``team join`` pinning the admin; the admin ``member add`` and
-    ``grant acme``."""
-    for v in (admin, member):
+    init``, adds ``acme`` and imports the same ``SMALL`` credentials as :func:`build`; each member
+    makes theirs and ``team join`` pinning the admin; the admin ``member add`` and ``grant acme``
+    each of them."""
+    for v in (admin, *members):
         folders(v)
     start = time.perf_counter()
     a_fp = member_key(admin)
-    m_fp = member_key(member)
     admin.unlocked("team", "init", "--name", admin.name, "--recovery-out", str(work / "recovery.txt"))
     admin.unlocked("client", "add", CLIENT, "--name", f"{CLIENT.upper()} Ltd")
     path = work / f"{admin.name}.csv"
-    write_csv(path, range(1, member.size), target=True)
+    write_csv(path, range(1, admin.size), target=True)
     admin.unlocked("import", "csv", CLIENT, str(path))
     path.unlink()
-    member.unlocked("team", "join", "--admin", a_fp, "--name", member.name)
-    admin.unlocked("member", "add", member.name, "--fingerprint", m_fp)
-    admin.unlocked("grant", CLIENT, member.name)
+    for member in members:
+        m_fp = member_key(member)
+        member.unlocked("team", "join", "--admin", a_fp, "--name", member.name)
+        admin.unlocked("member", "add", member.name, "--fingerprint", m_fp)
+        admin.unlocked("grant", CLIENT, member.name)
     return time.perf_counter() - start
 
 
@@ -291,16 +278,19 @@ class Burst:
         return (self.reveals - self.failed) / self.seconds
 
 
-def burst(v: Vault, env: dict[str, str], procs: int, per_proc: int) -> Burst:
-    """``procs`` workers, each running ``per_proc`` reveals one after the other, all at once."""
+def burst(v: Vault, envs: list[dict[str, str]], per_proc: int, engine: str = "") -> Burst:
+    """One worker per environment in ``envs`` (a process each: the same session, or on a team vault
+    each member's own), each running ``per_proc`` reveals one after the other, all at once."""
+    procs, env = len(envs), envs[0]
+    engine = engine or v.engine
     ok_before, before, out = audit_count(v, env)
     if not ok_before:
-        raise SystemExit(f"bench: audit verify failed before the burst on {v.engine}: {out}")
+        raise SystemExit(f"bench: audit verify failed before the burst on {engine}: {out}")
     failures: list[str] = []
     lock = threading.Lock()
     go = threading.Barrier(procs + 1)
 
-    def worker() -> None:
+    def worker(env: dict[str, str]) -> None:
         go.wait()
         for _ in range(per_proc):
             done = subprocess.run(
@@ -310,7 +300,7 @@ def burst(v: Vault, env: dict[str, str], procs: int, per_proc: int) -> Burst:
                 with lock:
                     failures.append(f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
 
-    threads = [threading.Thread(target=worker) for _ in range(procs)]
+    threads = [threading.Thread(target=worker, args=(e,)) for e in envs]
     for t in threads:
         t.start()
     load = loadavg()
@@ -322,10 +312,10 @@ def burst(v: Vault, env: dict[str, str], procs: int, per_proc: int) -> Burst:
     load = f"{load} → {loadavg()}"
     ok, after, out = audit_count(v, env)
     if not ok:
-        print(f"bench: audit verify FAILED after the burst on {v.engine}: {out}", file=sys.stderr)
-    b = Burst(v.engine, procs * per_proc, len(failures), seconds, ok, after - before, load, failures[:3])
+        print(f"bench: audit verify FAILED after the burst on {engine}: {out}", file=sys.stderr)
+    b = Burst(engine, procs * per_proc, len(failures), seconds, ok, after - before, load, failures[:3])
     print(
-        f"  {procs} × {per_proc} reveals on {v.engine:<10} {b.rate:6.1f} reveals/s  "
+        f"  {procs} × {per_proc} reveals on {engine:<10} {b.rate:6.1f} reveals/s  "
         f"({b.seconds:.2f} s, {b.failed} failed, audit verify {'ok' if ok else 'FAILED'}, "
         f"+{b.added} entries for {b.reveals - b.failed} reveals)",
         flush=True,
@@ -364,9 +354,11 @@ def render(info: dict[str, Any], results: list[Result], bursts: list[Burst], not
     lines += [
         "",
         f"{info['procs']} processes revealing at once, {info['per_proc']} warm reveals each "
-        f"(`cred show --reveal`, one audit entry each); rounds alternate the engines:",
+        "(`cred show --reveal`, one audit entry each, signed by its member on the team vault). On the "
+        "team vault each process is another member, with their own home, member key and session; on "
+        "the others the processes share one technician's session. Rounds alternate the vaults:",
         "",
-        "| Engine | Round | Reveals | Failed | Wall time | Reveals/s | `audit verify` | New audit entries | Lost | Load avg |",
+        "| Vault | Round | Reveals | Failed | Wall time | Reveals/s | `audit verify` | New audit entries | Lost | Load avg |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rounds: dict[str, int] = {}
@@ -467,14 +459,22 @@ def main(argv: list[str] | None = None) -> int:
         pg_large = Vault(f"pg-{args.large}", work / "pl", pg.create_database("hv_large"), args.large)
         team_url = pg.create_database("hv_team")
         admin = Vault("alice", work / "ta", team_url, SMALL, "alice's own member key passphrase")
-        member = Vault("bob", work / "tb", team_url, SMALL, "bob's own member key passphrase")
+        names = ["bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "ken"]
+        members = [
+            Vault(n, work / f"t{i}", team_url, SMALL, f"{n}'s own member key passphrase")
+            for i, n in enumerate(names[: max(1, args.procs - 1)])
+        ]
+        member = members[0]
         built = {}
         for v in (lite, pg_small, pg_large):
             print(f"bench: building {v.name} ...", flush=True)
             built[v.name] = build(v, work)
             print(f"bench: built {v.name} in {built[v.name]:.1f} s", flush=True)
-        print("bench: building the team vault (alice admin, bob granted acme) ...", flush=True)
-        built[f"team-{SMALL}"] = build_team(admin, member, work)
+        print(
+            f"bench: building the team vault (alice admin, {len(members)} members granted acme) ...",
+            flush=True,
+        )
+        built[f"team-{SMALL}"] = build_team(admin, members, work)
         print(f"bench: built team-{SMALL} in {built[f'team-{SMALL}']:.1f} s", flush=True)
         results: list[Result] = []
         bursts: list[Burst] = []
@@ -553,9 +553,17 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 print(f"bench: {args.procs} processes at once", flush=True)
-                for _ in range(args.burst_rounds):
-                    bursts.append(burst(pg_small, s_env, args.procs, args.per_proc))
-                    bursts.append(burst(lite, l_env, args.procs, args.per_proc))
+                with contextlib.ExitStack() as stack:
+                    team = [stack.enter_context(session(t)) for t in (admin, *members)]
+                    if not all(ok for _, ok in team):
+                        raise SystemExit("bench: the warm agent's socket never came for a team member")
+                    team_envs = [env for env, _ in team][: args.procs]
+                    for _ in range(args.burst_rounds):
+                        bursts.append(
+                            burst(admin, team_envs, args.per_proc, TEAM_BURST.format(n=len(team_envs)))
+                        )
+                        bursts.append(burst(pg_small, [s_env] * args.procs, args.per_proc, PG_BURST))
+                        bursts.append(burst(lite, [l_env] * args.procs, args.per_proc, LITE_BURST))
                 still = {
                     "SQLite": agent_socket(lite, l_env["HANDOVER_SESSION"]).exists(),
                     "PostgreSQL (100)": agent_socket(pg_small, s_env["HANDOVER_SESSION"]).exists(),
@@ -604,8 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             "Vaults built through the command line (`init`, `client add`, `import csv`, files of at most "
             f"10,000 credentials, so the {args.large:,}-record vault has {clients} "
-            f"client{'s' if clients != 1 else ''}; the team vault by `member key` ×2, `team init`, "
-            "`client add`, `import csv`, `team join`, `member add`, `grant`): "
+            f"client{'s' if clients != 1 else ''}; the team vault by `member key` for each technician, `team init`, "
+            f"`client add`, `import csv`, and `team join`, `member add`, `grant` for {len(members)} members): "
             + ", ".join(f"{k} {t:.1f} s" for k, t in built.items())
             + ". PostgreSQL ran "
             "with fsync, synchronous_commit and full_page_writes on (durable commits, as SQLite's "
