@@ -279,9 +279,9 @@ def test_a_removal_the_server_deletes_from_the_log_is_caught_or_stays(team: tupl
 def test_a_machine_that_never_opened_the_team_walks_the_whole_chain_once(team: tuple[str, Tech, Tech]) -> None:
     """bob's machine joined but never opened the vault: it has seen no entry. The server rewrites
     an old entry of alice's (long before the head, so no later write of hers walks it again); bob's
-    first open walks the whole signed chain and refuses it, naming the entry. Untouched, his first
-    open records the head it walked to, and the next open starts from there."""
-    url, alice, bob = team
+    first open walks the whole signed chain and refuses it, naming the entry; put back, the same
+    open goes through."""
+    url, _alice, bob = team
     heads = Path(bob.env["XDG_STATE_HOME"]) / "handover-vault" / "heads"
     assert not heads.exists() or not list(heads.iterdir())  # bob's machine has seen no entry
     old = one(url, "SELECT min(seq) FROM audit WHERE action = 'client.add'")
