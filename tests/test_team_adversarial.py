@@ -276,7 +276,9 @@ def test_a_removal_the_server_deletes_from_the_log_is_caught_or_stays(team: tupl
     assert f"broken at entry {removal}" in alice.run("audit", "verify").stderr  # the hole, named
 
 
-def test_a_machine_that_never_opened_the_team_walks_the_whole_chain_once(team: tuple[str, Tech, Tech]) -> None:
+def test_a_machine_that_never_opened_the_team_walks_the_whole_chain_once(
+    team: tuple[str, Tech, Tech],
+) -> None:
     """bob's machine joined but never opened the vault: it has seen no entry. The server rewrites
     an old entry of alice's (long before the head, so no later write of hers walks it again); bob's
     first open walks the whole signed chain and refuses it, naming the entry; put back, the same
