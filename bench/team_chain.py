@@ -3,8 +3,8 @@
     python bench/team_chain.py [--entries N] [--rounds R] [--no-doc]
 
 A team vault on a throwaway PostgreSQL server (tests/pgserver.py) is built through the command line
-(``member key``, ``team init``, ``client add``, ``cred add``; bob ``team join``, alice ``member add``
-and ``grant``), then grown to ``--entries`` signed audit entries by the code every command appends
+as bench/pg_store.py builds one (``member key``, ``team init``, ``client add``, ``import csv`` of 100
+credentials; bob ``team join``, alice ``member add`` and ``grant``), then grown to ``--entries`` signed audit entries by the code every command appends
 with (``AuditLog.append`` in write transactions, the two members taking turns, ``cred.reveal``
 entries of client ``acme``): each entry MACed, committed and signed by its member as a reveal's is.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -37,14 +36,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bench.common import HANDOVER, ROOT, home_env
+from bench.common import ROOT
+from bench.pg_store import CLIENT, SMALL, Vault, audit_count, build_team
 from handover_vault.team import chain
 from handover_vault.team.chain import Entry
 from tests.pgserver import PgServer
@@ -53,32 +52,12 @@ BEGIN, END = "<!-- bench/team_chain.py: begin -->", "<!-- bench/team_chain.py: e
 BATCH = 2000  # entries appended per write transaction
 
 
-@dataclass
-class Tech:
-    name: str
-    home: Path
-    passphrase: str
-
-    def env(self, url: str) -> dict[str, str]:
-        return home_env(self.home, HANDOVER_DB_URL=url, HANDOVER_PASSPHRASE=self.passphrase)
-
-    def run(self, url: str, *args: str, stdin: str = "") -> str:
-        done = subprocess.run(
-            [HANDOVER, *args], env=self.env(url), input=stdin, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise SystemExit(
-                f"bench: {self.name}: handover {' '.join(args[:3])} failed: {done.stderr[-2000:]}"
-            )
-        return done.stdout
-
-
 @contextlib.contextmanager
-def as_tech(t: Tech, url: str) -> Iterator[None]:
+def as_tech(t: Vault) -> Iterator[None]:
     """This process in ``t``'s environment (their member key and pin), to append as they would."""
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(t.env(url))
+    os.environ.update(t.env(HANDOVER_PASSPHRASE=t.passphrase))
     try:
         yield
     finally:
@@ -86,35 +65,22 @@ def as_tech(t: Tech, url: str) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def build(url: str, work: Path, n: int) -> tuple[Tech, float, float]:
-    """The team vault (through the command line), then grown to ``n`` entries: (alice, seconds to
-    build through the CLI, seconds to append)."""
+def build(url: str, work: Path, n: int) -> tuple[Vault, float, float]:
+    """The team vault through the command line (bench/pg_store.py's ``build_team``: alice admin,
+    bob granted acme), then grown to ``n`` entries: (alice, seconds to build it, seconds to append)."""
     from handover_vault import open_vault
 
-    alice = Tech("alice", work / "alice", "alice's own member key passphrase")
-    bob = Tech("bob", work / "bob", "bob's own member key passphrase")
-    for t in (alice, bob):
-        t.home.mkdir(parents=True)
-        (t.home / "rt").mkdir(mode=0o700)
+    alice = Vault("alice", work / "alice", url, SMALL, "alice's own member key passphrase")
+    bob = Vault("bob", work / "bob", url, SMALL, "bob's own member key passphrase")
+    cli = build_team(alice, [bob], work)
     began = time.perf_counter()
-    fp = re.compile(r"Fingerprint: (hv:[0-9a-f-]+)")
-    a_fp = fp.search(alice.run(url, "member", "key")).group(1)  # type: ignore[union-attr]
-    b_fp = fp.search(bob.run(url, "member", "key")).group(1)  # type: ignore[union-attr]
-    alice.run(url, "team", "init", "--name", "alice", "--recovery-out", str(work / "recovery.txt"))
-    alice.run(url, "client", "add", "acme", "--name", "ACME Ltd")
-    alice.run(url, "cred", "add", "acme", "Firewall admin", "--username", "admin", stdin="Fw-bench-s3cret\n")
-    bob.run(url, "team", "join", "--admin", a_fp, "--name", "bob")
-    alice.run(url, "member", "add", "bob", "--fingerprint", b_fp)
-    alice.run(url, "grant", "acme", "bob")
-    cli = time.perf_counter() - began
-    began = time.perf_counter()
-    done, turn = _count(alice, url), 0
+    done, turn = _count(url), 0
     while done < n:
         t = (alice, bob)[turn % 2]
-        with as_tech(t, url):
+        with as_tech(t):
             v = open_vault(url, t.passphrase)
             try:
-                acme = v.clients.get("acme")
+                acme = v.clients.get(CLIENT)
                 with v.write("appending bench entries", bulk=True) as s:
                     for i in range(min(BATCH, n - done)):
                         v.audit.append(
@@ -126,13 +92,13 @@ def build(url: str, work: Path, n: int) -> tuple[Tech, float, float]:
                         )
             finally:
                 v.close()
-        done = _count(alice, url)
+        done = _count(url)
         turn += 1
         print(f"bench: {done:,} entries", flush=True)
     return alice, cli, time.perf_counter() - began
 
 
-def _count(t: Tech, url: str) -> int:
+def _count(url: str) -> int:
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
@@ -141,7 +107,7 @@ def _count(t: Tech, url: str) -> int:
 
 
 def stored(
-    alice: Tech, url: str
+    alice: Vault, url: str
 ) -> tuple[list[Entry], dict[str, bytes], list[tuple[str, bytes, bytes]], str]:
     """Every signed entry as stored, the members' public keys, (member, message, signature) of each,
     and the team id: read out of the database before any timing."""
@@ -151,7 +117,7 @@ def stored(
     from handover_vault.store.models import AuditEntry, Member
     from handover_vault.teams import _chain_entry
 
-    with as_tech(alice, url):
+    with as_tech(alice):
         v = open_vault(url, alice.passphrase)
         try:
             with v.read() as s:
@@ -182,15 +148,13 @@ def chain_rate(team: str, entries: list[Entry], publics: dict[str, bytes]) -> fl
     return len(entries) / elapsed
 
 
-def verify_rate(alice: Tech, url: str, n: int) -> float:
+def verify_rate(alice: Vault, n: int) -> float:
+    env = alice.env(HANDOVER_PASSPHRASE=alice.passphrase)
     start = time.perf_counter()
-    done = subprocess.run(
-        [HANDOVER, "audit", "verify"], env=alice.env(url), capture_output=True, text=True, check=False
-    )
+    ok, count, out = audit_count(alice, env)
     elapsed = time.perf_counter() - start
-    m = re.search(r"intact: (\d+) entries", done.stdout)
-    if done.returncode != 0 or m is None or int(m.group(1)) != n:
-        raise SystemExit(f"bench: audit verify did not pass over {n} entries: {done.stdout}{done.stderr}")
+    if not ok or count != n:
+        raise SystemExit(f"bench: audit verify did not pass over {n} entries: {out}")
     return n / elapsed
 
 
@@ -208,11 +172,11 @@ def main() -> None:
     try:
         url = pg.create_database("hv_team_chain")
         alice, cli_s, append_s = build(url, work, args.entries)
-        total = _count(alice, url)
+        total = _count(url)
         entries, publics, raw, team = stored(alice, url)
         verifies, raws, chains = [], [], []
         for _ in range(args.rounds):
-            verifies.append(verify_rate(alice, url, total))
+            verifies.append(verify_rate(alice, total))
             raws.append(raw_rate(raw, publics))
             chains.append(chain_rate(team, entries, publics))
             print(

@@ -130,7 +130,8 @@ def unavailable(why: str, in_ci: str) -> NoReturn:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """One throwaway PostgreSQL server for the whole session (tests/pgserver.py: under pytest-xdist,
-    one per worker, each on its own port and temp dir), removed at the end even when tests fail. Missing PostgreSQL goes through :func:`unavailable` (a failure in CI)."""
+    one per worker, each on its own port and temp dir), removed at the end even when tests fail.
+    Missing PostgreSQL goes through :func:`unavailable` (a failure in CI)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         unavailable("PostgreSQL (initdb, pg_ctl) is not installed on this machine", ".ci/run must install it")

@@ -85,23 +85,18 @@ class PgServer:
             raise FileNotFoundError("PostgreSQL's initdb/pg_ctl are not installed")
         # The port is free when picked, but another process (a second test worker starting its own
         # server) may take it before PostgreSQL binds it: then a fresh cluster on another port.
-        for attempt in range(3):
-            root = Path(tempfile.mkdtemp(prefix="hv-pg-"))
-            server = cls(bin_dir, root, _free_port())
+        for attempt in (1, 2, 3):
+            server = cls(bin_dir, Path(tempfile.mkdtemp(prefix="hv-pg-")), _free_port())
             atexit.register(server.stop)
             try:
                 server._init()
                 server._run_ctl(timeout)
-            except RuntimeError:
+                return server
+            except BaseException as exc:
                 server.stop()
-                if attempt == 2:
+                if not isinstance(exc, RuntimeError) or attempt == 3:
                     raise
-                continue
-            except BaseException:
-                server.stop()
-                raise
-            return server
-        raise AssertionError("unreachable")
+        raise AssertionError("not reached: the third attempt returns or raises")
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:

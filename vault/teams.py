@@ -755,14 +755,10 @@ def verify_since_seen(v: Vault, seen: int | None) -> None:
     from .store.models import AuditEntry
 
     with v.read() as s:
-        verify_signatures(v, s, since=seen or 0)
+        if not verify_signatures(v, s, since=seen or 0):
+            return  # nothing new since ``seen``: nothing to record
         head = s.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).scalar()
-    if (
-        head is not None
-        and head.commitment is not None
-        and (seen is None or head.seq > seen)
-        and v.record_head
-    ):
+    if head is not None and head.commitment is not None and v.record_head:
         record(v, head.seq, bytes(head.mac), bytes(head.commitment))
 
 
