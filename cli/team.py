@@ -122,7 +122,7 @@ def member_add(name: str, fingerprint: str, admin: bool) -> None:
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def member_remove(name: str, yes: bool) -> None:
-    """Revoke every client the member holds (each re-keyed), then take the team key from them."""
+    """Revoke every client the member holds (each re-keyed), then rotate the team key without them."""
     from ..teams import remove_member
     from .context import confirm
 
@@ -131,10 +131,25 @@ def member_remove(name: str, yes: bool) -> None:
     done = remove_member(v, name)
     for r in done.revoked:
         _print_revoked(r)
-    click.echo(printable(f"Removed {name}: {len(done.revoked)} clients re-keyed, the team key taken back."))
+    kept = ", ".join(done.kept) or "nobody"
     click.echo(
-        "note: the team key itself is not rotated: what it seals (vault-wide audit details, the "
-        "technician profile, the signing key) stays readable to a copy of the database they kept.",
+        printable(
+            f"Removed {name}: {len(done.revoked)} clients re-keyed; the team key rotated "
+            f"(epoch {done.epoch}), wrapped to: {kept} and the recovery key."
+        )
+    )
+    click.echo(
+        printable(
+            f"note: {name} could copy the vault's signing key ({done.vault.fingerprint}) while they held "
+            "the team key; it is the identity in letters and receipts already sent and is not replaced.",
+        ),
+        err=True,
+    )
+    click.echo(
+        printable(
+            "note: every member unlocks again (sessions made before the rotation ended); change the "
+            "database password they knew too (handover_app's: docs/team-setup.sql)."
+        ),
         err=True,
     )
 

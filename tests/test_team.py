@@ -206,7 +206,7 @@ def test_a_removed_member_can_open_nothing(team: tuple[str, Tech, Tech]) -> None
     assert removed.returncode == 0, removed.stderr
     assert (
         "Revoked bob's access to acme" in removed.stdout
-        and "the team key itself is not rotated" in removed.stderr
+        and "the team key rotated (epoch 1), wrapped to: alice and the recovery key" in removed.stdout
     )
     gone = bob.run("client", "list")
     assert gone.returncode == 3 and SECRET not in gone.stdout

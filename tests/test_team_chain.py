@@ -184,3 +184,14 @@ def test_the_entry_encoding_is_injective_and_round_trips(a: list[object], b: lis
     assert list(unframe(chain.ENTRY_DOMAIN, fa)) == a
     if [(type(x), x) for x in a] != [(type(y), y) for y in b]:
         assert fa != fb
+
+
+def test_a_removed_member_signs_nothing_after_their_removal(keys: dict[str, MemberKey]) -> None:
+    """tom was removed by entry 2 (an admin's signed ``member.remove``): his entry 1 stays his,
+    an entry he signs after it is refused, whatever else holds (the link, his signature)."""
+    entries = _chain(keys, ["tom", "ann", "ann", "tom"])
+    members = _publics(keys, "ann", "tom")
+    assert chain.verify_chain(TEAM, entries[:3], members, removed={"tom": 2}).ok
+    v = chain.verify_chain(TEAM, entries, members, removed={"tom": 2})
+    assert (v.ok, v.count, v.bad_seq, v.bad_member, v.reason) == (False, 3, 4, "tom", "signed after removal")
+    assert chain.verify_chain(TEAM, entries, members).ok  # without the removal, the same chain holds

@@ -92,3 +92,31 @@ def test_default_path_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert memberkey.default_path() == tmp_path / "x.key"
     monkeypatch.delenv("HANDOVER_MEMBER_KEY")
     assert memberkey.default_path().name == "member.key"
+
+
+def test_a_team_key_commitment_holds_only_for_its_key_and_an_endorsed_admin(tmp_path: Path) -> None:
+    """vault/team/keycheck.py: the admin's commitment verifies for the key they made, under them;
+    another key, another team, a signer who is no admin, a flipped byte or none at all is refused."""
+    from handover_vault.team import keycheck
+
+    ann = memberkey.create(tmp_path / "ann", PASSPHRASE)
+    eve = memberkey.create(tmp_path / "eve", PASSPHRASE)
+    key, other = os.urandom(32), os.urandom(32)
+    value = keycheck.sign(ann, "ann-id", "team-1", key)
+    admins = {"ann-id": ann.public}
+    keycheck.verify(value, "team-1", key, admins)
+    assert key not in value and hashlib.sha256(key).digest() not in value  # it says nothing of the key
+    forged = keycheck.sign(eve, "ann-id", "team-1", other)  # eve claims to be ann
+    flipped = value[:-1] + bytes([value[-1] ^ 1])
+    for args in (
+        (value, "team-1", other, admins),
+        (value, "team-2", key, admins),
+        (value, "team-1", key, {"eve-id": eve.public}),
+        (forged, "team-1", other, admins),
+        (flipped, "team-1", key, admins),
+        (None, "team-1", key, admins),
+        (b"not a commitment", "team-1", key, admins),
+    ):
+        with pytest.raises(IntegrityError) as exc:
+            keycheck.verify(*args)
+        assert exc.value.exit_code == 4

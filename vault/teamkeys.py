@@ -18,14 +18,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from .clock import utcnow
-from .errors import NoAccess, PolicyRefused
+from .errors import IntegrityError, NoAccess, PolicyRefused
+from .keys.crypto import DecryptFailed
 from .keys.hierarchy import ClientKeys, VaultKeys
-from .store.models import Grant, RecoveryWrap
+from .store.models import Grant, Meta, RecoveryWrap
 from .team.encoding import frame, unframe
 from .team.grants import Binding, sign_grant, unwrap, verify_grant, wrap_for, wrap_recovery
 from .team.memberkey import MemberKey, MemberPublic
 
 _SESSION_DOMAIN = b"handover-vault/v1 team session member"
+INDEX_KEY = "team_index_key"  # meta: the client-index key once the team key was rotated
+
+
+def index_key_aad(vault_id: str) -> bytes:
+    return f"handover-vault/v1/team-index-key\x00{vault_id}".encode()
 
 
 class TeamKeys(VaultKeys):
@@ -55,6 +61,47 @@ class TeamKeys(VaultKeys):
     @property
     def is_admin(self) -> bool:
         return self.member_id in self.admins
+
+    # --- what outlives a rotation of the team key (vault/team/rotation.py) ------------------------
+
+    def adopt_index_key(self, s: Any) -> None:
+        """The client-index key (the slugs' keyed lookups) of a team whose key was rotated.
+
+        A rotation keeps it: recomputing a lookup takes the client's slug, which only the members
+        granted that client can read, so an admin holding only some clients could not rotate. It is
+        sealed under the current team key in ``meta``. Raises IntegrityError if it was altered.
+        """
+        row = s.get(Meta, INDEX_KEY)
+        if row is None:
+            return  # never rotated: the key derived from the team key
+        try:
+            self.client_index_key = self.vmk_sealer.open(bytes(row.value), index_key_aad(self.vault_id))
+        except (DecryptFailed, TypeError):
+            raise IntegrityError(
+                "the team's client-index key does not decrypt under the team key: tampered",
+                "run: handover audit verify",
+            ) from None
+
+    def sealed_index_key(self) -> bytes:
+        return self.vmk_sealer.seal(self.client_index_key, index_key_aad(self.vault_id))
+
+    def still_current(self, s: Any) -> bool:
+        """Whether this member's team key slot still opens to the key this process holds (False:
+        another admin rotated the team key while this command ran; the slot is gone when removed)."""
+        from .keys import crypto
+        from .store.models import KeySlot
+        from .teams import MEMBER_SLOT, TEAM_KEY_CLIENT
+
+        slot = s.get(KeySlot, self.member_id)
+        if slot is None or slot.kind != MEMBER_SLOT:
+            return False
+        try:
+            vmk = unwrap(
+                self.member, Binding(self.vault_id, TEAM_KEY_CLIENT, 0, self.member_id), bytes(slot.wrapped)
+            )
+        except IntegrityError:
+            return False
+        return crypto.mac_equal(vmk, self.vmk)
 
     def binding(self, client_id: str, key_version: int, member_id: str | None = None) -> Binding:
         return Binding(self.vault_id, client_id, key_version, member_id or self.member_id)

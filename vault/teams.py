@@ -33,7 +33,7 @@ from .errors import (
 from .keys import crypto
 from .keys.hierarchy import VaultKeys
 from .store.models import Client, Grant, KeySlot, Meta
-from .team import pins
+from .team import keycheck, pins
 from .team.chain import Verdict
 from .team.endorse import Member as MemberRow
 from .team.endorse import endorse, endorsed_admins, require_endorsed, verify_endorsements
@@ -85,17 +85,32 @@ def gone_members(s: Session, keys: Any) -> frozenset[str]:
     return frozenset(removed_by_log(s, keys)) | getattr(keys, "removed", frozenset())
 
 
-def removed_by_log(s: Session, keys: Any) -> set[str]:
-    """The fingerprints named by the ``member.remove`` entries that their (admin) member signed."""
+def removed_by_log(s: Session, keys: Any) -> dict[str, int]:
+    """The fingerprints named by the ``member.remove`` entries that their (admin) member signed,
+    each with the sequence number of its removal (the first, if the log names one twice)."""
     import json
 
     from .integrity.audit import detail_aad
     from .keys.crypto import DecryptFailed
+    from .rekey import read_epochs
     from .store.models import AuditEntry, Member
     from .team.chain import message
 
-    found: set[str] = set()
-    entries = s.execute(select(AuditEntry).where(AuditEntry.action == "member.remove")).scalars().all()
+    found: dict[str, int] = {}
+    entries = (
+        s.execute(select(AuditEntry).where(AuditEntry.action == "member.remove").order_by(AuditEntry.seq))
+        .scalars()
+        .all()
+    )
+    # An entry written before a rotation of the team key is sealed under that epoch's detail key.
+    epochs = read_epochs(s, keys) if entries else []
+
+    def detail_sealer(seq: int) -> Any:
+        for epoch in epochs:
+            if seq <= epoch.until:
+                return crypto.Sealer(epoch.detail_key)
+        return keys.audit_detail
+
     for e in entries:
         signer = s.get(Member, e.member_id) if e.member_id else None
         if signer is None or not signer.admin or e.signature is None:
@@ -105,11 +120,11 @@ def removed_by_log(s: Session, keys: Any) -> set[str]:
         ):
             continue
         try:
-            detail = json.loads(keys.audit_detail.open(bytes(e.detail), detail_aad(keys.vault_id, e.seq)))
+            detail = json.loads(detail_sealer(e.seq).open(bytes(e.detail), detail_aad(keys.vault_id, e.seq)))
         except (DecryptFailed, ValueError):
             continue
         if isinstance(detail, dict) and isinstance(detail.get("fingerprint"), str):
-            found.add(detail["fingerprint"])
+            found.setdefault(detail["fingerprint"], e.seq)
     return found
 
 
@@ -182,6 +197,7 @@ def _first_admin_rows(
     return [
         Meta(key=ROOT_KEY, value=key.public.fingerprint.encode()),
         Meta(key=RECOVERY_KEY, value=recovery_recipient.encode()),
+        Meta(key=keycheck.META_KEY, value=keycheck.sign(key, member_id, vault_id, vmk)),
         _member_row(member_id, name, key.public, True, member_id, me.signature),
         _slot(member_id, MEMBER_SLOT, _wrap_team_key(vault_id, member_id, key.public, vmk)),
         _slot(RECOVERY, RECOVERY_SLOT, _wrap_team_key(vault_id, RECOVERY, recovery, vmk)),
@@ -300,6 +316,8 @@ def unlock(
     with st.read() as s:
         row = s.get(Member, member_id)
         slot = s.get(KeySlot, member_id)
+        commitment = s.get(Meta, keycheck.META_KEY)
+        vouched = None if commitment is None else bytes(commitment.value)
         if (
             slot is not None
             and slot.kind == MEMBER_SLOT
@@ -307,6 +325,10 @@ def unlock(
             and row.fingerprint == key.public.fingerprint
         ):
             vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
+            # Before the key is used even to read the log: an admin must have made it. Checked
+            # again below with the admins the log leaves (a removed admin vouches for nothing).
+            known = members(s, pins.removed(pin))
+            keycheck.verify(vouched, vault_id, vmk, endorsed_admins(vault_id, pin["root"], known))
             gone = gone_members(s, VaultKeys(vault_id, vmk)) | pins.removed(pin)
             rows = members(s, gone)
         else:
@@ -329,8 +351,12 @@ def unlock(
             "ask an admin: handover member add NAME --fingerprint FP",
         )
     admins = endorsed_admins(vault_id, pin["root"], rows)
+    keycheck.verify(vouched, vault_id, vmk, admins)
     pins.remember_removed(st.location, vault_id, gone)
-    return TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode(), gone)
+    keys = TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode(), gone)
+    with st.read() as s:
+        keys.adopt_index_key(s)  # the slug lookups' key, once the team key was rotated
+    return keys
 
 
 # --- members ---------------------------------------------------------------------------------------
@@ -576,17 +602,24 @@ def revoke(v: Vault, slug: str, name: str) -> Revoked:
 
 @dataclass(frozen=True)
 class Removed:
+    """What ``member remove`` did. ``vault`` is the team under its new team key."""
+
     name: str
     revoked: list[Revoked]
+    vault: Vault
+    epoch: int
+    kept: list[str]
+    sessions_dropped: int
 
 
 def remove_member(v: Vault, name: str) -> Removed:
-    """Revoke every client ``name`` holds (each re-keyed, with its at-risk list), then take the team
-    key from them and mark them removed (their row stays: their audit entries still name them).
-
-    The team key itself is not rotated (the command says so)."""
+    """Revoke every client ``name`` holds (each re-keyed, with its at-risk list), then mark them
+    removed (their row stays: their audit entries still name them) and rotate the team key in the
+    same transaction (vault/team/rotation.py). The old ``v`` must not be used after."""
     from .integrity.commitment import hasher, tracker
+    from .rekey import drop_sessions
     from .store.models import Member
+    from .team.rotation import rotate_team_key
 
     k = _admin(v)
     with v.read() as s:
@@ -613,10 +646,11 @@ def remove_member(v: Vault, name: str) -> Removed:
         v.audit.append(
             s, "member.remove", detail={"name": name, "fingerprint": member.fingerprint, "clients": slugs}
         )
-        fingerprint = member.fingerprint
-    k.removed = k.removed | {fingerprint}
+        k.removed = k.removed | {member.fingerprint}
+        rotated = rotate_team_key(v, s, "member.remove")
     pins.remember_removed(v.location, v.vault_id, k.removed)
-    return Removed(name, revoked)
+    dropped = drop_sessions()  # this machine's sessions hold the old team key (the others' end at open)
+    return Removed(name, revoked, rotated.vault, rotated.epoch, rotated.members, dropped)
 
 
 # --- the signed audit chain (vault/team/chain.py) -------------------------------------------------
@@ -686,10 +720,15 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
     from .store.models import AuditEntry, Member
     from .team.chain import entry_hash, verify_chain
 
+    every = list(s.execute(select(Member)).scalars())
+
     def signing_keys() -> dict[str, bytes]:
-        every = [_member(r) for r in s.execute(select(Member)).scalars()]
-        valid = verify_endorsements(v.vault_id, _pinned(v), every)
+        valid = verify_endorsements(v.vault_id, _pinned(v), [_member(r) for r in every])
         return {mid: public.ed25519 for mid, public in valid.items()}
+
+    # A removed member's key signs nothing after the admin's entry that removed them.
+    by_log = removed_by_log(s, v.keys)
+    removed = {r.id: by_log[r.fingerprint] for r in every if r.fingerprint in by_log}
 
     if since:
         seen = s.get(AuditEntry, since)
@@ -705,6 +744,7 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
                 signing_keys(),
                 first_seq=since + 1,
                 prev=entry_hash(v.vault_id, _chain_entry(seen)),
+                removed=removed,
             )
             return _checked(s, verdict)
     keys = signing_keys()
@@ -727,7 +767,8 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
     if not signed and rows:
         raise IntegrityError("no audit entry of this team vault is signed: the signatures were removed")
     first = signed[0].seq if signed else 1
-    return _checked(s, verify_chain(v.vault_id, (_chain_entry(r) for r in signed), keys, first_seq=first))
+    chain = (_chain_entry(r) for r in signed)
+    return _checked(s, verify_chain(v.vault_id, chain, keys, first_seq=first, removed=removed))
 
 
 def _checked(s: Session, verdict: Verdict) -> int:

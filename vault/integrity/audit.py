@@ -20,6 +20,7 @@ ever put in a detail: a disclosure records which credential and which version, n
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import re
 import struct
@@ -31,7 +32,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import IntegrityError, InvalidInput, NoAccess, NotFound, StorageError, VaultError
+from ..errors import (
+    AuthenticationFailed,
+    IntegrityError,
+    InvalidInput,
+    NoAccess,
+    NotFound,
+    StorageError,
+    VaultError,
+)
 from ..keys import crypto
 from ..keys.crypto import DecryptFailed
 from ..store.engine import TextNotUtf8, builtin_text, scan
@@ -382,10 +391,22 @@ class AuditLog:
         seq = struct.unpack(">Q", value[1:9])[0]
         mac, tag = value[9:41], value[41:]
         if not crypto.mac_equal(self._head_tag(seq, mac), tag):
+            self._refuse_a_rotated_team_key(s)
             raise IntegrityError(
                 "the audit log's head record does not verify (tampered)", "run: handover audit verify"
             )
         return Head(seq, mac)
+
+    def _refuse_a_rotated_team_key(self, s: Session) -> None:
+        """In a team, a head tagged under another key is first of all a rotation (``member remove``)
+        that committed while this process held the old team key: said as such, nothing written."""
+        keys = self.v.keys
+        if keys.team and not keys.still_current(s):  # type: ignore[attr-defined]
+            raise AuthenticationFailed(
+                "the team key was rotated while this command ran (a member was removed), or your "
+                "access ended; nothing was done",
+                "run the command again (unlock again first if you use a session: eval $(handover unlock))",
+            )
 
     def _write_head(self, s: Session, head: Head) -> None:
         value = (
@@ -587,20 +608,42 @@ class AuditLog:
 
     def _sealer_for(self, s: Session, e: Row, cache: dict[str, Any]) -> Any:
         epoch = self._epoch_of(e.seq) if self.epochs else None
+        client_scope = e.scope == "client" and bool(e.client_id)
         if epoch is not None:  # sealed before a rekey, under that epoch's keys
-            return _epoch_sealer(epoch, e, cache)
-        if e.scope == "vault" or not e.client_id:
+            sealer = _epoch_sealer(epoch, e, cache)
+            # A team's client keys are not in its key history: they are versions held by grants.
+            if sealer is not None or not (client_scope and self.v.keys.team):
+                return sealer
+        if not client_scope:
             return self.v.keys.audit_detail
-        if e.client_id not in cache:
+        version = self._key_version_at(s, str(e.client_id), e.seq, cache)
+        name = f"{e.client_id}@{version}"
+        if name not in cache:
             row = s.get(Client, e.client_id)
             try:
-                keys = (
-                    None if row is None else self.v.keys.client(row.id, row.wrapped_key, s, row.key_version)
-                )
+                keys = None if row is None else self.v.keys.client(row.id, row.wrapped_key, s, version)
             except NoAccess:
-                keys = None  # a client not granted to this team member: its details stay sealed
-            cache[e.client_id] = None if keys is None else keys.sealer
-        return cache[e.client_id]
+                keys = None  # a key version not granted to this team member: those details stay sealed
+            cache[name] = None if keys is None else keys.sealer
+        return cache[name]
+
+    def _key_version_at(self, s: Session, client_id: str, seq: int, cache: dict[str, Any]) -> int:
+        """The client's key version when entry ``seq`` was sealed: 1 in a vault file; in a team, one
+        more for each ``team.revoke`` of the client up to it (each revoke's own entry is sealed under
+        the version it made). The entries' action and client are covered by the chain."""
+        if not self.v.keys.team:
+            row = s.get(Client, client_id)
+            return 1 if row is None else int(row.key_version or 1)
+        name = f"revokes@{client_id}"
+        if name not in cache:
+            cache[name] = list(
+                s.execute(
+                    select(AuditEntry.seq)
+                    .where(AuditEntry.client_id == client_id, AuditEntry.action == "team.revoke")
+                    .order_by(AuditEntry.seq)
+                ).scalars()
+            )
+        return 1 + bisect.bisect_right(cache[name], seq)
 
     def _event(self, s: Session, raw: Any, cache: dict[str, Any]) -> Event:
         try:

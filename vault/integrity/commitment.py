@@ -44,8 +44,10 @@ BUCKET_CHARS = 2  # groups by the first two characters of a record id: 256 group
 COMMITTED_META = (
     "signing_public",
     "signing_private",
-    "profile",
-)  # profile: the technician (vault/profile.py)
+    "profile",  # the technician (vault/profile.py)
+    "team_key_commitment",  # a team's: vault/team/keycheck.py
+    "team_index_key",  # a team's whose key was rotated: vault/team/rotation.py
+)
 TAG_RECORD = b"handover-vault/v1/state/record"
 TAG_CLIENT = b"handover-vault/v1/state/client"
 TAG_SLOT = b"handover-vault/v1/state/slot"

@@ -104,16 +104,21 @@ def verify_chain(
     members: Mapping[str, bytes],
     first_seq: int = 1,
     prev: bytes | None = None,
+    removed: Mapping[str, int] | None = None,
 ) -> Verdict:
     """Walk the chain in storage order; stop at the first entry that does not hold.
 
     ``members`` maps member id to raw Ed25519 public key (only keys with a valid endorsement chain:
     ``endorse.verify_endorsements``). Each key is loaded once. Reasons name the fault without
-    content: ``sequence gap``, ``out of order``, ``broken link``, ``unknown member``, ``bad signature``.
+    content: ``sequence gap``, ``out of order``, ``broken link``, ``unknown member``, ``signed after
+    removal``, ``bad signature``.
     ``first_seq``: the number of the chain's first entry (a team moved in from a vault file goes
     on from that vault's entries, whose own HMAC chain vouches for them). ``prev``: the hash of
     the entry before ``first_seq`` when the walk starts inside the chain (one already verified).
+    ``removed``: member id to the entry that removed them (an admin's signed ``member.remove``);
+    an entry they sign after it is ``signed after removal``.
     """
+    removed = removed or {}
     verifiers: dict[str, Verifier | None] = {}
     prev = genesis(team_id) if prev is None else prev
     expected = first_seq
@@ -139,6 +144,8 @@ def verify_chain(
             signed = message(team_id, e)
             if verify is None:
                 fault = "unknown member"
+            elif e.seq > removed.get(e.member_id, e.seq):
+                fault = "signed after removal"
             elif len(e.signature) != SIGNATURE_SIZE or not verify(e.signature, signed):
                 fault = "bad signature"
         if fault is not None:

@@ -1,0 +1,231 @@
+"""The team key rotated at ``member remove``, and every key version of a client read back (DESIGN §12).
+
+A removed member may have kept the team key they held (unwrapped from their slot with their own
+member key, which they keep). After the removal that copy opens nothing the team writes; the
+members who stay carry on, their old entries still verify and read; a command that held the old key
+while the rotation committed writes nothing. Real subprocesses of the installed command, one home
+per technician, against the session's PostgreSQL (tests/test_team.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers_security import one, sql
+from tests.test_team import SECRET, Tech, _tech, team
+from tests.test_team_adversarial import _id, _member_key, _vault_id
+
+pytestmark = [pytest.mark.postgres, pytest.mark.interop]
+
+__all__ = ["team"]  # the fixture, imported for use here
+
+
+def _team_key(url: str, t: Tech, slot: bytes) -> bytes:
+    """What ``t`` unwraps from a team key slot with their own member key (what they could keep)."""
+    from handover_vault.team.grants import Binding, unwrap
+
+    return unwrap(_member_key(t), Binding(_vault_id(url), "*team key*", 0, _id(url, t.name)), slot)
+
+
+def _slot(url: str, t: Tech) -> bytes:
+    return bytes(one(url, "SELECT wrapped FROM key_slots WHERE id = ?", (_id(url, t.name),)))
+
+
+@pytest.fixture
+def trio(team: tuple[str, Tech, Tech], tmp_path: Path) -> tuple[str, Tech, Tech, Tech]:
+    """team's alice and bob (granted acme, who revealed it) plus carol, a member holding acme."""
+    url, alice, bob = team
+    carol = _tech("carol", url, tmp_path)
+    carol.setup("team", "join", "--admin", alice.fingerprint, "--name", "carol")
+    alice.setup("member", "add", "carol", "--fingerprint", carol.fingerprint)
+    alice.setup("grant", "acme", "bob")
+    alice.setup("grant", "acme", "carol")
+    assert SECRET in bob.setup("cred", "show", "acme", "Firewall admin", "--reveal")
+    return url, alice, bob, carol
+
+
+def test_member_remove_rotates_the_team_key_and_the_rest_carry_on(
+    trio: tuple[str, Tech, Tech, Tech], tmp_path: Path
+) -> None:
+    from handover_vault.errors import IntegrityError
+    from handover_vault.keys.hierarchy import VaultKeys
+    from handover_vault.team.grants import Binding, unwrap
+    from handover_vault.team.memberkey import MemberKey, MemberPublic
+
+    url, alice, bob, carol = trio
+    kept_by_bob = _team_key(url, bob, _slot(url, bob))  # the copy a removed member could keep
+    carol_session = carol.ok("unlock").strip().split("=", 1)[1]
+    slots_before = {r[0]: bytes(r[1]) for r in sql(url, "SELECT id, wrapped FROM key_slots")}
+
+    removed = alice.run("member", "remove", "bob", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "the team key rotated (epoch 1), wrapped to: alice, carol and the recovery key" in removed.stdout
+    assert "could copy the vault's signing key" in removed.stderr and "not replaced" in removed.stderr
+
+    # Every slot is new; bob has none. bob's copy of the old key opens nothing of the team's now.
+    slots = {r[0]: bytes(r[1]) for r in sql(url, "SELECT id, wrapped FROM key_slots")}
+    assert set(slots) == set(slots_before) - {_id(url, "bob")}
+    assert all(slots[i] != slots_before[i] for i in slots)
+    new_key = _team_key(url, alice, slots[_id(url, "alice")])
+    assert new_key != kept_by_bob
+    signing = bytes(one(url, "SELECT value FROM meta WHERE key = 'signing_private'"))
+    VaultKeys(_vault_id(url), new_key).unwrap_signing_key(signing)
+    with pytest.raises(IntegrityError):
+        VaultKeys(_vault_id(url), kept_by_bob).unwrap_signing_key(signing)
+    # The recovery key was given the new team key too.
+    identity = (tmp_path / "recovery.txt").read_text().strip()
+    wrapped = bytes(one(url, "SELECT wrapped FROM key_slots WHERE kind = 'team-recovery'"))
+    offline = MemberKey(MemberPublic("", b""), identity, b"")  # the recovery identity alone
+    assert unwrap(offline, Binding(_vault_id(url), "*team key*", 0, "recovery"), wrapped) == new_key
+
+    # A vault-wide detail written after the rotation: bob's old key does not open it.
+    dave = _tech("dave", url, tmp_path)
+    dave.ok("team", "join", "--admin", alice.fingerprint, "--name", "dave")
+    alice.ok("member", "add", "dave", "--fingerprint", dave.fingerprint)
+    seq, detail = sql(url, "SELECT seq, detail FROM audit WHERE action = 'member.add' ORDER BY seq DESC")[0]
+    from handover_vault.integrity.audit import detail_aad
+    from handover_vault.keys.crypto import DecryptFailed
+
+    with pytest.raises(DecryptFailed):
+        VaultKeys(_vault_id(url), kept_by_bob).audit_detail.open(
+            bytes(detail), detail_aad(_vault_id(url), seq)
+        )
+    assert (
+        "dave"
+        in VaultKeys(_vault_id(url), new_key)
+        .audit_detail.open(bytes(detail), detail_aad(_vault_id(url), seq))
+        .decode()
+    )
+
+    # carol's session held the old team key: it ended. Unlocked again, she carries on.
+    stale = carol.run("client", "list", env={"HANDOVER_SESSION": carol_session, "HANDOVER_PASSPHRASE": ""})
+    assert stale.returncode == 3 and "unlock" in stale.stderr, stale.stderr
+    assert SECRET in carol.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    for t in (alice, carol, dave):
+        assert "Audit log intact" in t.ok("audit", "verify")
+    assert "vault intact" in alice.ok("verify")
+    # Entries of the old epoch still read, to every member who stays (and to dave, who came after).
+    for t in (alice, dave):
+        listed = {e["action"]: e for e in json.loads(t.ok("--json", "audit", "list"))}
+        assert listed["member.remove"]["detail"]["name"] == "bob"
+        assert listed["team.rekey"]["detail"]["members"] == ["alice", "carol"]
+        assert listed["vault.init"]["detail"]["team"] == "alice"
+    # bob is out, with his key file and with the copy of the old key.
+    gone = bob.run("client", "list")
+    assert gone.returncode == 3 and SECRET not in gone.stdout
+
+
+def test_a_removal_after_a_rotation_is_still_known_from_the_log(
+    trio: tuple[str, Tech, Tech, Tech], tmp_path: Path
+) -> None:
+    """Two removals, two epochs: the first ``member.remove`` entry is sealed under the first team
+    key, and the walks still find it (the server un-removing bob brings him back nowhere). dave
+    joins after both, so only the log tells his machine of them."""
+    url, alice, bob, carol = trio
+    bob_slot = sql(url, "SELECT * FROM key_slots WHERE id = ?", (_id(url, "bob"),))[0]
+    alice.ok("member", "remove", "bob", "--yes")
+    alice.ok("member", "remove", "carol", "--yes")
+    assert one(url, "SELECT count(*) FROM audit WHERE action = 'team.rekey'") == 2
+    dave = _tech("dave", url, tmp_path)
+    dave.ok("team", "join", "--admin", alice.fingerprint, "--name", "dave")
+    alice.ok("member", "add", "dave", "--fingerprint", dave.fingerprint)
+    sql(url, "UPDATE members SET removed_at = NULL")
+    sql(url, f"INSERT INTO key_slots VALUES ({', '.join('?' * len(bob_slot))})", bob_slot)
+    assert {m["name"] for m in json.loads(alice.ok("--json", "member", "list"))} == {"alice", "dave"}
+    assert {m["name"] for m in json.loads(dave.ok("--json", "member", "list"))} == {"alice", "dave"}
+    assert alice.run("grant", "acme", "bob").returncode != 0
+    for t in (bob, carol):
+        back = t.run("cred", "show", "acme", "Firewall admin", "--reveal")
+        assert back.returncode in (3, 4) and SECRET not in back.stdout, back.stderr
+    assert "Audit log intact" in alice.ok("audit", "verify")
+
+
+def test_a_slot_the_server_rolls_back_to_the_old_team_key_opens_nothing(
+    trio: tuple[str, Tech, Tech, Tech],
+) -> None:
+    """The server keeps carol's slot of the old team key (which bob also knew) and puts it back:
+    carol would write under a key bob holds. Her open is refused and nothing is written."""
+    url, alice, _bob, carol = trio
+    old_slot = _slot(url, carol)
+    alice.ok("member", "remove", "bob", "--yes")
+    new_slot = _slot(url, carol)
+    sql(url, "UPDATE key_slots SET wrapped = ? WHERE id = ?", (old_slot, _id(url, "carol")))
+    entries = one(url, "SELECT count(*) FROM audit")
+    for args in (("client", "list"), ("cred", "show", "acme", "Firewall admin", "--reveal")):
+        done = carol.run(*args)
+        assert done.returncode == 4 and SECRET not in done.stdout, (done.returncode, done.stderr)
+        assert "an older team key put back" in done.stderr
+    assert one(url, "SELECT count(*) FROM audit") == entries
+    sql(url, "UPDATE key_slots SET wrapped = ? WHERE id = ?", (new_slot, _id(url, "carol")))
+    assert SECRET in carol.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+    # The row that carries the slugs' lookup key over the rotation is in the state commitment: a
+    # server that drops it (so that no client is found) is named, not taken for "no such client".
+    sql(url, "DELETE FROM meta WHERE key = 'team_index_key'")
+    dropped = alice.run("cred", "show", "acme", "Firewall admin", "--reveal")
+    assert dropped.returncode == 4 and SECRET not in dropped.stdout, (dropped.returncode, dropped.stderr)
+
+
+def test_a_command_holding_the_old_team_key_writes_nothing(
+    trio: tuple[str, Tech, Tech, Tech], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """carol's command opened the team before alice's removal of bob committed: its reveal is
+    refused as a rotation (not reported as tampering), and no entry is written under the old key."""
+    from handover_vault.core import open_vault
+    from handover_vault.errors import AuthenticationFailed
+
+    url, alice, _bob, carol = trio
+    for name in ("HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "HANDOVER_RUNTIME_DIR", "HANDOVER_KDF"):
+        monkeypatch.setenv(name, carol.env[name])
+    v = open_vault(url, passphrase=carol.env["HANDOVER_PASSPHRASE"])
+    try:
+        client = v.clients.get("acme")
+        alice.ok("member", "remove", "bob", "--yes")
+        entries = one(url, "SELECT count(*) FROM audit")
+        with pytest.raises(AuthenticationFailed, match="rotated while this command ran"):
+            v.audit.append_now("cred.reveal", client, detail={"field": "secret"})
+        assert one(url, "SELECT count(*) FROM audit") == entries
+    finally:
+        v.close()
+    assert "Audit log intact" in alice.ok("audit", "verify")
+
+
+def test_a_clients_older_audit_details_read_after_a_revoke(trio: tuple[str, Tech, Tech, Tech]) -> None:
+    """Each revoke makes a key version; an entry's detail opens with the version it was sealed
+    under. A member granted only a later version sees the older details as sealed to them, not as
+    tampered."""
+    url, alice, _bob, carol = trio
+    alice.ok("revoke", "acme", "bob", "--yes")
+    alice.ok("revoke", "acme", "carol", "--yes")
+    assert one(url, "SELECT key_version FROM clients") == 3
+    listed = json.loads(alice.ok("--json", "audit", "list"))
+    assert not [e for e in listed if "error" in (e.get("detail") or {})], listed
+    reveal = next(e for e in listed if e["action"] == "cred.reveal")
+    assert reveal["detail"]["field"] == "secret"
+    assert [e["detail"]["key_version"] for e in listed if e["action"] == "team.revoke"] == [2, 3]
+    alice.ok("grant", "acme", "carol")  # carol again, at version 3 only
+    hers = json.loads(carol.ok("--json", "audit", "list"))
+    assert not [e for e in hers if "error" in (e.get("detail") or {})], hers
+    assert next(e for e in hers if e["action"] == "cred.reveal")["detail"] is None  # sealed to her
+    assert next(e for e in hers if e["seq"] == max(x["seq"] for x in hers))["detail"]["member"] == "carol"
+
+
+def test_a_removal_the_server_deletes_is_met_by_a_member_who_stays(trio: tuple[str, Tech, Tech, Tech]) -> None:
+    """carol's machine last saw an entry before bob's removal. The superuser deletes the signed
+    ``member.remove`` entry (and un-removes bob): carol's next open walks what came after the
+    entry she saw and meets the hole, naming it (exit 4); nothing is written."""
+    url, alice, _bob, carol = trio
+    carol.ok("client", "list")  # carol's machine records the head it walked to
+    alice.ok("member", "remove", "bob", "--yes")
+    removal = one(url, "SELECT seq FROM audit WHERE action = 'member.remove'")
+    sql(url, "ALTER TABLE audit DISABLE TRIGGER USER")
+    sql(url, "DELETE FROM audit WHERE seq = ?", (removal,))
+    sql(url, "ALTER TABLE audit ENABLE TRIGGER USER")
+    sql(url, "UPDATE members SET removed_at = NULL")
+    entries = one(url, "SELECT count(*) FROM audit")
+    met = carol.run("cred", "show", "acme", "Firewall admin", "--reveal")
+    assert met.returncode == 4 and SECRET not in met.stdout, (met.returncode, met.stderr)
+    assert f"audit entry {removal + 1}" in met.stderr and "does not verify" in met.stderr
+    assert one(url, "SELECT count(*) FROM audit") == entries
