@@ -212,7 +212,9 @@ def test_a_clients_older_audit_details_read_after_a_revoke(trio: tuple[str, Tech
     assert next(e for e in hers if e["seq"] == max(x["seq"] for x in hers))["detail"]["member"] == "carol"
 
 
-def test_a_removal_the_server_deletes_is_met_by_a_member_who_stays(trio: tuple[str, Tech, Tech, Tech]) -> None:
+def test_a_removal_the_server_deletes_is_met_by_a_member_who_stays(
+    trio: tuple[str, Tech, Tech, Tech],
+) -> None:
     """carol's machine last saw an entry before bob's removal. The superuser deletes the signed
     ``member.remove`` entry (and un-removes bob): carol's next open walks what came after the
     entry she saw and meets the hole, naming it (exit 4); nothing is written."""
