@@ -34,8 +34,8 @@ from ..errors import IntegrityError, MigrationRequired, VaultError
 
 # The Alembic revision this program writes. Checked with one cheap query on open, so Alembic is
 # imported only when an upgrade is due. tests/test_migrations.py asserts it equals Alembic's head.
-SCHEMA_HEAD = "0006"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+SCHEMA_HEAD = "0007"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 DEFAULT_BUSY_SECONDS = 30.0
 MAX_BUSY_SECONDS = 86_400.0
 URL_SCHEMES = ("postgresql+psycopg://", "postgresql://", "postgres://")

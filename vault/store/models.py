@@ -135,7 +135,7 @@ class AuditEntry(Base):
     # that transaction may reseal the entry; whatever the writer sends is replaced. NULL on SQLite.
     written_in: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
-    __table_args__ = (Index("ix_audit_client", "client_id"),)
+    __table_args__ = (Index("ix_audit_client", "client_id"), Index("ix_audit_action", "action"))
 
 
 class Member(Base):
