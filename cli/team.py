@@ -121,7 +121,13 @@ def member_add(name: str, fingerprint: str, admin: bool) -> None:
 @member.command("remove")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def member_remove(name: str, yes: bool) -> None:
+@click.option(
+    "--new-signing-key",
+    "new_key",
+    is_flag=True,
+    help="Also replace the vault's signing key, which they could copy (its fingerprint changes).",
+)
+def member_remove(name: str, yes: bool, new_key: bool) -> None:
     """Revoke every client the member holds (each re-keyed), then rotate the team key without them."""
     from ..teams import remove_member
     from .context import confirm
@@ -138,13 +144,19 @@ def member_remove(name: str, yes: bool) -> None:
             f"(epoch {done.epoch}), wrapped to: {kept} and the recovery key."
         )
     )
-    click.echo(
-        printable(
-            f"note: {name} could copy the vault's signing key ({done.vault.fingerprint}) while they held "
-            "the team key; it is the identity in letters and receipts already sent and is not replaced.",
-        ),
-        err=True,
-    )
+    if new_key:
+        from ..signing_keys import new_signing_key
+        from .vaultcmds import _print_replaced
+
+        _print_replaced(new_signing_key(done.vault), done.vault)
+    else:
+        click.echo(
+            printable(
+                f"note: {name} could copy the vault's signing key ({done.vault.fingerprint}) while they held "
+                "the team key; to replace it (its fingerprint changes): handover new-signing-key",
+            ),
+            err=True,
+        )
     click.echo(
         printable(
             "note: every member unlocks again (sessions made before the rotation ended); change the "

@@ -1,6 +1,8 @@
-"""Vault lifecycle commands: init, unlock, lock, passwd, recover, backup, rekey."""
+"""Vault lifecycle commands: init, unlock, lock, passwd, recover, backup, rekey, new-signing-key."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -181,6 +183,11 @@ def rekey() -> None:
             f"{done.audit_seq})."
         )
         click.echo(f"Vault fingerprint: {done.vault.fingerprint} (unchanged: the signing key was re-wrapped)")
+        click.echo(
+            "note: whoever learnt the old master key could copy the signing key too; to replace it "
+            "(its fingerprint changes): handover new-signing-key",
+            err=True,
+        )
     ended = "session was" if done.sessions_dropped == 1 else "sessions were"
     click.echo(f"{done.sessions_dropped} unlock {ended} ended; unlock again with: eval $(handover unlock)")
     click.echo("")
@@ -188,5 +195,40 @@ def rekey() -> None:
     click.echo(f"    {done.recovery_code}")
     click.echo(
         "note: copies of the vault made before now (backups, sync history) are still under the old keys.",
+        err=True,
+    )
+
+
+@click.command("new-signing-key")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def new_signing_key(yes: bool) -> None:
+    """Replace the vault's Ed25519 signing key: its fingerprint changes.
+
+    For when someone may hold a copy of the key: a member removed from a team (they could unwrap
+    it while they held the team key), or whoever learnt a vault file's master key before a
+    `rekey`. Letters, receipts and bundles from now on carry the new fingerprint: tell your
+    clients and successors. What the old key signed before still verifies here; a receipt or
+    checkpoint it signs for a later audit entry is refused. In a team, an admin only.
+    """
+    from ..signing_keys import new_signing_key as replace_key
+    from .context import confirm
+
+    v = state().open()
+    confirm(
+        f"Replace the signing key {v.fingerprint}? Its fingerprint changes for everything signed from now on.",
+        yes,
+    )
+    _print_replaced(replace_key(v), v)
+
+
+def _print_replaced(done: Any, v: Any) -> None:
+    click.echo(
+        f"New signing key: {done.new} (ssh {v.ssh_fingerprint}); it replaced {done.old} at audit entry {done.audit_seq}."
+    )
+    click.echo(
+        "Tell your clients and successors the new fingerprint: letters, receipts and bundles carry it from now on."
+    )
+    click.echo(
+        "note: receipts and checkpoints the old key signed before still verify here; one it signs later is refused.",
         err=True,
     )

@@ -63,7 +63,7 @@ def test_member_remove_rotates_the_team_key_and_the_rest_carry_on(
     removed = alice.run("member", "remove", "bob", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert "the team key rotated (epoch 1), wrapped to: alice, carol and the recovery key" in removed.stdout
-    assert "could copy the vault's signing key" in removed.stderr and "not replaced" in removed.stderr
+    assert "could copy the vault's signing key" in removed.stderr and "handover new-signing-key" in removed.stderr
 
     # Every slot is new; bob has none. bob's copy of the old key opens nothing of the team's now.
     slots = {r[0]: bytes(r[1]) for r in sql(url, "SELECT id, wrapped FROM key_slots")}
@@ -231,3 +231,22 @@ def test_a_removal_the_server_deletes_is_met_by_a_member_who_stays(
     assert met.returncode == 4 and SECRET not in met.stdout, (met.returncode, met.stderr)
     assert f"audit entry {removal + 1}" in met.stderr and "does not verify" in met.stderr
     assert one(url, "SELECT count(*) FROM audit") == entries
+
+
+def test_member_remove_can_replace_the_signing_key_they_could_copy(
+    trio: tuple[str, Tech, Tech, Tech],
+) -> None:
+    """With ``--new-signing-key`` the removal also replaces the vault's signing key (bob could have
+    unwrapped it with the team key he held). Only an admin replaces it."""
+    _url, alice, _bob, carol = trio
+    old_fp = json.loads(alice.ok("--json", "audit", "list"))[0]["detail"]["fingerprint"]
+    refused = carol.run("new-signing-key", "--yes")
+    assert refused.returncode == 1 and "only a team admin" in refused.stderr, refused.stderr
+    done = alice.run("member", "remove", "bob", "--yes", "--new-signing-key")
+    assert done.returncode == 0, done.stderr
+    assert f"it replaced {old_fp}" in done.stdout and "could copy" not in done.stderr
+    new_fp = done.stdout.split("New signing key: ")[1].split()[0]
+    for t in (alice, carol):
+        verified = t.ok("verify")
+        assert new_fp in verified and old_fp not in verified
+        assert "Audit log intact" in t.ok("audit", "verify")

@@ -430,6 +430,16 @@ class Vault:
     def _meta(self) -> dict[str, bytes]:
         return _read_meta(self.store)
 
+    def meta_value(self, key: str) -> bytes | None:
+        """A ``meta`` row as this process first read it (None: absent)."""
+        value = self._meta.get(key)
+        return None if value is None else bytes(value)
+
+    def forget_meta(self) -> None:
+        """Read ``meta`` again on next use (after this process changed the signing key)."""
+        for name in ("_meta", "signing_public"):
+            self.__dict__.pop(name, None)
+
     @cached_property
     def signing_public(self) -> bytes:
         """The stored public key, once it is known to be the one of the vault's own private key.

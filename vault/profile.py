@@ -231,7 +231,6 @@ class Profiles:
         character, a line break outside the address, or an email that is not one.
         """
         from .clock import utcnow
-        from .store.models import Meta
 
         unknown = sorted(set(changes) - set(LABELS))
         if unknown:
@@ -250,18 +249,10 @@ class Profiles:
             payload = {k: v for k, v in new.to_json().items() if v}
             plain = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             blob = self.v.keys.vmk_sealer.seal(plain.encode("utf-8"), self.v.keys.profile_aad())
-            # The profile is part of the state commitment (a copy rolled back is refused): take the
-            # old value out of the vault-wide sum and put the new one in, in this transaction.
-            from .integrity.commitment import hasher, tracker
+            # The profile is part of the state commitment (a copy rolled back is refused).
+            from .integrity.commitment import set_committed_meta
 
-            h, state = hasher(self.v), tracker(self.v, s)
-            row = s.get(Meta, META_KEY)
-            if row is None:
-                s.add(Meta(key=META_KEY, value=blob))
-            else:
-                state.vault_element(h.meta(META_KEY, row.value), -1)
-                row.value = blob
-            state.vault_element(h.meta(META_KEY, blob), +1)
+            set_committed_meta(self.v, s, META_KEY, blob)
             # Which fields changed, never their values (the detail is sealed anyway; it need not hold them).
             changed = sorted(k for k in given if current.values().get(k) != new.values().get(k))
             self.v.audit.append(s, ACTION, vault_scope=True, detail={"fields": changed})

@@ -823,9 +823,14 @@ class AuditLog:
             raise InvalidInput("the checkpoint file has an unknown format")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or len(mac) != MAC_SIZE:
             raise InvalidInput("the checkpoint file is malformed")
-        if body["vault"] != self.v.fingerprint:
+        from ..signing_keys import signer_key
+
+        if not isinstance(body["vault"], str):
+            raise InvalidInput("the checkpoint file is malformed")
+        public = signer_key(self.v, body["vault"], seq, "checkpoint")
+        if public is None:
             raise IntegrityError("the checkpoint was made by another vault")
         msg = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        if not crypto.verify_signature(self.v.signing_public, sig, msg):
+        if not crypto.verify_signature(public, sig, msg):
             raise IntegrityError("the checkpoint's signature is not valid")
         return Head(seq, mac)

@@ -47,6 +47,7 @@ COMMITTED_META = (
     "profile",  # the technician (vault/profile.py)
     "team_key_commitment",  # a team's: vault/team/keycheck.py
     "team_index_key",  # a team's whose key was rotated: vault/team/rotation.py
+    "signing_history",  # the keys new-signing-key replaced: vault/signing_keys.py
 )
 TAG_RECORD = b"handover-vault/v1/state/record"
 TAG_CLIENT = b"handover-vault/v1/state/client"
@@ -153,6 +154,22 @@ def hasher(v: Vault) -> Hasher:
 
 
 # --- the live rows ---------------------------------------------------------------------------------
+
+
+def set_committed_meta(v: Vault, s: Session, key: str, value: bytes) -> None:
+    """Write the ``meta`` row ``key`` (one of :data:`COMMITTED_META`) in the write transaction
+    ``s``: its old value out of the vault-wide sum V, the new one in."""
+    assert key in COMMITTED_META
+    from ..store.models import Meta
+
+    h, state = hasher(v), tracker(v, s)
+    row = s.get(Meta, key)
+    if row is None:
+        s.add(Meta(key=key, value=value))
+    else:
+        state.vault_element(h.meta(key, row.value), -1)
+        row.value = value
+    state.vault_element(h.meta(key, value), +1)
 
 
 def vault_sum(h: Hasher, s: Session) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import IntegrityError, InvalidInput
 from ..forget import checking_section, sign_certificate, verify_certificate
+from ..signing_keys import signer_key
 
 if TYPE_CHECKING:
     from ..core import Vault
@@ -132,8 +133,6 @@ def check_receipt(v: Vault, data: bytes | str) -> Head:
     f = checked.facts
     if f.get("format") != RECEIPT_FORMAT:
         raise InvalidInput("the file is a certificate of destruction, not a receipt or checkpoint")
-    if checked.signer != v.fingerprint:
-        raise IntegrityError(f"the receipt was signed by {checked.signer}, not by this vault")
     audit = f.get("audit") or {}
     try:
         seq, mac = audit["seq"], bytes.fromhex(audit["mac"])
@@ -141,6 +140,9 @@ def check_receipt(v: Vault, data: bytes | str) -> Head:
         raise IntegrityError("the receipt's audit head is malformed") from None
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or len(mac) != MAC_SIZE:
         raise IntegrityError("the receipt's audit head is malformed")
+    # The vault's key, or an earlier one of its keys for a head before that key was replaced.
+    if signer_key(v, checked.signer, seq, "receipt") is None:
+        raise IntegrityError(f"the receipt was signed by {checked.signer}, not by this vault")
     return Head(seq, mac)
 
 

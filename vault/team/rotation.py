@@ -18,8 +18,9 @@ in the same write transaction (a crash leaves the old team or the new one, never
 
 What it cannot take back: what the member already read or copied (the at-risk list of each
 revoke), and the vault's signing key, which they could unwrap while they held the team key. The
-signing key is the vault's identity in letters, receipts and bundles already sent; it is not
-replaced (the command says so).
+signing key is the vault's identity in letters, receipts and bundles already sent, so it is
+re-wrapped, not replaced here; ``member remove --new-signing-key`` (or ``handover
+new-signing-key`` later) replaces it (vault/signing_keys.py).
 
 Every other member's session ends with it (the session's team key is no longer the team's:
 ``core._unlock_team``), and a command another member started before the rotation commits is
