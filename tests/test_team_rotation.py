@@ -63,7 +63,10 @@ def test_member_remove_rotates_the_team_key_and_the_rest_carry_on(
     removed = alice.run("member", "remove", "bob", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert "the team key rotated (epoch 1), wrapped to: alice, carol and the recovery key" in removed.stdout
-    assert "could copy the vault's signing key" in removed.stderr and "handover new-signing-key" in removed.stderr
+    assert (
+        "could copy the vault's signing key" in removed.stderr
+        and "handover new-signing-key" in removed.stderr
+    )
 
     # Every slot is new; bob has none. bob's copy of the old key opens nothing of the team's now.
     slots = {r[0]: bytes(r[1]) for r in sql(url, "SELECT id, wrapped FROM key_slots")}
