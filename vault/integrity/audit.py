@@ -798,6 +798,7 @@ class AuditLog:
         head = self.verify()
         with self.v.read() as s:
             check_top(self.v, s)  # the head it signs must be the state the vault is in
+        self.v.forget_meta()  # the signing key as it is now (vault/signing_keys.py), not as first read
         body = {
             "format": CHECKPOINT_FORMAT,
             "vault": self.v.fingerprint,

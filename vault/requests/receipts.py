@@ -118,6 +118,9 @@ def receipt(v: Vault, done: Logged) -> str:
     """The signed receipt of a request just logged (``Requests.log``'s result)."""
     if not done.head_seq or not done.head_mac:
         raise InvalidInput("the request has no audit head to put in a receipt")
+    # The key as it is now, after the request's commit: one read before it could be a key another
+    # admin replaced meanwhile (handover new-signing-key), whose signature the head would outdate.
+    v.forget_meta()
     return sign_certificate(v, body(v, done), RECEIPT_FORMAT)
 
 
