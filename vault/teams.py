@@ -27,11 +27,11 @@ from .errors import (
     AuthenticationFailed,
     IntegrityError,
     InvalidInput,
+    NoAccess,
     NotFound,
     PolicyRefused,
 )
 from .keys import crypto
-from .keys.hierarchy import VaultKeys
 from .store.models import Client, Grant, KeySlot, Meta
 from .team import keycheck, pins
 from .team.chain import Verdict
@@ -82,17 +82,16 @@ def gone_members(s: Session, keys: Any) -> frozenset[str]:
     """The members removed for good: those the audit log's signed ``member.remove`` entries name,
     and those this machine has seen removed (``TeamKeys.removed``: the server could delete the
     entry, not the pin)."""
-    return frozenset(removed_by_log(s, keys)) | getattr(keys, "removed", frozenset())
+    return frozenset(removed_by_log(s, keys.vault_id)) | getattr(keys, "removed", frozenset())
 
 
-def removed_by_log(s: Session, keys: Any) -> dict[str, int]:
+def removed_by_log(s: Session, vault_id: str) -> dict[str, int]:
     """The fingerprints named by the ``member.remove`` entries that their (admin) member signed,
-    each with the sequence number of its removal (the first, if the log names one twice)."""
-    import json
+    each with the sequence number of its removal (the first, if the log names one twice).
 
-    from .integrity.audit import detail_aad
-    from .keys.crypto import DecryptFailed
-    from .rekey import read_epochs
+    The removed member is the entry's ``record_id`` (signed and MACed, in clear): what a member
+    is checked against never depends on a key, least of all on the team key being checked.
+    """
     from .store.models import AuditEntry, Member
     from .team.chain import message
 
@@ -102,30 +101,41 @@ def removed_by_log(s: Session, keys: Any) -> dict[str, int]:
         .scalars()
         .all()
     )
-    # An entry written before a rotation of the team key is sealed under that epoch's detail key.
-    epochs = read_epochs(s, keys) if entries else []
-
-    def detail_sealer(seq: int) -> Any:
-        for epoch in epochs:
-            if seq <= epoch.until:
-                return crypto.Sealer(epoch.detail_key)
-        return keys.audit_detail
-
     for e in entries:
         signer = s.get(Member, e.member_id) if e.member_id else None
-        if signer is None or not signer.admin or e.signature is None:
+        gone = s.get(Member, e.record_id) if e.record_id else None
+        if signer is None or not signer.admin or e.signature is None or gone is None:
             continue
-        if not crypto.verify_signature(
-            bytes(signer.ed25519), bytes(e.signature), message(keys.vault_id, _chain_entry(e))
+        if crypto.verify_signature(
+            bytes(signer.ed25519), bytes(e.signature), message(vault_id, _chain_entry(e))
         ):
-            continue
-        try:
-            detail = json.loads(detail_sealer(e.seq).open(bytes(e.detail), detail_aad(keys.vault_id, e.seq)))
-        except (DecryptFailed, ValueError):
-            continue
-        if isinstance(detail, dict) and isinstance(detail.get("fingerprint"), str):
-            found.setdefault(detail["fingerprint"], e.seq)
+            # The removed member's keys as the rows hold them for that id: a row whose keys the
+            # server swapped has no valid endorsement, so it is no member anyway.
+            found.setdefault(_member(gone).public.fingerprint, e.seq)
     return found
+
+
+def check_removals_rotated(s: Session) -> None:
+    """Every ``member.remove`` entry is followed by the ``team.rekey`` of its own transaction.
+
+    A log cut right after a removal (with the old slots and key commitment put back) would be a
+    consistent team under the team key the removed member knows; such a state never existed, so
+    it is refused (IntegrityError) before any key is used.
+    """
+    from .store.models import AuditEntry
+    from .team.rotation import ACTION as REKEY
+
+    removals = s.execute(select(AuditEntry.seq).where(AuditEntry.action == "member.remove")).scalars().all()
+    if not removals:
+        return
+    rotations = set(s.execute(select(AuditEntry.seq).where(AuditEntry.action == REKEY)).scalars())
+    for seq in removals:
+        if seq + 1 not in rotations:
+            raise IntegrityError(
+                f"audit entry {seq} removes a member, but the rotation of the team key written with it "
+                f"(entry {seq + 1}) is not there: the log was cut back on the server; nothing was opened",
+                "check with your team's admin; restore the database from a backup",
+            )
 
 
 def _member_row(
@@ -314,10 +324,15 @@ def unlock(
             "check with your team's admin before using this database",
         )
     with st.read() as s:
+        check_removals_rotated(s)
         row = s.get(Member, member_id)
         slot = s.get(KeySlot, member_id)
         commitment = s.get(Meta, keycheck.META_KEY)
         vouched = None if commitment is None else bytes(commitment.value)
+        # The removed, as the signed log names them (read without any key) and as this machine saw.
+        gone = frozenset(removed_by_log(s, vault_id)) | pins.removed(pin)
+        rows = members(s, gone)
+        vmk = b""
         if (
             slot is not None
             and slot.kind == MEMBER_SLOT
@@ -325,14 +340,8 @@ def unlock(
             and row.fingerprint == key.public.fingerprint
         ):
             vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
-            # Before the key is used even to read the log: an admin must have made it. Checked
-            # again below with the admins the log leaves (a removed admin vouches for nothing).
-            known = members(s, pins.removed(pin))
-            keycheck.verify(vouched, vault_id, vmk, endorsed_admins(vault_id, pin["root"], known))
-            gone = gone_members(s, VaultKeys(vault_id, vmk)) | pins.removed(pin)
-            rows = members(s, gone)
-        else:
-            vmk, rows, gone = b"", members(s), pins.removed(pin)
+            # Before the key is used: an admin who is still one must have made it.
+            keycheck.verify(vouched, vault_id, vmk, endorsed_admins(vault_id, pin["root"], rows))
     # Removed by an admin (its signed entry, or as this machine saw), whatever the row says now.
     removed = row is not None and (row.fingerprint in gone or row.removed_at is not None)
     if row is None or removed or row.fingerprint != key.public.fingerprint:
@@ -351,7 +360,6 @@ def unlock(
             "ask an admin: handover member add NAME --fingerprint FP",
         )
     admins = endorsed_admins(vault_id, pin["root"], rows)
-    keycheck.verify(vouched, vault_id, vmk, admins)
     pins.remember_removed(st.location, vault_id, gone)
     keys = TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode(), gone)
     with st.read() as s:
@@ -491,7 +499,9 @@ def grant(v: Vault, slug: str, name: str) -> int:
             raise AlreadyExists(f"{name} already holds {client.slug}")
         k.put_grant(s, client.id, version, row.id, public, client.keys.key)
         s.flush()
-        v.audit.append(s, "team.grant", client=client, detail={"member": name, "key_version": version})
+        v.audit.append(  # the member in record_id: what held_by_log reads, signed, without a key
+            s, "team.grant", client=client, record_id=row.id, detail={"member": name, "key_version": version}
+        )
     return version
 
 
@@ -532,8 +542,8 @@ def revoke(v: Vault, slug: str, name: str) -> Revoked:
             .scalars()
             .all()
         )
-        if not any(g.member_id == row.id for g in held):
-            raise NotFound(f"{name} holds no grant for {old.slug}")
+        if not any(g.member_id == row.id for g in held) and old.id not in held_by_log(s, v.vault_id, row.id):
+            raise NotFound(f"{name} holds no grant for {old.slug}")  # neither a grant row nor by the log
         if row.id == k.member_id:
             raise PolicyRefused("an admin does not revoke their own access", "another admin can")
         rows = members(s, gone_members(s, v.keys))
@@ -594,6 +604,7 @@ def revoke(v: Vault, slug: str, name: str) -> Revoked:
             s,
             "team.revoke",
             client=renewed,
+            record_id=row.id,
             detail={"member": name, "key_version": new_version, "at_risk": at_risk, "records": n.records},
         )
     kept_names = [m.name for m in rows if m.member_id in {i for i, _ in keep}]
@@ -616,41 +627,141 @@ def remove_member(v: Vault, name: str) -> Removed:
     """Revoke every client ``name`` holds (each re-keyed, with its at-risk list), then mark them
     removed (their row stays: their audit entries still name them) and rotate the team key in the
     same transaction (vault/team/rotation.py). The old ``v`` must not be used after."""
-    from .integrity.commitment import hasher, tracker
     from .rekey import drop_sessions
-    from .store.models import Member
-    from .team.rotation import rotate_team_key
 
     k = _admin(v)
     with v.read() as s:
         row = _named(s, name)
         if row.id == k.member_id:
             raise PolicyRefused("an admin does not remove themselves", "another admin can")
-        held = sorted({g for (g,) in s.execute(select(Grant.client_id).where(Grant.member_id == row.id))})
-        slugs = []
-        for cid in held:
-            client_row = s.get(Client, cid)
-            if client_row is not None and s.get(Grant, (cid, client_row.key_version, row.id)) is not None:
-                slugs.append(v.clients.load(client_row).slug)
-    revoked = [revoke(v, slug, name) for slug in slugs]
+        if _member(row).public.fingerprint == _pinned(v):
+            # Every member's machine pinned this key at join and every endorsement chain starts at
+            # it: without it no member's chain holds, and the rotation would wrap the key to nobody.
+            raise PolicyRefused(
+                f"{name} is the team's first admin, whom every member pinned at join: they cannot be removed",
+                f"take their clients with: handover revoke SLUG {name}",
+            )
+    revoked: list[Revoked] = []
+    for _attempt in range(3):
+        with v.read() as s:
+            slugs = _slugs_held(v, s, row.id, name)
+        revoked += [revoke(v, slug, name) for slug in slugs]
+        try:
+            removed = _remove_revoked(v, k, row.id, name, [r.slug for r in revoked])
+            break
+        except _GrantedMeanwhile:
+            continue  # another admin granted NAME a client meanwhile: revoke that one too
+    else:
+        raise PolicyRefused(
+            f"{name} was granted clients again while being removed, three times; nothing more was removed",
+            "ask the other admins to stop granting, then run it again",
+        )
+    pins.remember_removed(v.location, v.vault_id, k.removed)
+    dropped = drop_sessions()  # this machine's sessions hold the old team key (the others' end at open)
+    return Removed(name, revoked, removed.vault, removed.epoch, removed.members, dropped)
+
+
+class _GrantedMeanwhile(Exception):
+    """A client was granted to the member being removed after their clients were revoked."""
+
+
+def held_by_log(s: Session, vault_id: str, member_id: str) -> set[str]:
+    """The clients the signed log says ``member_id`` holds: one they added (``client.add``) or an
+    admin granted them (``team.grant``), with no ``team.revoke`` of them since. The grant rows
+    are the server's to hide; these entries are signed (each names the member in ``record_id``)."""
+    from .store.models import AuditEntry, Member
+    from .team.chain import message
+
+    entries = s.execute(
+        select(AuditEntry)
+        .where(
+            AuditEntry.action.in_(("client.add", "team.grant", "team.revoke")),
+            AuditEntry.client_id.is_not(None),
+        )
+        .order_by(AuditEntry.seq)
+    ).scalars()
+    held: dict[str, bool] = {}
+    for e in entries:
+        named = e.member_id if e.action == "client.add" else e.record_id
+        signer = s.get(Member, e.member_id) if e.member_id else None
+        if named != member_id or signer is None or e.signature is None:
+            continue
+        if e.action != "client.add" and not signer.admin:
+            continue
+        if crypto.verify_signature(
+            bytes(signer.ed25519), bytes(e.signature), message(vault_id, _chain_entry(e))
+        ):
+            held[str(e.client_id)] = e.action != "team.revoke"
+    return {cid for cid, holds in held.items() if holds and s.get(Client, cid) is not None}
+
+
+def _held(s: Session, vault_id: str, member_id: str) -> set[str]:
+    """What ``member_id`` holds now: a grant of a client's current key version, or by the log."""
+    rows = s.execute(
+        select(Grant.client_id)
+        .join(Client, Client.id == Grant.client_id)
+        .where(Grant.member_id == member_id, Grant.key_version == Client.key_version)
+    ).scalars()
+    return set(rows) | held_by_log(s, vault_id, member_id)
+
+
+def _slugs_held(v: Vault, s: Session, member_id: str, name: str) -> list[str]:
+    """The slugs of what ``name`` holds; refused when this admin cannot re-key one of them."""
+    slugs, closed = [], 0
+    for cid in sorted(_held(s, v.vault_id, member_id)):
+        client_row = s.get(Client, cid)
+        assert client_row is not None
+        try:
+            slugs.append(v.clients.load(client_row).slug)
+        except NoAccess:
+            closed += 1
+    if closed:
+        raise PolicyRefused(
+            f"{name} holds {closed} client(s) not granted to you: you cannot re-key them, so {name} is "
+            "not removed (nothing was changed)",
+            f"an admin who holds them runs: handover member remove {name}",
+        )
+    return slugs
+
+
+@dataclass(frozen=True)
+class _Rotated:
+    vault: Vault
+    epoch: int
+    members: list[str]
+
+
+def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: list[str]) -> _Rotated:
+    """The removal's one transaction, once every client of the member was revoked: their grants
+    and slot go, ``member.remove``, the rotation. Raises _GrantedMeanwhile (nothing written) when
+    the member holds a client again."""
+    from .integrity.commitment import hasher, tracker
+    from .store.models import Member
+    from .team.rotation import rotate_team_key
+
     with v.write("removing a member") as s:
-        member = s.get(Member, row.id)
-        assert member is not None
-        s.execute(delete(Grant).where(Grant.member_id == row.id))  # older key versions too
-        slot = s.get(KeySlot, row.id)
+        if _held(s, v.vault_id, member_id):
+            raise _GrantedMeanwhile
+        row = s.get(Member, member_id)
+        assert row is not None
+        s.execute(delete(Grant).where(Grant.member_id == member_id))  # older key versions too
+        slot = s.get(KeySlot, member_id)
         if slot is not None:
             tracker(v, s).vault_element(hasher(v).slot(slot), -1)
             s.delete(slot)
-        member.removed_at = utcnow()
-        k.admins.pop(row.id, None)
+        row.removed_at = utcnow()
+        k.admins.pop(member_id, None)
+        # The removed member's id is also in the entry's record_id: signed and MACed, and readable
+        # without any key (removed_by_log must not depend on the team key it is checking).
         v.audit.append(
-            s, "member.remove", detail={"name": name, "fingerprint": member.fingerprint, "clients": slugs}
+            s,
+            "member.remove",
+            record_id=member_id,
+            detail={"name": name, "fingerprint": row.fingerprint, "clients": slugs},
         )
-        k.removed = k.removed | {member.fingerprint}
+        k.removed = k.removed | {row.fingerprint}
         rotated = rotate_team_key(v, s, "member.remove")
-    pins.remember_removed(v.location, v.vault_id, k.removed)
-    dropped = drop_sessions()  # this machine's sessions hold the old team key (the others' end at open)
-    return Removed(name, revoked, rotated.vault, rotated.epoch, rotated.members, dropped)
+    return _Rotated(rotated.vault, rotated.epoch, rotated.members)
 
 
 # --- the signed audit chain (vault/team/chain.py) -------------------------------------------------
@@ -727,7 +838,7 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
         return {mid: public.ed25519 for mid, public in valid.items()}
 
     # A removed member's key signs nothing after the admin's entry that removed them.
-    by_log = removed_by_log(s, v.keys)
+    by_log = removed_by_log(s, v.vault_id)
     removed = {r.id: by_log[r.fingerprint] for r in every if r.fingerprint in by_log}
 
     if since:

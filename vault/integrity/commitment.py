@@ -46,6 +46,7 @@ COMMITTED_META = (
     "signing_private",
     "profile",  # the technician (vault/profile.py)
     "team_key_commitment",  # a team's: vault/team/keycheck.py
+    "team_recovery",  # a team's offline recovery key: every new key is wrapped to it (vault/teams.py)
     "team_index_key",  # a team's whose key was rotated: vault/team/rotation.py
     "signing_history",  # the keys new-signing-key replaced: vault/signing_keys.py
 )

@@ -51,7 +51,12 @@ def reconcile(v: Vault, client: ClientRef) -> list[Linked]:
         pinned = str((e.detail or {}).get("sha256") or "")
         if rec is None:
             out.append(Linked(client, _from_entry(v, client, e), e.seq, False, RECORD_MISSING))
-        elif not pinned or "error" in (e.detail or {}):
+        elif e.detail is None:
+            # A team member granted the client after a revoke: the entry is sealed under an earlier
+            # key version they never held. Nothing disagrees; it is not checked by them (the chain
+            # is, by every member; an admin who held the version reads it).
+            out.append(Linked(client, rec, e.seq, False))
+        elif not pinned or "error" in e.detail:
             out.append(Linked(client, rec, e.seq, False, UNREADABLE))
         elif pinned != digest(rec.data):
             out.append(Linked(client, rec, e.seq, False, CHANGED))
