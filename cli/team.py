@@ -144,6 +144,15 @@ def member_remove(name: str, yes: bool, new_key: bool) -> None:
             f"(epoch {done.epoch}), wrapped to: {kept} and the recovery key."
         )
     )
+    if done.dropped:
+        click.echo(
+            printable(
+                f"warning: {', '.join(done.dropped)} held the team key but their endorsement no longer "
+                "leads to the first admin: the new key was not wrapped to them; an admin adds them again "
+                "(handover member add NAME --fingerprint FP)"
+            ),
+            err=True,
+        )
     if new_key:
         from ..signing_keys import new_signing_key
         from .vaultcmds import _print_replaced

@@ -253,3 +253,82 @@ def test_member_remove_can_replace_the_signing_key_they_could_copy(
         verified = t.ok("verify")
         assert new_fp in verified and old_fp not in verified
         assert "Audit log intact" in t.ok("audit", "verify")
+
+
+def test_members_a_removed_admin_endorsed_are_named_and_can_be_added_again(
+    team: tuple[str, Tech, Tech], tmp_path: Path
+) -> None:
+    """carol, an admin, endorsed dave. When carol is removed, dave's endorsement chain no longer
+    leads to the first admin: the new team key is not wrapped to him, and the command says so by
+    name. alice endorses him again and he carries on."""
+    url, alice, _bob = team
+    carol = _tech("carol", url, tmp_path)
+    carol.setup("team", "join", "--admin", alice.fingerprint, "--name", "carol")
+    alice.setup("member", "add", "carol", "--fingerprint", carol.fingerprint, "--admin")
+    dave = _tech("dave", url, tmp_path)
+    dave.setup("team", "join", "--admin", alice.fingerprint, "--name", "dave")
+    carol.setup("member", "add", "dave", "--fingerprint", dave.fingerprint)
+    dave.ok("client", "list")
+    removed = alice.run("member", "remove", "carol", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "wrapped to: alice, bob and the recovery key" in removed.stdout
+    assert "warning: dave held the team key but their endorsement no longer leads" in removed.stderr
+    assert dave.run("client", "list").returncode in (3, 4)
+    alice.ok("member", "add", "dave", "--fingerprint", dave.fingerprint)
+    dave.ok("client", "list")
+    assert "Audit log intact" in dave.ok("audit", "verify")
+
+
+def test_a_moved_in_vault_files_older_client_keys_are_held_by_grants_only(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A vault file that was rekeyed keeps each client's old key in its key history, for the audit
+    details sealed before the rekey. Moved into a team, that history is read by every holder of the
+    team key: the old client keys leave it for grants of version -1 to the first admin (and the
+    recovery key). alice still reads the old details; bob, granted acme later, sees them sealed
+    (not tampered); the team key alone opens no client key."""
+    from handover_vault.keys.hierarchy import VaultKeys
+    from handover_vault.rekey import history_aad
+    from tests.conftest import PASSPHRASE
+    from tests.helpers_security import fork_run
+
+    old = tmp_path / "solo.vault"
+    for args, stdin in (
+        (["init"], ""),
+        (["client", "add", "acme", "--name", "ACME Ltd", "--contract-start", "2024-01-01"], ""),
+        (["cred", "add", "acme", "Firewall admin", "--username", "admin"], SECRET + "\n"),
+        (["cred", "show", "acme", "Firewall admin", "--reveal"], ""),
+        (["rekey"], ""),
+    ):
+        done = fork_run(args, vault=old, input=stdin)
+        assert done.returncode == 0, (args, done.stderr)
+    alice, bob = _tech("alice", pg_url, tmp_path), _tech("bob", pg_url, tmp_path)
+    moved = fork_run(
+        ["team", "init", "--name", "alice", "--from", str(old)],
+        env={**alice.env, "HANDOVER_FROM_PASSPHRASE": PASSPHRASE},
+        passphrase=None,
+    )
+    assert moved.returncode == 0, moved.stderr
+    bob.setup("team", "join", "--admin", alice.fingerprint, "--name", "bob")
+    alice.setup("member", "add", "bob", "--fingerprint", bob.fingerprint)
+    alice.setup("grant", "acme", "bob")
+
+    team_key = _team_key(pg_url, bob, _slot(pg_url, bob))  # what any member holds
+    vid = _vault_id(pg_url)
+    sealed = bytes(one(pg_url, "SELECT value FROM meta WHERE key = 'key_history'"))
+    history = json.loads(VaultKeys(vid, team_key).vmk_sealer.open(sealed, history_aad(vid)))
+    assert [e["clients"] for e in history["epochs"]] == [{}]
+    assert sql(
+        pg_url, "SELECT m.name FROM grants g JOIN members m ON m.id = g.member_id WHERE key_version = -1"
+    ) == [("alice",)]
+    assert one(pg_url, "SELECT count(*) FROM recovery_wraps WHERE key_version = -1") == 1
+
+    def reveal_detail(t: Tech) -> object:
+        listed = json.loads(t.ok("--json", "audit", "list"))
+        assert not [e for e in listed if "error" in (e.get("detail") or {})], listed
+        return next(e for e in listed if e["action"] == "cred.reveal")["detail"]
+
+    assert reveal_detail(alice) == {"field": "secret", "purpose": "show", "version": 1}
+    assert reveal_detail(bob) is None  # sealed under a key of acme bob was never given
+    for t in (alice, bob):
+        assert "Audit log intact" in t.ok("audit", "verify")

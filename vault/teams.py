@@ -621,6 +621,7 @@ class Removed:
     epoch: int
     kept: list[str]
     sessions_dropped: int
+    dropped: list[str]  # members who lost the team key: their endorsement chain no longer holds
 
 
 def remove_member(v: Vault, name: str) -> Removed:
@@ -658,7 +659,7 @@ def remove_member(v: Vault, name: str) -> Removed:
         )
     pins.remember_removed(v.location, v.vault_id, k.removed)
     dropped = drop_sessions()  # this machine's sessions hold the old team key (the others' end at open)
-    return Removed(name, revoked, removed.vault, removed.epoch, removed.members, dropped)
+    return Removed(name, revoked, removed.vault, removed.epoch, removed.members, dropped, removed.dropped)
 
 
 class _GrantedMeanwhile(Exception):
@@ -729,6 +730,7 @@ class _Rotated:
     vault: Vault
     epoch: int
     members: list[str]
+    dropped: list[str]
 
 
 def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: list[str]) -> _Rotated:
@@ -761,7 +763,7 @@ def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: lis
         )
         k.removed = k.removed | {row.fingerprint}
         rotated = rotate_team_key(v, s, "member.remove")
-    return _Rotated(rotated.vault, rotated.epoch, rotated.members)
+    return _Rotated(rotated.vault, rotated.epoch, rotated.members, rotated.dropped)
 
 
 # --- the signed audit chain (vault/team/chain.py) -------------------------------------------------
@@ -917,6 +919,26 @@ def verify_since_seen(v: Vault, seen: int | None) -> None:
 # --- moving a vault file in ----------------------------------------------------------------------
 
 
+def _grant_file_epochs(s: Session, k: TeamKeys, member_id: str, public: MemberPublic) -> None:
+    """The client keys a vault file's ``rekey`` kept (its key history, for the audit details
+    sealed before it) leave the key history, which any holder of the team key reads: each becomes
+    a grant of key version -(epoch + 1) to the first admin, and a recovery wrap. Per client, as
+    every other client key of a team (the audit reads them as such: ``AuditLog._key_version_at``).
+    """
+    from .rekey import read_epochs, write_epochs
+
+    epochs = read_epochs(s, k)
+    if not any(e.clients for e in epochs):
+        return
+    for i, epoch in enumerate(epochs):
+        for cid, client_key in sorted(epoch.clients.items()):
+            if s.get(Client, cid) is not None:
+                k.put_grant(s, cid, -(i + 1), member_id, public, client_key)
+                s.add(k.recovery_wrap(cid, -(i + 1), client_key))
+        epoch.clients = {}
+    write_epochs(s, k, epochs)
+
+
 def move_in(url: str, key: MemberKey, name: str, source: Any) -> tuple[Vault, str, int]:
     """Make the empty database at ``url`` a team vault holding the vault file ``source`` (open).
 
@@ -953,6 +975,7 @@ def move_in(url: str, key: MemberKey, name: str, source: Any) -> tuple[Vault, st
                 k.put_grant(s, row.id, row.key_version, member_id, key.public, client_key)
                 s.add(k.recovery_wrap(row.id, row.key_version, client_key))
                 row.wrapped_key = b""
+            _grant_file_epochs(s, k, member_id, key.public)
             s.flush()
             recompute_commitments(v, s)
             v.audit.append(

@@ -627,13 +627,31 @@ class AuditLog:
             cache[name] = None if keys is None else keys.sealer
         return cache[name]
 
+    def _team_start(self, s: Session, cache: dict[str, Any]) -> int:
+        """The first entry of a team's signed chain (after those moved in from a vault file)."""
+        if "team start" not in cache:
+            first = s.execute(
+                select(AuditEntry.seq)
+                .where(AuditEntry.signature.is_not(None))
+                .order_by(AuditEntry.seq)
+                .limit(1)
+            ).scalar()
+            cache["team start"] = int(first or 1)
+        return int(cache["team start"])
+
     def _key_version_at(self, s: Session, client_id: str, seq: int, cache: dict[str, Any]) -> int:
         """The client's key version when entry ``seq`` was sealed: 1 in a vault file; in a team, one
         more for each ``team.revoke`` of the client up to it (each revoke's own entry is sealed under
-        the version it made). The entries' action and client are covered by the chain."""
+        the version it made), and for the entries moved in from a vault file, the version of their
+        file epoch. The entries' action and client are covered by the chain."""
         if not self.v.keys.team:
             row = s.get(Client, client_id)
             return 1 if row is None else int(row.key_version or 1)
+        if seq < self._team_start(s, cache):
+            # Moved in from a vault file: before its last rekey, the key of that file epoch (a
+            # grant of version -(epoch + 1): teams.move_in); after it, version 1.
+            epoch = self._epoch_of(seq) if self.epochs else None
+            return 1 if epoch is None else -(self.epochs.index(epoch) + 1)
         name = f"revokes@{client_id}"
         if name not in cache:
             cache[name] = list(

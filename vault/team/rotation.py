@@ -58,6 +58,7 @@ class Rotation:
     epoch: int
     members: list[str]  # the names of the members the new key was wrapped to
     audit_seq: int
+    dropped: list[str]  # members who held the old key but whose endorsement chain no longer holds
 
 
 def rotate_team_key(v: Vault, s: Session, reason: str) -> Rotation:
@@ -105,6 +106,7 @@ def rotate_team_key(v: Vault, s: Session, reason: str) -> Rotation:
     held = set(s.execute(select(KeySlot.id).where(KeySlot.kind == MEMBER_SLOT)).scalars())
     names = {m.member_id: m.name for m in rows}
     kept = sorted(mid for mid in valid if mid in held)
+    dropped = sorted(names.get(mid, mid) for mid in held if mid not in valid)
     s.execute(delete(KeySlot))  # a team has only member slots and the recovery key's
     s.flush()
     for mid in kept:
@@ -130,6 +132,7 @@ def rotate_team_key(v: Vault, s: Session, reason: str) -> Rotation:
             "epoch": epoch,
             "reason": reason,
             "members": kept_names,
+            "dropped": dropped,
             "new_key_check": crypto.mac(new.audit_mac_key, KEY_CHECK).hex(),
         },
     )
@@ -138,4 +141,4 @@ def rotate_team_key(v: Vault, s: Session, reason: str) -> Rotation:
     entry = s.get(AuditEntry, seq)
     assert entry is not None
     renewed.audit.adopt_head(s, Head(seq, bytes(entry.mac)))
-    return Rotation(renewed, epoch, kept_names, seq)
+    return Rotation(renewed, epoch, kept_names, seq, dropped)
