@@ -1,6 +1,6 @@
 """Attacks on the team key rotation at ``member remove`` and on the admin's key commitment.
 
-What is attacked (vault/team/rotation.py, vault/team/keycheck.py, vault/teams.py ``unlock`` and
+What is attacked (vault/teamrotation.py, vault/team/keycheck.py, vault/teams.py ``unlock`` and
 ``remove_member``, vault/integrity/audit.py ``_refuse_a_rotated_team_key``, vault/team/chain.py
 "signed after removal"), by:
 

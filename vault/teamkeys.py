@@ -62,7 +62,7 @@ class TeamKeys(VaultKeys):
     def is_admin(self) -> bool:
         return self.member_id in self.admins
 
-    # --- what outlives a rotation of the team key (vault/team/rotation.py) ------------------------
+    # --- what outlives a rotation of the team key (vault/teamrotation.py) ------------------------
 
     def adopt_index_key(self, s: Any) -> None:
         """The client-index key (the slugs' keyed lookups) of a team whose key was rotated.

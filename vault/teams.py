@@ -123,7 +123,7 @@ def check_removals_rotated(s: Session) -> None:
     it is refused (IntegrityError) before any key is used.
     """
     from .store.models import AuditEntry
-    from .team.rotation import ACTION as REKEY
+    from .teamrotation import ACTION as REKEY
 
     removals = s.execute(select(AuditEntry.seq).where(AuditEntry.action == "member.remove")).scalars().all()
     if not removals:
@@ -627,7 +627,7 @@ class Removed:
 def remove_member(v: Vault, name: str) -> Removed:
     """Revoke every client ``name`` holds (each re-keyed, with its at-risk list), then mark them
     removed (their row stays: their audit entries still name them) and rotate the team key in the
-    same transaction (vault/team/rotation.py). The old ``v`` must not be used after."""
+    same transaction (vault/teamrotation.py). The old ``v`` must not be used after."""
     from .rekey import drop_sessions
 
     k = _admin(v)
@@ -739,7 +739,7 @@ def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: lis
     the member holds a client again."""
     from .integrity.commitment import hasher, tracker
     from .store.models import Member
-    from .team.rotation import rotate_team_key
+    from .teamrotation import rotate_team_key
 
     with v.write("removing a member") as s:
         if _held(s, v.vault_id, member_id):

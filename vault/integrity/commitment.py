@@ -47,7 +47,7 @@ COMMITTED_META = (
     "profile",  # the technician (vault/profile.py)
     "team_key_commitment",  # a team's: vault/team/keycheck.py
     "team_recovery",  # a team's offline recovery key: every new key is wrapped to it (vault/teams.py)
-    "team_index_key",  # a team's whose key was rotated: vault/team/rotation.py
+    "team_index_key",  # a team's whose key was rotated: vault/teamrotation.py
     "signing_history",  # the keys new-signing-key replaced: vault/signing_keys.py
 )
 TAG_RECORD = b"handover-vault/v1/state/record"

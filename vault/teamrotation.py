@@ -34,18 +34,18 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
-from ..keys import crypto
-from ..keys.hierarchy import INFO_AUDIT_DETAIL
-from ..store.models import AuditEntry, KeySlot, Meta
-from . import keycheck
-from .endorse import verify_endorsements
-from .grants import RECOVERY
-from .memberkey import MemberPublic
+from .keys import crypto
+from .keys.hierarchy import INFO_AUDIT_DETAIL
+from .store.models import AuditEntry, KeySlot, Meta
+from .team import keycheck
+from .team.endorse import verify_endorsements
+from .team.grants import RECOVERY
+from .team.memberkey import MemberPublic
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from ..core import Vault
+    from .core import Vault
 
 ACTION = "team.rekey"
 
@@ -67,12 +67,12 @@ def rotate_team_key(v: Vault, s: Session, reason: str) -> Rotation:
     ``reason`` is said in the bridge entry (``member.remove``). The caller commits; afterwards it
     uses only ``Rotation.vault``.
     """
-    from ..core import Vault
-    from ..integrity.audit import Head
-    from ..integrity.commitment import recompute_commitments
-    from ..rekey import KEY_CHECK, Epoch, _blob, read_epochs, reseal_profile, write_epochs
-    from ..teamkeys import INDEX_KEY, TeamKeys
-    from ..teams import (
+    from .core import Vault
+    from .integrity.audit import Head
+    from .integrity.commitment import recompute_commitments
+    from .rekey import KEY_CHECK, Epoch, _blob, read_epochs, reseal_profile, write_epochs
+    from .teamkeys import INDEX_KEY, TeamKeys
+    from .teams import (
         MEMBER_SLOT,
         RECOVERY_SLOT,
         _pinned,
