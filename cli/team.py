@@ -199,7 +199,8 @@ def team_init(db: str | None, name: str | None, from_vault: str | None, recovery
     """Create the schema and the team in an empty database; you become its first admin.
 
     Your member key (`handover member key`) opens it. The team's offline recovery key is printed
-    once (or written to --recovery-out): it opens every client if the last admin leaves.
+    once (or written to --recovery-out): it unwraps the team key and every client key, should the
+    last admin leave (no command restores a team from it yet; keep it offline).
     """
     from ..errors import VaultError
     from ..files import write_private
