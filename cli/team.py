@@ -199,8 +199,8 @@ def team_init(db: str | None, name: str | None, from_vault: str | None, recovery
     """Create the schema and the team in an empty database; you become its first admin.
 
     Your member key (`handover member key`) opens it. The team's offline recovery key is printed
-    once (or written to --recovery-out): it unwraps the team key and every client key, should the
-    last admin leave (no command restores a team from it yet; keep it offline).
+    once (or written to --recovery-out): should the last admin leave, `handover team recover`
+    writes the whole team into a vault file with it. Keep it offline.
     """
     from ..errors import VaultError
     from ..files import write_private
@@ -274,6 +274,49 @@ def _release(target: Path) -> None:
     with contextlib.suppress(OSError):
         if target.stat().st_size == 0:
             target.unlink()
+
+
+@team.command("recover")
+@click.option("--db", "db", metavar="URL", help="The team database (else --db / HANDOVER_DB_URL).")
+@click.option(
+    "--identity",
+    "identity",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The file holding the team's recovery identity (AGE-SECRET-KEY-1…), as team init wrote it.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="The new vault file (0600)."
+)
+def team_recover(db: str | None, identity: str, out: str) -> None:
+    """Write the whole team vault into a new vault file, with the offline recovery identity.
+
+    For when the last admin left or lost their member key. The file opens with a new passphrase
+    (HANDOVER_NEW_PASSPHRASE, the usual sources, or a prompt) and holds every client, credential
+    and audit entry; move it into a new team with `handover team init --from FILE`. A new recovery
+    code is printed once. The team database itself is not changed.
+    """
+    from ..errors import InvalidInput
+    from ..process import forbid_core_dumps
+    from ..teamrecovery import recover_team
+
+    forbid_core_dumps()
+    url = _db(db)
+    try:
+        with open(identity, encoding="utf-8") as fh:
+            secret = fh.read(4096).strip()
+    except (OSError, UnicodeDecodeError):
+        raise InvalidInput(f"cannot read the recovery identity {identity}") from None
+    done = recover_team(url, secret, Path(out), chosen_passphrase("New vault passphrase"))
+    click.echo(
+        f"Recovered the team into {done.path}: {done.clients} clients, the audit log to entry {done.entries}."
+    )
+    click.echo("")
+    click.echo("Recovery code of the new file (shown once; keep it offline):")
+    click.echo(f"    {done.recovery_code}")
+    click.echo(
+        f"Next: handover --vault {done.path} verify; a new team: handover team init --from {done.path}"
+    )
 
 
 @team.command("join")

@@ -250,24 +250,34 @@ def _name(name: str) -> str:
 # --- joining and opening --------------------------------------------------------------------------
 
 
+def open_team_store(url: str, hint: str) -> tuple[Store, dict[str, bytes]]:
+    """The store of the team database at ``url`` and its meta rows; InvalidInput (with ``hint``)
+    when it holds a single-user vault. The caller closes the store."""
+    from .core import _read_meta
+    from .store.postgres import PostgresStore
+
+    st = PostgresStore(url)
+    try:
+        meta = _read_meta(st)
+        if not is_team(meta):
+            raise InvalidInput(f"{st.location} is a vault, not a team vault", hint)
+    except BaseException:
+        st.close()
+        raise
+    return st, meta
+
+
 def join_team(url: str, key: MemberKey, name: str, admin_fingerprint: str) -> str:
     """Register ``key`` in the team at ``url`` and pin its first admin; return the member id.
 
     Raises IntegrityError (exit 4) when the team's first admin is not ``admin_fingerprint`` (the
     fingerprint told out of band) or its own endorsement does not verify: nothing is written.
     """
-    from .core import _read_meta
     from .store.models import Member
-    from .store.postgres import PostgresStore
 
     name = _name(name)
-    st = PostgresStore(url)
+    st, meta = open_team_store(url, "create a team with: handover team init")
     try:
-        meta = _read_meta(st)
-        if not is_team(meta):
-            raise InvalidInput(
-                f"{st.location} is a vault, not a team vault", "create a team with: handover team init"
-            )
         vault_id = meta["vault_id"].decode()
         stored_root = meta[ROOT_KEY].decode()
         with st.write("joining the team") as s:
