@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import PASSPHRASE, run
-from tests.test_team import SECRET, Tech, team
+from tests.test_team import SECRET, Tech, _tech, team
 from tests.test_team_rotation import trio
 
 pytestmark = [pytest.mark.postgres, pytest.mark.interop]
@@ -64,3 +65,48 @@ def test_the_recovery_identity_rescues_every_client_and_the_whole_log(
     assert recovered["detail"] == {"clients": 2}
     # The team database was not changed: alice carries on there.
     assert "Audit log intact" in alice.ok("audit", "verify")
+
+
+def test_a_rescued_team_moves_into_a_new_team_that_verifies(
+    trio: tuple[str, Tech, Tech, Tech], tmp_path: Path, pg_server: Any
+) -> None:
+    """The way out the command prints: the rescued file, moved into a fresh database by a new
+    first admin, verifies whole (the old team's signed entries are vouched for by the file's MAC
+    chain and the embedded head, as any moved-in file's) and reads every older detail.
+
+    Seen failing by hand before chain_start: the new team's audit verify named entry 1 as signed by
+    an unknown member (the old team's)."""
+    import uuid
+
+    _url, alice, _bob, _carol = trio
+    alice.ok("revoke", "acme", "bob", "--yes")
+    rescued = tmp_path / "rescued.vault"
+    env = {"HANDOVER_NEW_PASSPHRASE": PASSPHRASE, "HANDOVER_PASSPHRASE": ""}
+    assert (
+        alice.run(
+            "team", "recover", "--identity", str(tmp_path / "recovery.txt"), "--out", str(rescued), env=env
+        ).returncode
+        == 0
+    )
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = pg_server.create_database(name)
+    try:
+        rita = _tech("rita", url, tmp_path)
+        moved = rita.run(
+            "team",
+            "init",
+            "--name",
+            "rita",
+            "--from",
+            str(rescued),
+            env={"HANDOVER_FROM_PASSPHRASE": PASSPHRASE},
+        )
+        assert moved.returncode == 0, moved.stderr
+        assert SECRET in rita.ok("cred", "show", "acme", "Firewall admin", "--reveal")
+        assert "Audit log intact" in rita.ok("audit", "verify")
+        assert "vault intact" in rita.ok("verify")
+        listed = json.loads(rita.ok("--json", "audit", "list"))
+        assert not [e for e in listed if "error" in (e.get("detail") or {})], listed
+        assert next(e for e in listed if e["action"] == "cred.reveal")["detail"]["field"] == "secret"
+    finally:
+        pg_server.drop_database(name)

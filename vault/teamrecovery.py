@@ -172,11 +172,9 @@ def _epochs(
     a vault file opens it with the epoch's key of the client. The cuts keep the same audit keys
     (an epoch boundary that is no rekey changes no MAC key)."""
     from .rekey import Epoch
+    from .teams import chain_start
 
-    signed = s.execute(
-        select(AuditEntry.seq).where(AuditEntry.signature.is_not(None)).order_by(AuditEntry.seq).limit(1)
-    ).scalar()
-    team_start = int(signed or 1)
+    team_start = chain_start(s)
     revokes: dict[str, list[int]] = {}
     for cid, seq in s.execute(
         select(AuditEntry.client_id, AuditEntry.seq)

@@ -872,11 +872,10 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
             return _checked(s, verdict)
     keys = signing_keys()
     rows = list(s.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars())
-    # Entries moved in from a vault file come first, unsigned; every one after the first signed
-    # entry must be signed (a signature removed reads as an unknown member's entry).
-    start = next(
-        (i for i, r in enumerate(rows) if r.signature is not None or r.member_id is not None), len(rows)
-    )
+    # Entries moved in from a vault file come first (unsigned, or signed in an earlier team whose
+    # members are not this team's: a file `team recover` wrote); every one from this team's first
+    # entry on must be signed (a signature removed reads as an unknown member's entry).
+    start = chain_start(s) - 1 if rows else 0
     signed = rows[start:]
     if (
         start
@@ -892,6 +891,29 @@ def verify_signatures(v: Vault, s: Session, since: int = 0) -> int:
     first = signed[0].seq if signed else 1
     chain = (_chain_entry(r) for r in signed)
     return _checked(s, verify_chain(v.vault_id, chain, keys, first_seq=first, removed=removed))
+
+
+def chain_start(s: Session) -> int:
+    """The sequence number of this team's first entry: the newest one that embeds the head of a
+    vault file moved in (``move_in``), else the first signed one, else 1.
+
+    An ``embedded_head`` is in the signed message and allowed only on a chain's first entry, so
+    no one can put one on a later entry to skip what comes before it."""
+    from sqlalchemy import func, or_
+
+    from .store.models import AuditEntry
+
+    embedded = s.execute(
+        select(func.max(AuditEntry.seq)).where(AuditEntry.embedded_head.is_not(None))
+    ).scalar()
+    if embedded:
+        return int(embedded)
+    first = s.execute(
+        select(func.min(AuditEntry.seq)).where(
+            or_(AuditEntry.signature.is_not(None), AuditEntry.member_id.is_not(None))
+        )
+    ).scalar()
+    return int(first or 1)
 
 
 def _checked(s: Session, verdict: Verdict) -> int:

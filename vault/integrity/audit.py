@@ -628,15 +628,11 @@ class AuditLog:
         return cache[name]
 
     def _team_start(self, s: Session, cache: dict[str, Any]) -> int:
-        """The first entry of a team's signed chain (after those moved in from a vault file)."""
+        """The first entry of a team's own chain (after those moved in from a vault file)."""
         if "team start" not in cache:
-            first = s.execute(
-                select(AuditEntry.seq)
-                .where(AuditEntry.signature.is_not(None))
-                .order_by(AuditEntry.seq)
-                .limit(1)
-            ).scalar()
-            cache["team start"] = int(first or 1)
+            from ..teams import chain_start
+
+            cache["team start"] = chain_start(s)
         return int(cache["team start"])
 
     def _key_version_at(self, s: Session, client_id: str, seq: int, cache: dict[str, Any]) -> int:
