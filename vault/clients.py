@@ -89,15 +89,21 @@ class Clients:
         aad = record_aad(self.v.vault_id, client_id, PROFILE_KIND, client_id, version)
         return keys.sealer.seal(json.dumps(data, sort_keys=True).encode(), aad)
 
+    def unseal(self, keys: ClientKeys, row: Client) -> dict[str, Any]:
+        """The client profile in ``row``'s envelope, opened with ``keys``. IntegrityError if it
+        does not decrypt."""
+        aad = record_aad(self.v.vault_id, row.id, PROFILE_KIND, row.id, row.version)
+        try:
+            data: dict[str, Any] = json.loads(keys.sealer.open(row.envelope, aad))
+        except (DecryptFailed, ValueError):
+            raise IntegrityError(f"client {row.id} does not decrypt: tampered or corrupt") from None
+        return data
+
     def load(self, row: Client) -> ClientRef:
         """The client of ``row``, decrypted. Raises IntegrityError, or NoAccess in a team vault
         when this member holds no grant for it."""
         keys = self.v.keys.client(row.id, row.wrapped_key, object_session(row), row.key_version)
-        aad = record_aad(self.v.vault_id, row.id, PROFILE_KIND, row.id, row.version)
-        try:
-            data = json.loads(keys.sealer.open(row.envelope, aad))
-        except (DecryptFailed, ValueError):
-            raise IntegrityError(f"client {row.id} does not decrypt: tampered or corrupt") from None
+        data = self.unseal(keys, row)
         if self.v.keys.client_lookup(data.get("slug", "")) != row.lookup:
             raise IntegrityError(f"client {row.id} does not match its lookup entry: tampered")
         return ClientRef(row.id, row.version, row.created_at, row.updated_at, keys, data)

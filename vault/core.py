@@ -140,11 +140,7 @@ def _populate(
     recovery = keys.new_recovery_code()
 
     def slots(vault_id: str, vmk: bytes) -> list[Any]:
-        rec = keys.normalise_recovery_code(recovery)
-        return [
-            _slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)),
-            _slot_row(keys.make_slot(vault_id, "recovery", rec, vmk, params)),
-        ]
+        return [_slot_row(slot) for slot in keys.vault_file_slots(vault_id, secret, recovery, vmk, params)]
 
     v = _populate_schema(st, slots, keys.VaultKeys, record_head=record_head)
     return v.keys, recovery

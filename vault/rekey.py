@@ -228,10 +228,7 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
     new = keys.VaultKeys(v.vault_id, crypto.random_key())
     code = keys.new_recovery_code()
     params = kdf_params()
-    slots = [
-        keys.make_slot(v.vault_id, "passphrase", secret, new.vmk, params),
-        keys.make_slot(v.vault_id, "recovery", keys.normalise_recovery_code(code), new.vmk, params),
-    ]
+    slots = keys.vault_file_slots(v.vault_id, secret, code, new.vmk, params)
     n = _Counts()
     with v.write("re-keying the vault", bulk=True) as s:
         epochs = read_epochs(s, v.keys)
@@ -267,8 +264,7 @@ def rekey(v: Vault, passphrase: str) -> Rekeyed:
                 "new_key_check": crypto.mac(new.audit_mac_key, KEY_CHECK).hex(),
             },
         )
-        detail_key = crypto.hkdf(v.keys.vmk, keys.INFO_AUDIT_DETAIL)
-        epochs.append(Epoch(seq, v.keys.audit_mac_key, detail_key, old_clients))
+        epochs.append(Epoch(seq, v.keys.audit_mac_key, v.keys.audit_detail_key, old_clients))
         write_epochs(s, new, epochs)
         entry = s.get(AuditEntry, seq)
         assert entry is not None

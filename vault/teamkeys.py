@@ -21,7 +21,7 @@ from .clock import utcnow
 from .errors import IntegrityError, NoAccess, PolicyRefused
 from .keys.crypto import DecryptFailed
 from .keys.hierarchy import ClientKeys, VaultKeys
-from .store.models import Grant, Meta, RecoveryWrap
+from .store.models import Grant, RecoveryWrap
 from .team.encoding import frame, unframe
 from .team.grants import Binding, sign_grant, unwrap, verify_grant, wrap_for, wrap_recovery
 from .team.memberkey import MemberKey, MemberPublic
@@ -64,18 +64,18 @@ class TeamKeys(VaultKeys):
 
     # --- what outlives a rotation of the team key (vault/teamrotation.py) ------------------------
 
-    def adopt_index_key(self, s: Any) -> None:
+    def adopt_index_key(self, sealed: bytes | None) -> None:
         """The client-index key (the slugs' keyed lookups) of a team whose key was rotated.
 
         A rotation keeps it: recomputing a lookup takes the client's slug, which only the members
         granted that client can read, so an admin holding only some clients could not rotate. It is
-        sealed under the current team key in ``meta``. Raises IntegrityError if it was altered.
+        sealed under the current team key in ``meta.team_index_key`` (``sealed``; None: never
+        rotated, the key derived from the team key). Raises IntegrityError if it was altered.
         """
-        row = s.get(Meta, INDEX_KEY)
-        if row is None:
-            return  # never rotated: the key derived from the team key
+        if sealed is None:
+            return
         try:
-            self.client_index_key = self.vmk_sealer.open(bytes(row.value), index_key_aad(self.vault_id))
+            self.client_index_key = self.vmk_sealer.open(sealed, index_key_aad(self.vault_id))
         except (DecryptFailed, TypeError):
             raise IntegrityError(
                 "the team's client-index key does not decrypt under the team key: tampered",
@@ -90,15 +90,13 @@ class TeamKeys(VaultKeys):
         another admin rotated the team key while this command ran; the slot is gone when removed)."""
         from .keys import crypto
         from .store.models import KeySlot
-        from .teams import MEMBER_SLOT, TEAM_KEY_CLIENT
+        from .teams import MEMBER_SLOT, unwrap_team_key
 
         slot = s.get(KeySlot, self.member_id)
         if slot is None or slot.kind != MEMBER_SLOT:
             return False
         try:
-            vmk = unwrap(
-                self.member, Binding(self.vault_id, TEAM_KEY_CLIENT, 0, self.member_id), bytes(slot.wrapped)
-            )
+            vmk = unwrap_team_key(self.vault_id, self.member_id, self.member, bytes(slot.wrapped))
         except IntegrityError:
             return False
         return crypto.mac_equal(vmk, self.vmk)

@@ -21,7 +21,6 @@ file; the members' signatures stay in their columns, no longer checked there.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import os
 from dataclasses import dataclass
@@ -31,10 +30,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from .errors import AlreadyExists, AuthenticationFailed, IntegrityError
-from .keys import crypto
 from .keys import hierarchy as keys
 from .store.models import AuditEntry, Client, Grant, KeySlot, Member, Meta, RecoveryWrap
-from .team.grants import RECOVERY, Binding, unwrap, unwrap_recovery
+from .team.grants import RECOVERY, unwrap_recovery
 from .team.memberkey import MemberKey, MemberPublic
 
 if TYPE_CHECKING:
@@ -59,7 +57,7 @@ def recover_team(url: str, identity: str, dest: Path, passphrase: str) -> Recove
     Raises AuthenticationFailed (the identity opens neither the team key nor a client key),
     AlreadyExists (``dest`` exists), InvalidInput (not a team), IntegrityError.
     """
-    from .teams import RECOVERY_SLOT, TEAM_KEY_CLIENT, open_team_store
+    from .teams import RECOVERY_SLOT, open_team_store, unwrap_team_key
 
     if dest.exists() or dest.is_symlink():
         raise AlreadyExists(f"{dest} already exists; choose another file name")
@@ -73,7 +71,7 @@ def recover_team(url: str, identity: str, dest: Path, passphrase: str) -> Recove
             if slot is None or slot.kind != RECOVERY_SLOT:
                 raise IntegrityError("the team has no recovery key slot (removed on the server)")
             try:
-                vmk = unwrap(offline, Binding(vault_id, TEAM_KEY_CLIENT, 0, RECOVERY), bytes(slot.wrapped))
+                vmk = unwrap_team_key(vault_id, RECOVERY, offline, bytes(slot.wrapped))
                 wraps = {
                     (w.client_id, w.key_version): unwrap_recovery(
                         identity.strip(), vault_id, w.client_id, w.key_version, bytes(w.wrapped)
@@ -125,17 +123,15 @@ def _as_vault_file(
                         f"client {row.id} has no recovery wrap of its key version {row.key_version}"
                     )
                 row.wrapped_key = vk.wrap_client_key(row.id, key)
-                row.lookup = vk.client_lookup(_slug(vault_id, row, key))
+                row.lookup = vk.client_lookup(
+                    str(v.clients.unseal(keys.ClientKeys(key), row).get("slug", ""))
+                )
             for table in (Grant, RecoveryWrap, Member, KeySlot):
                 s.execute(delete(table))
             s.execute(delete(Meta).where(Meta.key.in_(TEAM_META)))
             s.flush()
-            s.add(_slot_row(keys.make_slot(vault_id, "passphrase", secret, vmk, params)))
-            s.add(
-                _slot_row(
-                    keys.make_slot(vault_id, "recovery", keys.normalise_recovery_code(code), vmk, params)
-                )
-            )
+            for slot in keys.vault_file_slots(vault_id, secret, code, vmk, params):
+                s.add(_slot_row(slot))
             s.flush()
             recompute_commitments(v, s)
             seq = v.audit.append(s, "team.recover", detail={"clients": len(rows)})
@@ -143,19 +139,6 @@ def _as_vault_file(
     finally:
         store.close()
         standalone(path)
-
-
-def _slug(vault_id: str, row: Client, key: bytes) -> str:
-    import json
-
-    from .clients import PROFILE_KIND
-
-    aad = keys.record_aad(vault_id, row.id, PROFILE_KIND, row.id, row.version)
-    try:
-        data = json.loads(keys.ClientKeys(key).sealer.open(row.envelope, aad))
-    except (crypto.DecryptFailed, ValueError):
-        raise IntegrityError(f"client {row.id} does not decrypt with its recovered key: tampered") from None
-    return str(data.get("slug", ""))
 
 
 def _epochs(
@@ -171,6 +154,7 @@ def _epochs(
     A team opens an older client detail with the key version of its time (``AuditLog._key_version_at``);
     a vault file opens it with the epoch's key of the client. The cuts keep the same audit keys
     (an epoch boundary that is no rekey changes no MAC key)."""
+    from .integrity.audit import key_version_at
     from .rekey import Epoch
     from .teams import chain_start
 
@@ -184,26 +168,17 @@ def _epochs(
         revokes.setdefault(str(cid), []).append(int(seq))
     cuts = sorted({e.until for e in existing} | {r - 1 for seqs in revokes.values() for r in seqs if r > 1})
 
-    def covering(seq: int) -> tuple[int, Epoch | None]:
-        for i, e in enumerate(existing):
-            if seq <= e.until:
-                return i, e
-        return len(existing), None
+    def covering(seq: int) -> Epoch | None:
+        return next((e for e in existing if seq <= e.until), None)
 
-    def version_at(cid: str, seq: int) -> int:
-        if seq < team_start:  # moved in from a vault file: the key of that file epoch, or 1
-            i, epoch = covering(seq)
-            return 1 if epoch is None else -(i + 1)
-        return 1 + bisect.bisect_right(revokes.get(cid, []), seq)
-
-    current = (vk.audit_mac_key, crypto.hkdf(vk.vmk, keys.INFO_AUDIT_DETAIL))
+    current = (vk.audit_mac_key, vk.audit_detail_key)
     out = []
     for cut in cuts:
-        _i, epoch = covering(cut)
+        epoch = covering(cut)
         mac, detail = (epoch.mac_key, epoch.detail_key) if epoch is not None else current
         held: dict[str, bytes] = {}
         for cid in clients:
-            key: Any = wraps.get((cid, version_at(cid, cut)))
+            key: Any = wraps.get((cid, key_version_at(cut, team_start, existing, revokes.get(cid, []))))
             if key is None and epoch is not None:
                 key = epoch.clients.get(cid)
             if key is not None:

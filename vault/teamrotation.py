@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 
 from .keys import crypto
-from .keys.hierarchy import INFO_AUDIT_DETAIL
 from .store.models import AuditEntry, KeySlot, Meta
 from .team import keycheck
 from .team.endorse import verify_endorsements
@@ -136,7 +135,7 @@ def rotate_team_key(v: Vault, s: Session, reason: str) -> Rotation:
             "new_key_check": crypto.mac(new.audit_mac_key, KEY_CHECK).hex(),
         },
     )
-    epochs.append(Epoch(seq, k.audit_mac_key, crypto.hkdf(k.vmk, INFO_AUDIT_DETAIL), {}))
+    epochs.append(Epoch(seq, k.audit_mac_key, k.audit_detail_key, {}))
     write_epochs(s, new, epochs)
     entry = s.get(AuditEntry, seq)
     assert entry is not None

@@ -39,13 +39,14 @@ from .team.endorse import Member as MemberRow
 from .team.endorse import endorse, endorsed_admins, require_endorsed, verify_endorsements
 from .team.grants import RECOVERY, Binding, new_recovery_identity, unwrap, verify_grant, wrap_for
 from .team.memberkey import MemberKey, MemberPublic
-from .teamkeys import TeamKeys
+from .teamkeys import INDEX_KEY, TeamKeys
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .core import Vault
     from .store.engine import Store
+    from .teamrotation import Rotation
 
 ROOT_KEY = "team_root"  # meta: the first admin's fingerprint (core.TEAM_ROOT)
 RECOVERY_KEY = "team_recovery"  # meta: the offline recovery key's age recipient
@@ -93,7 +94,6 @@ def removed_by_log(s: Session, vault_id: str) -> dict[str, int]:
     is checked against never depends on a key, least of all on the team key being checked.
     """
     from .store.models import AuditEntry, Member
-    from .team.chain import message
 
     found: dict[str, int] = {}
     entries = (
@@ -102,17 +102,26 @@ def removed_by_log(s: Session, vault_id: str) -> dict[str, int]:
         .all()
     )
     for e in entries:
-        signer = s.get(Member, e.member_id) if e.member_id else None
         gone = s.get(Member, e.record_id) if e.record_id else None
-        if signer is None or not signer.admin or e.signature is None or gone is None:
-            continue
-        if crypto.verify_signature(
-            bytes(signer.ed25519), bytes(e.signature), message(vault_id, _chain_entry(e))
-        ):
+        if gone is not None and _signed_by_member(s, vault_id, e, admin=True):
             # The removed member's keys as the rows hold them for that id: a row whose keys the
             # server swapped has no valid endorsement, so it is no member anyway.
             found.setdefault(_member(gone).public.fingerprint, e.seq)
     return found
+
+
+def _signed_by_member(s: Session, vault_id: str, e: Any, admin: bool) -> bool:
+    """Whether audit entry ``e`` carries the valid signature of the member it names (an admin,
+    with ``admin``), under the keys their row holds."""
+    from .store.models import Member
+    from .team.chain import message
+
+    signer = s.get(Member, e.member_id) if e.member_id else None
+    if signer is None or e.signature is None or (admin and not signer.admin):
+        return False
+    return crypto.verify_signature(
+        bytes(signer.ed25519), bytes(e.signature), message(vault_id, _chain_entry(e))
+    )
 
 
 def check_removals_rotated(s: Session) -> None:
@@ -172,6 +181,12 @@ def _slot(member_id: str, kind: str, wrapped: bytes) -> KeySlot:
 
 def _wrap_team_key(team_id: str, member_id: str, public: MemberPublic, vmk: bytes) -> bytes:
     return wrap_for(public, Binding(team_id, TEAM_KEY_CLIENT, 0, member_id), vmk)
+
+
+def unwrap_team_key(team_id: str, member_id: str, key: MemberKey, wrapped: bytes) -> bytes:
+    """The team key from the slot of ``member_id`` (or ``RECOVERY``). IntegrityError if it does
+    not open with ``key`` or is bound to another slot."""
+    return unwrap(key, Binding(team_id, TEAM_KEY_CLIENT, 0, member_id), wrapped)
 
 
 def is_team(meta: dict[str, bytes]) -> bool:
@@ -339,9 +354,11 @@ def unlock(
         slot = s.get(KeySlot, member_id)
         commitment = s.get(Meta, keycheck.META_KEY)
         vouched = None if commitment is None else bytes(commitment.value)
+        index = s.get(Meta, INDEX_KEY)  # read with the slot: one snapshot, one team key
         # The removed, as the signed log names them (read without any key) and as this machine saw.
         gone = frozenset(removed_by_log(s, vault_id)) | pins.removed(pin)
         rows = members(s, gone)
+        admins = endorsed_admins(vault_id, pin["root"], rows)
         vmk = b""
         if (
             slot is not None
@@ -349,9 +366,9 @@ def unlock(
             and row is not None
             and row.fingerprint == key.public.fingerprint
         ):
-            vmk = unwrap(key, Binding(vault_id, TEAM_KEY_CLIENT, 0, member_id), bytes(slot.wrapped))
+            vmk = unwrap_team_key(vault_id, member_id, key, bytes(slot.wrapped))
             # Before the key is used: an admin who is still one must have made it.
-            keycheck.verify(vouched, vault_id, vmk, endorsed_admins(vault_id, pin["root"], rows))
+            keycheck.verify(vouched, vault_id, vmk, admins)
     # Removed by an admin (its signed entry, or as this machine saw), whatever the row says now.
     removed = row is not None and (row.fingerprint in gone or row.removed_at is not None)
     if row is None or removed or row.fingerprint != key.public.fingerprint:
@@ -369,11 +386,9 @@ def unlock(
             "no admin has given you the team key yet",
             "ask an admin: handover member add NAME --fingerprint FP",
         )
-    admins = endorsed_admins(vault_id, pin["root"], rows)
     pins.remember_removed(st.location, vault_id, gone)
     keys = TeamKeys(vault_id, vmk, key, member_id, admins, meta[RECOVERY_KEY].decode(), gone)
-    with st.read() as s:
-        keys.adopt_index_key(s)  # the slug lookups' key, once the team key was rotated
+    keys.adopt_index_key(None if index is None else bytes(index.value))
     return keys
 
 
@@ -680,8 +695,7 @@ def held_by_log(s: Session, vault_id: str, member_id: str) -> set[str]:
     """The clients the signed log says ``member_id`` holds: one they added (``client.add``) or an
     admin granted them (``team.grant``), with no ``team.revoke`` of them since. The grant rows
     are the server's to hide; these entries are signed (each names the member in ``record_id``)."""
-    from .store.models import AuditEntry, Member
-    from .team.chain import message
+    from .store.models import AuditEntry
 
     entries = s.execute(
         select(AuditEntry)
@@ -694,14 +708,8 @@ def held_by_log(s: Session, vault_id: str, member_id: str) -> set[str]:
     held: dict[str, bool] = {}
     for e in entries:
         named = e.member_id if e.action == "client.add" else e.record_id
-        signer = s.get(Member, e.member_id) if e.member_id else None
-        if named != member_id or signer is None or e.signature is None:
-            continue
-        if e.action != "client.add" and not signer.admin:
-            continue
-        if crypto.verify_signature(
-            bytes(signer.ed25519), bytes(e.signature), message(vault_id, _chain_entry(e))
-        ):
+        # A grant or revoke is an admin's; a client is added by its first holder (an admin then).
+        if named == member_id and _signed_by_member(s, vault_id, e, admin=e.action != "client.add"):
             held[str(e.client_id)] = e.action != "team.revoke"
     return {cid for cid, holds in held.items() if holds and s.get(Client, cid) is not None}
 
@@ -735,15 +743,7 @@ def _slugs_held(v: Vault, s: Session, member_id: str, name: str) -> list[str]:
     return slugs
 
 
-@dataclass(frozen=True)
-class _Rotated:
-    vault: Vault
-    epoch: int
-    members: list[str]
-    dropped: list[str]
-
-
-def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: list[str]) -> _Rotated:
+def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: list[str]) -> Rotation:
     """The removal's one transaction, once every client of the member was revoked: their grants
     and slot go, ``member.remove``, the rotation. Raises _GrantedMeanwhile (nothing written) when
     the member holds a client again."""
@@ -772,8 +772,7 @@ def _remove_revoked(v: Vault, k: TeamKeys, member_id: str, name: str, slugs: lis
             detail={"name": name, "fingerprint": row.fingerprint, "clients": slugs},
         )
         k.removed = k.removed | {row.fingerprint}
-        rotated = rotate_team_key(v, s, "member.remove")
-    return _Rotated(rotated.vault, rotated.epoch, rotated.members, rotated.dropped)
+        return rotate_team_key(v, s, "member.remove")
 
 
 # --- the signed audit chain (vault/team/chain.py) -------------------------------------------------

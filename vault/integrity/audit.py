@@ -291,6 +291,16 @@ def head_verifies(key: bytes, vault_id: str, value: Any) -> bool:
     return crypto.mac_equal(head_tag(key, vault_id, seq, value[9:41]), value[41:])
 
 
+def key_version_at(seq: int, team_start: int, epochs: list[Epoch], revokes: list[int]) -> int:
+    """A team client's key version when entry ``seq`` was sealed: one more than 1 for each of
+    the client's ``team.revoke`` entries (``revokes``, ascending) up to it, each sealed under the
+    version it made; for an entry before ``team_start`` (moved in from a vault file), the version
+    of its file epoch, -(i + 1) for ``epochs[i]`` (teams.move_in), or 1 after the file's last rekey."""
+    if seq < team_start:
+        return next((-(i + 1) for i, e in enumerate(epochs) if seq <= e.until), 1)
+    return 1 + bisect.bisect_right(revokes, seq)
+
+
 def _epoch_sealer(epoch: Epoch, e: Row, cache: dict[str, Any]) -> Any:
     """The key that sealed the detail of an entry written before a rekey (None: shredded)."""
     name = f"{epoch.until}/{e.client_id if e.scope == 'client' and e.client_id else ''}"
@@ -636,18 +646,11 @@ class AuditLog:
         return int(cache["team start"])
 
     def _key_version_at(self, s: Session, client_id: str, seq: int, cache: dict[str, Any]) -> int:
-        """The client's key version when entry ``seq`` was sealed: 1 in a vault file; in a team, one
-        more for each ``team.revoke`` of the client up to it (each revoke's own entry is sealed under
-        the version it made), and for the entries moved in from a vault file, the version of their
-        file epoch. The entries' action and client are covered by the chain."""
+        """The client's key version when entry ``seq`` was sealed: 1 in a vault file; in a team,
+        :func:`key_version_at` (the entries' action and client are covered by the chain)."""
         if not self.v.keys.team:
             row = s.get(Client, client_id)
             return 1 if row is None else int(row.key_version or 1)
-        if seq < self._team_start(s, cache):
-            # Moved in from a vault file: before its last rekey, the key of that file epoch (a
-            # grant of version -(epoch + 1): teams.move_in); after it, version 1.
-            epoch = self._epoch_of(seq) if self.epochs else None
-            return 1 if epoch is None else -(self.epochs.index(epoch) + 1)
         name = f"revokes@{client_id}"
         if name not in cache:
             cache[name] = list(
@@ -657,7 +660,7 @@ class AuditLog:
                     .order_by(AuditEntry.seq)
                 ).scalars()
             )
-        return 1 + bisect.bisect_right(cache[name], seq)
+        return key_version_at(seq, self._team_start(s, cache), self.epochs, cache[name])
 
     def _event(self, s: Session, raw: Any, cache: dict[str, Any]) -> Event:
         try:

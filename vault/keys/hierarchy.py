@@ -112,6 +112,16 @@ def make_slot(vault_id: str, kind: str, secret: bytes, vmk: bytes, params: KdfPa
     return SlotData(slot_id, kind, salt, params, wrapped)
 
 
+def vault_file_slots(
+    vault_id: str, passphrase: bytes, recovery_code: str, vmk: bytes, params: KdfParams
+) -> list[SlotData]:
+    """A vault file's two key slots: the passphrase's and the recovery code's (shown once)."""
+    return [
+        make_slot(vault_id, "passphrase", passphrase, vmk, params),
+        make_slot(vault_id, "recovery", normalise_recovery_code(recovery_code), vmk, params),
+    ]
+
+
 def try_unwrap(vault_id: str, slot: SlotData, secret: bytes) -> bytes | None:
     """The VMK if ``secret`` opens this slot, else None. Absurd stored params raise IntegrityError."""
     crypto.check_kdf_for_open(slot.params)
@@ -143,7 +153,8 @@ class VaultKeys:
         self.vmk = vmk
         self.vmk_sealer = Sealer(vmk)
         self.audit_mac_key = crypto.hkdf(vmk, INFO_AUDIT_MAC)
-        self.audit_detail = Sealer(crypto.hkdf(vmk, INFO_AUDIT_DETAIL))
+        self.audit_detail_key = crypto.hkdf(vmk, INFO_AUDIT_DETAIL)
+        self.audit_detail = Sealer(self.audit_detail_key)
         self.client_index_key = crypto.hkdf(vmk, INFO_CLIENT_INDEX)
         self.state_key = crypto.hkdf(vmk, INFO_STATE)
         self._clients: dict[str, ClientKeys] = {}
